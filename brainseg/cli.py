@@ -1,0 +1,132 @@
+"""The ``brainseg`` command line: segment, evaluate, train, bench.
+
+Heavy imports (torch) happen inside the commands, so ``brainseg --help`` starts fast. User errors
+print one ``error: ...`` line and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("brainseg")
+
+
+def _add_inference_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", help="checkpoint file (default: the shipped model)")
+    p.add_argument("--patch-size", nargs=3, type=int, metavar=("D", "H", "W"), help="window size on the model grid")
+    p.add_argument("--overlap", type=float, help="share of a window its neighbour overlaps (0-1, default from the checkpoint)")
+    p.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (8x slower)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="auto: bf16 where the CPU has bf16 kernels")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="brainseg", description="Brain tumour segmentation in multimodal MRI (research use only).")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    seg = sub.add_parser("segment", help="segment a case (folder or four files) or a folder of case folders")
+    seg.add_argument("inputs", nargs="+", help="a case folder, the four scan files, or a folder of case folders")
+    seg.add_argument("-o", "--output", required=True, help="output .nii.gz (one case) or folder (cohort)")
+    seg.add_argument("--stats", help="write volume statistics as JSON here")
+    seg.add_argument("--min-component", type=int, help="remove whole-tumour components smaller than this many voxels")
+    seg.add_argument("--no-progress", action="store_true")
+    _add_inference_options(seg)
+
+    ev = sub.add_parser("evaluate", help="BraTS metrics of a prediction against a reference (files or folders)")
+    ev.add_argument("prediction")
+    ev.add_argument("reference")
+    ev.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ev.add_argument("--csv", help="per-case table as CSV (folders)")
+
+    tr = sub.add_parser("train", help="train a U-Net on labelled BraTS cases")
+    tr.add_argument("--data", required=True, help="folder of labelled case folders")
+    tr.add_argument("--output", required=True, help="run folder for checkpoints, logs and curves")
+    tr.add_argument("--max-steps", type=int, default=4000)
+    tr.add_argument("--batch-size", type=int, default=2)
+    tr.add_argument("--patch-size", nargs=3, type=int, default=(64, 64, 64))
+    tr.add_argument("--lr", type=float, default=3e-3)
+    tr.add_argument("--val-every", type=int, default=250)
+    tr.add_argument("--patience", type=int, default=0, help="validations without improvement before stopping (0: never)")
+    tr.add_argument("--validation", nargs="*", help="validation case IDs (default: the fixed split)")
+    tr.add_argument("--spacing", type=float, default=2.0, help="working resolution in mm")
+    tr.add_argument("--norm", default="instance", choices=["instance", "batch"])
+    tr.add_argument("--output-mode", default="regions", choices=["regions", "labels"])
+    tr.add_argument("--residual", action="store_true")
+    tr.add_argument("--no-augment", action="store_true")
+    tr.add_argument("--threads", type=int, default=0)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--resume", help="state.pt of an earlier run")
+    tr.add_argument("--time-limit", type=float, default=0.0, help="minutes; validate, save and stop when reached")
+
+    be = sub.add_parser("bench", help="time the pipeline stage by stage on a real case")
+    be.add_argument("case", help="a case folder")
+    be.add_argument("--checkpoint")
+    be.add_argument("--repeats", type=int, default=3)
+    be.add_argument("--compare", nargs="*", default=["monai", "uniform"], help="baselines to time alongside: monai, uniform")
+    be.add_argument("--json", help="write the figures here")
+    be.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from brainseg.errors import BrainsegError
+
+    try:
+        return {"segment": _segment, "evaluate": _evaluate, "train": _train, "bench": _bench}[args.command](args)
+    except BrainsegError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # settings out of range, reported by the library
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+def _segment(args) -> int:
+    from brainseg.segment_command import run_segment
+
+    return run_segment(args)
+
+
+def _evaluate(args) -> int:
+    from brainseg.evaluate_command import run_evaluate
+
+    return run_evaluate(args)
+
+
+def _train(args) -> int:
+    from brainseg.config import BrainsegConfig, ModelConfig, PreprocessConfig
+    from brainseg.train import DEFAULT_VALIDATION, TrainConfig, train
+
+    config = BrainsegConfig(
+        model=ModelConfig(norm=args.norm, output_mode=args.output_mode, residual=args.residual, out_channels=3 if args.output_mode == "regions" else 4),
+        preprocess=PreprocessConfig(spacing=(args.spacing,) * 3),
+    )
+    tc = TrainConfig(
+        data=args.data, output=args.output, max_steps=args.max_steps, batch_size=args.batch_size,
+        patch_size=tuple(args.patch_size), lr=args.lr, val_every=args.val_every, patience=args.patience,
+        validation=tuple(args.validation) if args.validation is not None else DEFAULT_VALIDATION,
+        augment=not args.no_augment, threads=args.threads, seed=args.seed, resume=args.resume or "",
+        time_limit_minutes=args.time_limit,
+    )
+    best = train(tc, config)
+    print(f"best checkpoint: {best}")
+    return 0
+
+
+def _bench(args) -> int:
+    from brainseg.bench import run_bench
+
+    return run_bench(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

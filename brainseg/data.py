@@ -1,0 +1,114 @@
+"""Training data: labelled BraTS case folders -> model-grid arrays, and tumour-aware patch sampling."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from brainseg.config import PreprocessConfig
+from brainseg.errors import InputError
+from brainseg.io import Case, case_files, load_case, read_file, segmentation_file
+from brainseg.labels import guess_convention, region_masks, to_internal
+from brainseg.preprocess import prepare, reorient, resample
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingCase:
+    case_id: str
+    image: np.ndarray  # (C, X, Y, Z) float32 on the model grid
+    target: np.ndarray  # (3, X, Y, Z) uint8 WT/TC/ET masks on the model grid
+    brain: np.ndarray  # (X, Y, Z) bool brain mask on the model grid
+
+
+def find_cases(root: str | Path) -> list[Path]:
+    """Case folders under ``root`` that hold four scans and a segmentation, sorted by name."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"{root}: no such data folder")
+    cases = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        try:
+            case_files(folder)
+        except InputError:
+            continue
+        if segmentation_file(folder) is not None:
+            cases.append(folder)
+    if not cases:
+        raise InputError(f"{root}: no case folders with four scans and a segmentation")
+    return cases
+
+
+def load_reference(folder: Path) -> tuple[Case, np.ndarray]:
+    """A labelled case at full resolution: the scans and internal labels (X, Y, Z) uint8."""
+    case = load_case([folder])
+    seg_path = segmentation_file(folder)
+    raw, affine, _ = read_file(seg_path)
+    if raw.shape != case.shape:
+        raise InputError(f"{seg_path.name}: shape {raw.shape} differs from the scans' {case.shape}")
+    raw = np.rint(raw).astype(np.int16)
+    return case, to_internal(raw, guess_convention(raw), seg_path.name)
+
+
+def to_training_case(case: Case, labels: np.ndarray, config: PreprocessConfig, case_id: str) -> TrainingCase:
+    prepared = prepare(case, config)
+    geometry = prepared.geometry
+    oriented = reorient(labels, geometry.transform)[geometry.box]
+    masks = region_masks(oriented)
+    stacked = torch.from_numpy(np.stack([masks[r] for r in ("WT", "TC", "ET")]).astype(np.float32))
+    # trilinear resampling of a mask averages it; >= 0.5 keeps voxels mostly inside the region
+    target = (resample(stacked, geometry.model_shape) >= 0.5).numpy().astype(np.uint8)
+    image = prepared.image.numpy()
+    return TrainingCase(case_id, image, target, np.any(image != 0, axis=0))
+
+
+def load_training_cases(folders: list[Path], config: PreprocessConfig, cache_dir: Path | None = None) -> list[TrainingCase]:
+    """Preprocess labelled cases onto the model grid, caching the arrays in ``cache_dir``."""
+    key = hashlib.sha1(json.dumps([config.spacing, config.orientation, config.modalities, config.crop_margin]).encode()).hexdigest()[:10]
+    out = []
+    for folder in folders:
+        cached = cache_dir / f"{folder.name}-{key}.npz" if cache_dir else None
+        if cached is not None and cached.is_file():
+            data = np.load(cached)
+            out.append(TrainingCase(folder.name, data["image"], data["target"], data["brain"]))
+            continue
+        case, labels = load_reference(folder)
+        item = to_training_case(case, labels, config, folder.name)
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(cached, image=item.image, target=item.target, brain=item.brain)
+        out.append(item)
+        log.info("loaded %s: model grid %s", folder.name, item.image.shape[1:])
+    return out
+
+
+def sample_patch(item: TrainingCase, patch: tuple[int, int, int], rng: np.random.Generator, tumour_share: float) -> tuple[np.ndarray, np.ndarray]:
+    """One (image, target) patch; with probability ``tumour_share`` centred on a random region voxel.
+
+    The centre is drawn first and the window clipped to the volume, so patches reach every edge;
+    axes shorter than the patch are zero-padded.
+    """
+    image, target = item.image, item.target
+    shape = image.shape[1:]
+    if any(s < p for s, p in zip(shape, patch)):
+        pad = [(0, 0)] + [(0, max(p - s, 0)) for s, p in zip(shape, patch)]
+        image, target = np.pad(image, pad), np.pad(target, pad)
+        shape = image.shape[1:]
+    centre = None
+    if rng.random() < tumour_share:
+        present = [k for k in range(target.shape[0]) if target[k].any()]
+        if present:
+            voxels = np.argwhere(target[rng.choice(present)])
+            centre = voxels[rng.integers(len(voxels))]
+    if centre is None:
+        voxels = np.argwhere(item.brain) if item.brain.any() else np.argwhere(np.ones(shape, bool))
+        centre = voxels[rng.integers(len(voxels))]
+    start = [int(np.clip(c - p // 2, 0, s - p)) for c, p, s in zip(centre, patch, shape)]
+    sl = tuple(slice(s, s + p) for s, p in zip(start, patch))
+    return image[(slice(None),) + sl], target[(slice(None),) + sl]

@@ -1,0 +1,204 @@
+"""Sliding-window inference over a volume with Gaussian-weighted overlap stitching.
+
+``sliding_window`` takes any predictor (a callable on (N, C, *patch) tensors), so the windowing is
+tested without a network; ``ModelPredictor`` wraps a U-Net with the fastest safe precision.
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+Predictor = Callable[[torch.Tensor], torch.Tensor]
+Progress = Callable[[int, int], None]
+
+
+def window_starts(size: int, patch: int, overlap: float) -> list[int]:
+    """Start offsets along one axis: evenly spread, the first at 0 and the last at ``size - patch``.
+
+    Args:
+        size: length of the (padded) axis, at least ``patch``.
+        overlap: share of the patch two neighbouring windows share, 0 <= overlap < 1.
+    """
+    if size <= patch:
+        return [0]
+    stride = max(patch * (1.0 - overlap), 1.0)
+    n = math.ceil((size - patch) / stride) + 1
+    step = (size - patch) / (n - 1)
+    return [int(round(i * step)) for i in range(n)]
+
+
+@functools.lru_cache(maxsize=8)
+def gaussian_importance(patch: tuple[int, ...], sigma_scale: float = 1 / 8) -> torch.Tensor:
+    """Gaussian weight map (sigma = patch x ``sigma_scale``), max 1, no zeros (nnU-Net's choice)."""
+    axes = []
+    for n in patch:
+        coords = torch.arange(n, dtype=torch.float64) - (n - 1) / 2
+        sigma = max(n * sigma_scale, 1e-3)
+        axes.append(torch.exp(-0.5 * (coords / sigma) ** 2))
+    weights = functools.reduce(lambda a, b: a[..., None] * b, axes)
+    weights = weights / weights.max()
+    smallest = weights[weights > 0].min()
+    return torch.clamp(weights, min=smallest).float()
+
+
+@dataclass
+class WindowPlan:
+    padded_shape: tuple[int, int, int]
+    pad: list[int]  # F.pad order (last axis first)
+    starts: list[tuple[int, int, int]]
+
+
+def plan_windows(shape: Sequence[int], patch: Sequence[int], overlap: float) -> WindowPlan:
+    """Pad each axis up to the patch where the volume is smaller, then place windows."""
+    if not 0.0 <= overlap < 1.0:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    if len(patch) != 3 or any(int(p) < 1 for p in patch):
+        raise ValueError(f"patch size must be three positive integers, got {tuple(patch)}")
+    padded = tuple(max(int(s), int(p)) for s, p in zip(shape, patch))
+    pad: list[int] = []
+    for s, p in reversed(list(zip(padded, shape))):
+        before = (s - p) // 2
+        pad += [before, s - p - before]
+    per_axis = [window_starts(s, int(p), overlap) for s, p in zip(padded, patch)]
+    return WindowPlan(padded, pad, list(itertools.product(*per_axis)))
+
+
+@torch.no_grad()
+def sliding_window(
+    predictor: Predictor,
+    image: torch.Tensor,
+    patch: Sequence[int],
+    overlap: float = 0.5,
+    batch_size: int = 1,
+    progress: Progress | None = None,
+) -> torch.Tensor:
+    """Predict a whole volume window by window.
+
+    Args:
+        predictor: maps (N, C, *patch) to (N, K, *patch).
+        image: (C, X, Y, Z).
+        patch: window size; axes larger than the volume are padded and cropped back.
+        overlap: 0 <= overlap < 1; stride = (1 - overlap) x patch.
+        progress: called with (windows done, windows in all) after each batch.
+    Returns:
+        (K, X, Y, Z) float32: the importance-weighted average of the window outputs.
+    """
+    patch = tuple(int(p) for p in patch)
+    plan = plan_windows(image.shape[1:], patch, overlap)
+    padded = F.pad(image, plan.pad) if any(plan.pad) else image
+    weights = gaussian_importance(patch).to(image.device)
+    output = None
+    weight_sum = torch.zeros(plan.padded_shape, dtype=torch.float32, device=image.device)
+    total = len(plan.starts)
+    for first in range(0, total, batch_size):
+        starts = plan.starts[first : first + batch_size]
+        slices = [tuple(slice(s, s + p) for s, p in zip(start, patch)) for start in starts]
+        batch = torch.stack([padded[(slice(None),) + sl] for sl in slices])
+        result = predictor(batch).float()
+        if output is None:
+            output = torch.zeros((result.shape[1],) + plan.padded_shape, dtype=torch.float32, device=image.device)
+        for sl, window in zip(slices, result):
+            output[(slice(None),) + sl] += window * weights
+            weight_sum[sl] += weights
+        if progress is not None:
+            progress(min(first + batch_size, total), total)
+    output /= weight_sum
+    crop = tuple(slice(plan.pad[2 * (2 - a)], plan.pad[2 * (2 - a)] + image.shape[1 + a]) for a in range(3))
+    return output[(slice(None),) + crop]
+
+
+def cpu_supports_bf16() -> bool:
+    """True where oneDNN has native bf16 kernels (AVX-512 BF16 or AMX); elsewhere bf16 is slow."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but no CUDA GPU is available; use auto or cpu")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {device!r}; expected auto, cpu or cuda")
+    return torch.device(device)
+
+
+class ModelPredictor:
+    """A network as a predictor: reduced precision where the hardware runs it fast, fp32 otherwise.
+
+    Args:
+        model: returns logits (N, K, ...).
+        precision: "auto" (bf16 on CPUs with bf16 kernels, fp16 on CUDA, else fp32), "fp32", "bf16".
+        tta: also predict on the 7 mirrored copies and average the logits.
+    """
+
+    def __init__(self, model: torch.nn.Module, device: torch.device, precision: str = "auto", tta: bool = False):
+        self.device = device
+        self.model = model.to(device).eval()
+        self.dtype = self._choose_dtype(precision)
+        self.channels_last = device.type == "cpu" and self.dtype is not None
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last_3d)
+        self.divisor = getattr(model, "divisor", 1)
+        self.tta = tta
+
+    def _choose_dtype(self, precision: str):
+        if precision == "fp32":
+            return None
+        if precision == "bf16":
+            return torch.bfloat16
+        if precision != "auto":
+            raise ValueError(f"unknown precision {precision!r}; expected auto, fp32 or bf16")
+        if self.device.type == "cuda":
+            return torch.float16
+        if cpu_supports_bf16():
+            return torch.bfloat16
+        log.info("this CPU has no bf16 kernels: running in fp32")
+        return None
+
+    @property
+    def precision(self) -> str:
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
+
+    @torch.no_grad()
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        batch = batch.to(self.device)
+        if not self.tta:
+            return self._forward(batch)
+        total = None
+        flips = [dims for r in range(4) for dims in itertools.combinations((2, 3, 4), r)]
+        for dims in flips:
+            x = torch.flip(batch, dims) if dims else batch
+            y = self._forward(x)
+            y = torch.flip(y, dims) if dims else y
+            total = y if total is None else total + y
+        return total / len(flips)
+
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        shape = batch.shape[2:]
+        padded_shape = [-(-s // self.divisor) * self.divisor for s in shape]
+        pad = []
+        for s, p in reversed(list(zip(shape, padded_shape))):
+            pad += [0, p - s]
+        x = F.pad(batch, pad) if any(pad) else batch
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        if self.dtype is not None:
+            with torch.autocast(self.device.type, dtype=self.dtype):
+                y = self.model(x)
+        else:
+            y = self.model(x)
+        y = y.float()
+        return y[(slice(None), slice(None)) + tuple(slice(0, s) for s in shape)].contiguous()

@@ -1,0 +1,76 @@
+"""Label conventions and BraTS regions.
+
+Inside brainseg a label map always uses 0 background, 1 NCR, 2 ED, 3 ET. Files use BraTS 2018-2021
+(ET = 4) or BraTS 2023+ (ET = 3); conversion is explicit and unexpected values are refused.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from brainseg.errors import InputError
+
+BACKGROUND, NCR, ED, ET = 0, 1, 2, 3
+LABEL_NAMES = {NCR: "necrotic core", ED: "edema", ET: "enhancing tumour"}
+REGIONS = ("WT", "TC", "ET")
+REGION_LABELS = {"WT": (NCR, ED, ET), "TC": (NCR, ET), "ET": (ET,)}
+
+# file value of each internal label, per convention
+CONVENTIONS = {
+    "brats2018": {BACKGROUND: 0, NCR: 1, ED: 2, ET: 4},
+    "brats2023": {BACKGROUND: 0, NCR: 1, ED: 2, ET: 3},
+}
+
+
+def to_internal(labels: np.ndarray, convention: str, source: str = "label map") -> np.ndarray:
+    """Map a label map read from a file to internal labels 0-3.
+
+    Raises InputError naming ``source`` when it holds a value the convention does not define.
+    """
+    mapping = _mapping(convention)
+    values = np.unique(labels)
+    allowed = set(mapping.values())
+    bad = [v for v in values.tolist() if v not in allowed]
+    if bad:
+        raise InputError(
+            f"{source}: unexpected label values {bad[:5]}; {convention} label maps hold only "
+            f"{sorted(allowed)}"
+        )
+    lut = np.zeros(max(allowed) + 1, dtype=np.uint8)
+    for internal, file_value in mapping.items():
+        lut[file_value] = internal
+    return lut[labels.astype(np.int64)]
+
+
+def from_internal(labels: np.ndarray, convention: str) -> np.ndarray:
+    """Map internal labels 0-3 to the file values of ``convention`` (uint8)."""
+    mapping = _mapping(convention)
+    lut = np.array([mapping[i] for i in range(4)], dtype=np.uint8)
+    return lut[labels]
+
+
+def guess_convention(labels: np.ndarray) -> str:
+    """BraTS 2018-2021 if the map holds a 4, 2023+ if it holds a 3, 2018 when it holds neither."""
+    values = set(np.unique(labels).tolist())
+    if 4 in values and 3 in values:
+        raise InputError("label map holds both 3 and 4; BraTS label maps use one of them for ET")
+    return "brats2023" if 3 in values else "brats2018"
+
+
+def region_masks(labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Boolean WT/TC/ET masks of an internal label map."""
+    return {r: np.isin(labels, REGION_LABELS[r]) for r in REGIONS}
+
+
+def regions_to_labels(wt: np.ndarray, tc: np.ndarray, et: np.ndarray) -> np.ndarray:
+    """Nested region masks to internal labels: ET inside TC inside WT, as nnU-Net resolves them."""
+    out = np.zeros(wt.shape, dtype=np.uint8)
+    out[wt] = ED
+    out[wt & tc] = NCR
+    out[wt & tc & et] = ET
+    return out
+
+
+def _mapping(convention: str) -> dict[int, int]:
+    if convention not in CONVENTIONS:
+        raise ValueError(f"unknown label convention {convention!r}; expected one of {list(CONVENTIONS)}")
+    return CONVENTIONS[convention]

@@ -1,0 +1,125 @@
+"""Files -> arrays -> logits -> labels: the whole segmentation of one case, callable without a UI."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+import numpy as np
+import torch
+
+from brainseg.checkpoint import LoadedModel
+from brainseg.config import InferenceConfig, PostprocessConfig
+from brainseg.inference import ModelPredictor, Progress, resolve_device, sliding_window
+from brainseg.io import Case
+from brainseg.labels import regions_to_labels
+from brainseg.metrics import volume_stats
+from brainseg.postprocess import clean_labels
+from brainseg.preprocess import paste, prepare, to_box
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Segmentation:
+    """A case's result on the input grid.
+
+    Attributes:
+        labels: internal labels (X, Y, Z) uint8: 0 bg, 1 NCR, 2 ED, 3 ET.
+        probabilities: (K, X, Y, Z) float16: WT/TC/ET sigmoid, or bg/NCR/ED/ET softmax.
+        stats: ``volume_stats`` of the labels (keys in the case's label convention).
+        seconds: time per stage.
+    """
+
+    labels: np.ndarray
+    probabilities: np.ndarray
+    stats: dict
+    seconds: dict[str, float] = field(default_factory=dict)
+    windows: int = 0
+    precision: str = "fp32"
+    brain_voxels: int = 0
+
+
+def logits_to_labels(logits: torch.Tensor, output_mode: str, threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """(K, ...) logits -> (internal labels uint8, probabilities float16)."""
+    if output_mode == "regions":
+        probs = torch.sigmoid(logits)
+        masks = (probs > threshold).numpy()
+        labels = regions_to_labels(masks[0], masks[1], masks[2])
+    else:
+        probs = torch.softmax(logits, dim=0)
+        labels = probs.argmax(0).numpy().astype(np.uint8)
+    return labels, probs.numpy().astype(np.float16)
+
+
+def segment_case(
+    case: Case,
+    loaded: LoadedModel,
+    inference: InferenceConfig | None = None,
+    postprocess: PostprocessConfig | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    progress: Progress | None = None,
+    predictor: Callable | None = None,
+) -> Segmentation:
+    """Segment one loaded case.
+
+    Args:
+        inference, postprocess: settings; the checkpoint's own defaults when None.
+        predictor: replaces the network (tests, benchmarks); must map (N, C, *patch) to logits.
+    """
+    config = loaded.config
+    inference = inference or config.inference
+    postprocess = postprocess or config.postprocess
+    seconds: dict[str, float] = {}
+    t = time.perf_counter()
+    prepared = prepare(case, config.preprocess)
+    seconds["preprocess"] = time.perf_counter() - t
+    if predictor is None:
+        predictor = ModelPredictor(loaded.model, resolve_device(device), precision, inference.tta)
+    used_precision = getattr(predictor, "precision", "custom")
+    windows = []
+
+    def count(done: int, total: int) -> None:
+        windows[:] = [total]
+        if progress is not None:
+            progress(done, total)
+
+    t = time.perf_counter()
+    logits = sliding_window(predictor, prepared.image, inference.patch_size, inference.overlap, inference.batch_size, count)
+    seconds["windows"] = time.perf_counter() - t
+    t = time.perf_counter()
+    box_logits = to_box(logits.cpu(), prepared.geometry)
+    labels, probs = logits_to_labels(box_logits, config.model.output_mode, inference.threshold)
+    del box_logits
+    seconds["stitch"] = time.perf_counter() - t
+    t = time.perf_counter()
+    labels = clean_labels(labels, postprocess.min_component_voxels, postprocess.min_et_voxels)
+    seconds["postprocess"] = time.perf_counter() - t
+    t = time.perf_counter()
+    full_labels = paste(labels, prepared.geometry)
+    full_probs = paste(probs, prepared.geometry)
+    stats = volume_stats(full_labels, case.spacing, case.convention, prepared.brain_voxels)
+    seconds["paste"] = time.perf_counter() - t
+    return Segmentation(full_labels, full_probs, stats, seconds, windows[0] if windows else 0, used_precision, prepared.brain_voxels)
+
+
+def inference_settings(loaded: LoadedModel, patch_size=None, overlap=None, tta=None, batch_size=None) -> InferenceConfig:
+    """The checkpoint's inference defaults with any user overrides applied and checked."""
+    settings = loaded.config.inference
+    changes = {}
+    if patch_size is not None:
+        patch_size = tuple(int(p) for p in patch_size)
+        if len(patch_size) != 3 or min(patch_size) < 8:
+            raise ValueError(f"patch size must be three integers of at least 8, got {patch_size}")
+        changes["patch_size"] = patch_size
+    if overlap is not None:
+        if not 0.0 <= overlap < 1.0:
+            raise ValueError(f"overlap must be between 0 and 1 (exclusive), got {overlap}")
+        changes["overlap"] = float(overlap)
+    if tta is not None:
+        changes["tta"] = bool(tta)
+    if batch_size is not None:
+        changes["batch_size"] = max(int(batch_size), 1)
+    return replace(settings, **changes)

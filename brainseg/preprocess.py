@@ -1,0 +1,137 @@
+"""Arrays -> model input and back: reorientation, brain crop, z-scoring and resampling.
+
+``prepare`` records every geometric step so that ``restore`` can put a prediction made on the
+model's grid back onto the input's exact grid.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import nibabel.orientations as nio
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from brainseg.config import PreprocessConfig
+from brainseg.errors import InputError
+from brainseg.io import Case
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Geometry:
+    """How the model-grid volume relates to the input grid."""
+
+    transform: np.ndarray  # nibabel orientation transform, input axes -> model orientation
+    oriented_shape: tuple[int, int, int]  # input volume after reorientation
+    box: tuple[slice, slice, slice]  # brain box inside the reoriented volume
+    model_shape: tuple[int, int, int]  # the box resampled to the model's spacing
+
+    @property
+    def box_shape(self) -> tuple[int, int, int]:
+        return tuple(s.stop - s.start for s in self.box)
+
+
+@dataclass
+class Prepared:
+    image: torch.Tensor  # (C, X, Y, Z) float32 on the model grid
+    geometry: Geometry
+    brain_voxels: int  # brain (nonzero) voxels in the input grid
+
+
+def orientation_transform(affine: np.ndarray, target: str) -> np.ndarray:
+    """Orientation transform from the axes of ``affine`` to axis codes ``target`` (e.g. "LPS")."""
+    return nio.ornt_transform(nio.io_orientation(affine), nio.axcodes2ornt(tuple(target)))
+
+
+def reorient(array: np.ndarray, transform: np.ndarray) -> np.ndarray:
+    """Apply an orientation transform to the first three axes (a view, no copy)."""
+    return nio.apply_orientation(array, transform)
+
+
+def unreorient(array: np.ndarray, transform: np.ndarray) -> np.ndarray:
+    """Undo ``reorient``."""
+    return nio.apply_orientation(array, _inverse(transform))
+
+
+def _inverse(transform: np.ndarray) -> np.ndarray:
+    inverse = np.zeros_like(transform)
+    for src_axis, (dst_axis, flip) in enumerate(transform):
+        inverse[int(dst_axis)] = (src_axis, flip)
+    return inverse
+
+
+def brain_box(mask: np.ndarray, margin: int) -> tuple[slice, slice, slice]:
+    """Bounding box of ``mask`` grown by ``margin`` voxels and clipped to the volume."""
+    if not mask.any():
+        raise InputError("every scan is zero everywhere: no brain to segment")
+    box = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        idx = np.flatnonzero(mask.any(axis=other))
+        box.append(slice(max(int(idx[0]) - margin, 0), min(int(idx[-1]) + 1 + margin, mask.shape[axis])))
+    return tuple(box)
+
+
+def zscore(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Z-score inside ``mask`` (nnU-Net's nonzero normalisation); zero outside it."""
+    values = image[mask]
+    std = float(values.std())
+    out = np.zeros(image.shape, dtype=np.float32)
+    out[mask] = (values - float(values.mean())) / max(std, 1e-8)
+    return out
+
+
+def model_grid_shape(shape, spacing, target_spacing) -> tuple[int, int, int]:
+    return tuple(max(int(round(n * s / t)), 1) for n, s, t in zip(shape, spacing, target_spacing))
+
+
+def resample(volume: torch.Tensor, shape: tuple[int, int, int], mode: str = "trilinear") -> torch.Tensor:
+    """Resample a (C, X, Y, Z) tensor to ``shape`` (identity when already there)."""
+    if tuple(volume.shape[1:]) == tuple(shape):
+        return volume
+    kwargs = {"align_corners": False} if mode == "trilinear" else {}
+    return F.interpolate(volume[None], size=shape, mode=mode, **kwargs)[0]
+
+
+def prepare(case: Case, config: PreprocessConfig) -> Prepared:
+    """Reorient, crop to the brain, z-score each modality and resample to the model's spacing."""
+    transform = orientation_transform(case.affine, config.orientation)
+    oriented = [reorient(case.images[m], transform) for m in config.modalities]
+    mask = np.zeros(oriented[0].shape, dtype=bool)
+    for image in oriented:
+        mask |= image != 0
+    box = brain_box(mask, config.crop_margin)
+    mask_box = mask[box]
+    channels = np.stack([zscore(image[box], mask_box) for image in oriented])
+    spacing = _oriented_spacing(case, transform)
+    model_shape = model_grid_shape(mask_box.shape, spacing, config.spacing)
+    tensor = resample(torch.from_numpy(channels), model_shape)
+    geometry = Geometry(transform, oriented[0].shape, box, model_shape)
+    log.debug("brain box %s -> model grid %s", mask_box.shape, model_shape)
+    return Prepared(tensor.contiguous(), geometry, int(mask.sum()))
+
+
+def _oriented_spacing(case: Case, transform: np.ndarray) -> tuple[float, float, float]:
+    spacing = [0.0, 0.0, 0.0]
+    for src_axis, (dst_axis, _) in enumerate(transform):
+        spacing[int(dst_axis)] = case.spacing[src_axis]
+    return tuple(spacing)
+
+
+def to_box(volume: torch.Tensor, geometry: Geometry) -> torch.Tensor:
+    """Resample a (C, ...) model-grid tensor onto the brain box of the reoriented input grid."""
+    return resample(volume, geometry.box_shape)
+
+
+def paste(box_volume: np.ndarray, geometry: Geometry, fill=0) -> np.ndarray:
+    """Place a (..., X, Y, Z) brain-box array into the full grid and undo the reorientation."""
+    lead = box_volume.shape[:-3]
+    full = np.full(lead + tuple(geometry.oriented_shape), fill, dtype=box_volume.dtype)
+    full[(Ellipsis,) + tuple(geometry.box)] = box_volume
+    if lead:
+        moved = np.moveaxis(full, range(len(lead)), range(-len(lead), 0))
+        return np.ascontiguousarray(np.moveaxis(unreorient(moved, geometry.transform), range(-len(lead), 0), range(len(lead))))
+    return np.ascontiguousarray(unreorient(full, geometry.transform))

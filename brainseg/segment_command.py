@@ -1,0 +1,149 @@
+"""``brainseg segment``: one case or a cohort of case folders, with a progress bar and a summary."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from brainseg.errors import InputError
+
+
+def is_cohort(inputs: list[str]) -> bool:
+    """One folder whose subfolders are cases (and which holds no scans itself)."""
+    if len(inputs) != 1 or not Path(inputs[0]).is_dir():
+        return False
+    folder = Path(inputs[0])
+    has_files = any(p.is_file() and p.name.lower().endswith((".nii", ".nii.gz", ".npy")) for p in folder.iterdir())
+    return not has_files and any(p.is_dir() for p in folder.iterdir())
+
+
+def run_segment(args) -> int:
+    from brainseg.checkpoint import default_checkpoint, load_checkpoint
+
+    started = time.perf_counter()
+    checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
+    if not checkpoint.is_file():
+        raise InputError(f"{checkpoint}: checkpoint not found; pass --checkpoint PATH")
+    if is_cohort(args.inputs):
+        return _run_cohort(args, checkpoint)
+    out = Path(args.output)
+    if not out.name.endswith((".nii", ".nii.gz")):
+        raise InputError(f"{out}: output must end in .nii.gz or .nii (or give a folder of case folders as input)")
+    from brainseg.io import load_case
+
+    t = time.perf_counter()
+    case = load_case(args.inputs)
+    load_seconds = time.perf_counter() - t
+    loaded = load_checkpoint(checkpoint)
+    result = _segment_one(args, case, loaded, out, show_progress=not args.no_progress)
+    result.seconds["load"] = load_seconds
+    result.seconds["total"] = time.perf_counter() - started
+    if args.stats:
+        _write_json(Path(args.stats), _stats_payload(result, case, loaded, args))
+    _print_summary(result, case, out)
+    return 0
+
+
+def _segment_one(args, case, loaded, out: Path, show_progress: bool):
+    from brainseg.io import save_labels
+    from brainseg.labels import from_internal
+    from brainseg.pipeline import inference_settings, segment_case
+    from brainseg.config import PostprocessConfig
+
+    settings = inference_settings(loaded, args.patch_size, args.overlap, True if args.tta else None)
+    post = loaded.config.postprocess
+    if args.min_component is not None:
+        post = PostprocessConfig(args.min_component, post.min_et_voxels)
+    bar = _bar(show_progress)
+    result = segment_case(case, loaded, settings, post, args.device, args.precision, progress=bar)
+    if bar is not None:
+        bar.close()
+    t = time.perf_counter()
+    save_labels(from_internal(result.labels, case.convention), case, out)
+    result.seconds["save"] = time.perf_counter() - t
+    return result
+
+
+def _bar(show: bool):
+    if not show or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, desc="windows", file=sys.stderr, leave=False)
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    update.close = bar.close
+    return update
+
+
+def _stats_payload(result, case, loaded, args) -> dict:
+    return {
+        **result.stats,
+        "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
+        "windows": result.windows,
+        "precision": result.precision,
+        "label_convention": case.convention,
+        "inputs": case.sources,
+        "spacing_mm": list(case.spacing),
+        "shape": list(case.shape),
+        "checkpoint": str(loaded.path),
+    }
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    os.replace(tmp, path)
+
+
+def _print_summary(result, case, out: Path) -> None:
+    stats = result.stats
+    print(f"segmentation: {out}  ({case.shape[0]}x{case.shape[1]}x{case.shape[2]}, labels {case.convention})")
+    print(f"{'region':<24}{'voxels':>10}{'mL':>10}")
+    for region, name in (("WT", "whole tumour"), ("TC", "tumour core"), ("ET", "enhancing tumour")):
+        entry = stats["regions"][region]
+        print(f"{region + ' ' + name:<24}{entry['voxels']:>10}{entry['ml']:>10.2f}")
+    for key, entry in stats["labels"].items():
+        print(f"{'label ' + key + ' ' + entry['name']:<24}{entry['voxels']:>10}{entry['ml']:>10.2f}")
+    seconds = "  ".join(f"{k} {v:.2f}s" for k, v in result.seconds.items())
+    print(f"{result.windows} windows, {result.precision}; {seconds}")
+
+
+def _run_cohort(args, checkpoint: Path) -> int:
+    from brainseg.checkpoint import load_checkpoint
+    from brainseg.errors import BrainsegError
+    from brainseg.io import load_case
+
+    root, out_dir = Path(args.inputs[0]), Path(args.output)
+    if out_dir.name.endswith((".nii", ".nii.gz")):
+        raise InputError(f"{out_dir}: with a folder of cases as input, -o must be a folder")
+    cases = sorted(p for p in root.iterdir() if p.is_dir())
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    mine = cases[rank::world]
+    loaded = load_checkpoint(checkpoint)
+    failures = 0
+    iterator = mine
+    if not args.no_progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(mine, desc=f"cases (rank {rank}/{world})" if world > 1 else "cases", file=sys.stderr)
+    for folder in iterator:
+        target = out_dir / f"{folder.name}_seg.nii.gz"
+        if target.exists():
+            continue  # done by an earlier run: resuming
+        try:
+            case = load_case([folder])
+            result = _segment_one(args, case, loaded, target, show_progress=False)
+            _write_json(out_dir / f"{folder.name}_stats.json", _stats_payload(result, case, loaded, args))
+        except BrainsegError as exc:
+            failures += 1
+            print(f"error: {folder.name}: {exc}", file=sys.stderr)
+    print(f"{len(mine) - failures} of {len(mine)} cases segmented into {out_dir}" + (f" (rank {rank} of {world})" if world > 1 else ""))
+    return 2 if failures else 0

@@ -1,0 +1,341 @@
+"""Training: tumour-aware patches, TorchIO augmentation, Dice + CE, validation on whole cases.
+
+Runs alone or under ``torchrun`` (DistributedDataParallel: gloo on CPU, NCCL on CUDA); rank 0
+validates, logs and writes checkpoints.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from brainseg import __version__
+from brainseg.checkpoint import LoadedModel, save_checkpoint
+from brainseg.config import BrainsegConfig, InferenceConfig
+from brainseg.data import TrainingCase, find_cases, load_reference, load_training_cases, sample_patch
+from brainseg.errors import InputError
+from brainseg.inference import cpu_supports_bf16
+from brainseg.losses import dice_ce_loss
+from brainseg.metrics import dice, hd95
+from brainseg.labels import REGIONS, region_masks
+from brainseg.model import UNet3D
+
+log = logging.getLogger(__name__)
+
+# the validation split of the issue's calibration run, kept fixed so scores compare across checkpoints
+DEFAULT_VALIDATION = ("Brats18_2013_11_1", "Brats18_CBICA_AME_1", "Brats18_TCIA01_201_1", "Brats18_TCIA02_606_1")
+
+
+@dataclass
+class TrainConfig:
+    data: str = "../shared/data/brats"
+    output: str = "runs/default"
+    max_steps: int = 4000
+    batch_size: int = 2
+    patch_size: tuple[int, int, int] = (64, 64, 64)
+    lr: float = 3e-3
+    weight_decay: float = 3e-5
+    warmup_steps: int = 100
+    grad_clip: float = 12.0
+    tumour_share: float = 0.5
+    augment: bool = True
+    val_every: int = 250
+    patience: int = 0  # validations without improvement before stopping; 0 = never stop early
+    validation: tuple[str, ...] = DEFAULT_VALIDATION
+    seed: int = 0
+    threads: int = 0  # 0: torch's default
+    resume: str = ""
+    amp: bool = True
+    time_limit_minutes: float = 0.0  # stop (after validating) once this much time has passed; 0 = none
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed() -> Distributed:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Distributed(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
+        dist.init_process_group("nccl")
+        device = torch.device("cuda", local)
+    else:
+        dist.init_process_group("gloo")
+        device = torch.device("cpu")
+    return Distributed(dist.get_rank(), world, device)
+
+
+def build_augmentation():
+    """TorchIO transforms on (image, WT/TC/ET target) subjects; geometry first, then intensity."""
+    import torchio as tio
+
+    return tio.Compose(
+        [
+            tio.RandomFlip(axes=(0, 1, 2), flip_probability=0.5),
+            tio.RandomAffine(scales=(0.85, 1.15), degrees=15, translation=0, p=0.3, label_interpolation="nearest"),
+            tio.RandomGamma(log_gamma=(-0.3, 0.3), p=0.3),
+            tio.RandomBiasField(coefficients=0.3, p=0.15),
+            tio.RandomNoise(std=(0, 0.1), p=0.15),
+        ]
+    )
+
+
+def augment_patch(transform, image: np.ndarray, target: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    import torchio as tio
+
+    subject = tio.Subject(image=tio.ScalarImage(tensor=torch.from_numpy(image)), target=tio.LabelMap(tensor=torch.from_numpy(target)))
+    out = transform(subject)
+    image = out["image"].data.numpy()
+    if rng.random() < 0.3:  # per-channel intensity scale and shift, as scanners differ
+        image = image * rng.uniform(0.9, 1.1, (image.shape[0], 1, 1, 1)) + rng.uniform(-0.1, 0.1, (image.shape[0], 1, 1, 1))
+    return image.astype(np.float32), out["target"].data.numpy()
+
+
+def learning_rate(step: int, config: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to 1% of the peak."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(config.max_steps - config.warmup_steps, 1)
+    return config.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def validate(model: UNet3D, config: BrainsegConfig, cases: list, device: torch.device) -> dict:
+    """Whole-case inference with the real pipeline; Dice and HD95 per region against full-resolution labels."""
+    from brainseg.pipeline import segment_case
+
+    loaded = LoadedModel(model, config)
+    per_case = {}
+    for case_id, case, reference in cases:
+        result = segment_case(case, loaded, device=device.type)
+        pred_regions, ref_regions = region_masks(result.labels), region_masks(reference)
+        per_case[case_id] = {
+            r: {"dice": dice(pred_regions[r], ref_regions[r]), "hd95": hd95(pred_regions[r], ref_regions[r], case.spacing)}
+            for r in REGIONS
+        }
+    model.train()
+    mean = {r: float(np.mean([c[r]["dice"] for c in per_case.values()])) for r in REGIONS}
+    mean_hd = {r: float(np.mean([c[r]["hd95"] for c in per_case.values()])) for r in REGIONS}
+    return {"per_case": per_case, "dice": mean, "hd95": mean_hd, "score": float(np.mean(list(mean.values())))}
+
+
+def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None) -> Path:
+    """Train a U-Net and write ``best.pt`` and ``last.pt`` (brainseg checkpoints) to the output folder."""
+    ddp = setup_distributed()
+    config = model_config or BrainsegConfig()
+    out_dir = Path(train_config.output)
+    if train_config.threads:
+        torch.set_num_threads(train_config.threads)
+    rng = np.random.default_rng(train_config.seed + 1000 * ddp.rank)
+    torch.manual_seed(train_config.seed)
+
+    folders = find_cases(train_config.data)
+    names = [f.name for f in folders]
+    unknown = [v for v in train_config.validation if v not in names]
+    if unknown:
+        raise InputError(f"validation cases {unknown} are not in {train_config.data}")
+    val_folders = [f for f in folders if f.name in train_config.validation]
+    train_folders = [f for f in folders if f.name not in train_config.validation]
+    if not train_folders:
+        raise InputError(f"{train_config.data}: no training cases left after the validation split")
+    if ddp.main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        split = {"train": [f.name for f in train_folders], "validation": [f.name for f in val_folders]}
+        (out_dir / "split.json").write_text(json.dumps(split, indent=2))
+        (out_dir / "config.json").write_text(json.dumps({"train": _plain(asdict(train_config)), "model": config.to_dict()}, indent=2))
+    cache = out_dir / "cache"
+    train_cases = load_training_cases(train_folders, config.preprocess, cache)
+    val_cases = [(f.name, *load_reference(f)) for f in val_folders] if ddp.main else []
+
+    model = UNet3D(config.model).to(ddp.device)
+    channels_last = ddp.device.type == "cpu"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last_3d)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
+    start_step, best_score, history = 0, -1.0, []
+    if train_config.resume:
+        state = torch.load(train_config.resume, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_step, best_score = int(state["step"]), float(state["best_score"])
+        log.info("resumed from %s at step %d", train_config.resume, start_step)
+    net = model
+    if ddp.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[ddp.device.index] if ddp.device.type == "cuda" else None)
+
+    amp_dtype = None
+    if train_config.amp:
+        if ddp.device.type == "cuda":
+            amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        elif cpu_supports_bf16():
+            amp_dtype = torch.bfloat16
+    transform = build_augmentation() if train_config.augment else None
+    progress = _progress(train_config.max_steps, start_step, ddp.main)
+    metrics_path = out_dir / "metrics.csv"
+    started = time.time()
+    stale = 0
+    model.train()
+    step = start_step
+    loss_sum = dice_sum = 0.0
+    n_sum = 0
+    while step < train_config.max_steps:
+        images, targets = [], []
+        for _ in range(train_config.batch_size):
+            item = train_cases[rng.integers(len(train_cases))]
+            image, target = sample_patch(item, train_config.patch_size, rng, train_config.tumour_share)
+            if transform is not None:
+                image, target = augment_patch(transform, image, target, rng)
+            images.append(image)
+            targets.append(target)
+        x = torch.from_numpy(np.stack(images)).to(ddp.device)
+        y = torch.from_numpy(np.stack(targets)).to(ddp.device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, train_config)
+        with torch.autocast(ddp.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = net(x)
+        loss, soft = dice_ce_loss(logits, y, config.model.output_mode)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
+        optimizer.step()
+        step += 1
+        loss_sum += float(loss.detach())
+        dice_sum += float(soft)
+        n_sum += 1
+        progress.update(1)
+        progress.set_postfix(loss=f"{float(loss):.3f}", dice=f"{float(soft):.3f}")
+        out_of_time = train_config.time_limit_minutes and (time.time() - started) / 60 > train_config.time_limit_minutes
+        if step % train_config.val_every == 0 or step == train_config.max_steps or out_of_time:
+            stop = False
+            if ddp.main:
+                result = validate(model, config, val_cases, ddp.device) if val_cases else {"dice": {r: float("nan") for r in REGIONS}, "hd95": {r: float("nan") for r in REGIONS}, "score": float("nan")}
+                row = {"step": step, "seconds": round(time.time() - started, 1), "lr": learning_rate(step - 1, train_config),
+                       "loss": loss_sum / n_sum, "train_dice": dice_sum / n_sum,
+                       **{f"val_dice_{r}": result["dice"][r] for r in REGIONS}, **{f"val_hd95_{r}": result["hd95"][r] for r in REGIONS},
+                       "val_score": result["score"]}
+                history.append(row)
+                _append_csv(metrics_path, row)
+                improved = result["score"] > best_score or not val_cases
+                provenance = _provenance(train_config, train_folders, val_folders, step, result, time.time() - started, ddp)
+                save_checkpoint(out_dir / "last.pt", model, config, provenance)
+                if improved:
+                    best_score = result["score"]
+                    save_checkpoint(out_dir / "best.pt", model, config, provenance)
+                    (out_dir / "best_validation.json").write_text(json.dumps(result, indent=2))
+                    stale = 0
+                else:
+                    stale += 1
+                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "best_score": best_score}, out_dir / "state.pt")
+                _plot(metrics_path, out_dir / "curves.png")
+                progress.write(f"step {step}: loss {row['loss']:.3f} val Dice WT {result['dice']['WT']:.3f} TC {result['dice']['TC']:.3f} ET {result['dice']['ET']:.3f}")
+                loss_sum = dice_sum = 0.0
+                n_sum = 0
+                stop = bool(out_of_time) or (train_config.patience > 0 and stale >= train_config.patience)
+            if ddp.world > 1:
+                flag = torch.tensor([1 if stop else 0])
+                dist.broadcast(flag, 0)
+                stop = bool(flag.item())
+            if stop:
+                break
+    progress.close()
+    if ddp.world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return out_dir / "best.pt"
+
+
+def _provenance(tc: TrainConfig, train_folders, val_folders, step, result, seconds, ddp) -> dict:
+    import platform
+
+    return {
+        "brainseg_version": __version__,
+        "trained_with": "brainseg train",
+        "train_cases": [f.name for f in train_folders],
+        "validation_cases": [f.name for f in val_folders],
+        "data": str(tc.data),
+        "step": step,
+        "training_seconds": round(seconds, 1),
+        "hardware": f"{platform.processor() or platform.machine()}, {ddp.world} process(es), {ddp.device.type}, {torch.get_num_threads()} threads",
+        "validation": {"dice": result["dice"], "hd95": result["hd95"], "score": result["score"]},
+        "train_config": _plain(asdict(tc)),
+    }
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _append_csv(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def _plot(metrics_path: Path, png: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    with metrics_path.open() as f:
+        rows = list(csv.DictReader(f))
+    steps = [int(r["step"]) for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.plot(steps, [float(r["loss"]) for r in rows], label="train loss")
+    a.set_xlabel("step")
+    a.legend()
+    for r in REGIONS:
+        b.plot(steps, [float(row[f"val_dice_{r}"]) for row in rows], label=f"val Dice {r}")
+    b.plot(steps, [float(r["train_dice"]) for r in rows], "--", label="train soft Dice")
+    b.set_xlabel("step")
+    b.set_ylim(0, 1)
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+
+
+class _NullProgress:
+    def update(self, n): pass
+    def set_postfix(self, **kw): pass
+    def write(self, s): log.info(s)
+    def close(self): pass
+
+
+def _progress(total: int, initial: int, main: bool):
+    if not main:
+        return _NullProgress()
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _NullProgress()
+    return tqdm(total=total, initial=initial, desc="train", mininterval=5)
