@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import logging
-import os
 import pickle
-import tempfile
+import re
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,9 +12,10 @@ from typing import Any, Iterable
 
 import torch
 
-from brainseg import __version__
+from brainseg import MODALITIES, __version__
 from brainseg.config import BrainsegConfig
 from brainseg.errors import CheckpointError
+from brainseg.files import atomic_write
 from brainseg.model import UNet3D
 
 log = logging.getLogger(__name__)
@@ -52,43 +53,60 @@ def save_checkpoint(path: str | Path, model: UNet3D, config: BrainsegConfig, pro
         "state_dict": state,
         "provenance": provenance or {},
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def read_payload(path: str | Path) -> dict[str, Any]:
-    """The checkpoint's contents, loaded with ``weights_only=True`` so no code in it can run."""
+    """The checkpoint's contents, loaded with ``weights_only=True`` so no code in it can run.
+
+    Only PyTorch's zip format (what ``save_checkpoint`` writes) is opened; a bare pickle or any other
+    file is refused without being unpickled.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path.name}: the checkpoint file is empty; expected a file written by 'brainseg train'")
+    if not zipfile.is_zipfile(path):
         raise CheckpointError(
-            f"{path.name}: holds Python objects other than weights and settings; refused, since loading "
-            f"it could run code ({str(exc).splitlines()[0][:160]})"
+            f"{path.name}: not a PyTorch checkpoint archive (truncated, corrupt, or another kind of file such "
+            f"as a bare pickle); expected a file written by 'brainseg train'"
+        )
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols; the outcome is reported below
+            warnings.simplefilter("ignore")
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f" ({found.group(1)})" if found else ""
+        raise CheckpointError(
+            f"{path.name}: holds Python objects{what} other than weights and settings; refused, since "
+            f"loading it could run code; expected a file written by 'brainseg train'"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path.name}: not a readable PyTorch checkpoint (truncated or corrupt: {str(exc).splitlines()[0][:160]})") from None
+    except Exception as exc:  # torch raises many types for damaged archives
+        reason = re.sub(r"\[enforce fail at [^\]]*\][ .]*", "", str(exc)).strip()  # C++ source locations
+        reason = reason.splitlines()[0][:160] if reason else type(exc).__name__
+        raise CheckpointError(f"{path.name}: not a readable PyTorch checkpoint (truncated or corrupt: {reason})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(
             f"{path.name}: not a brainseg checkpoint (no '{FORMAT}' marker); expected a file written by "
             f"'brainseg train'"
         )
-    if payload.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(f"{path.name}: written by a newer brainseg (format {payload['format_version']}); upgrade brainseg")
-    for key in ("config", "state_dict"):
+    version = payload.get("format_version", 0)
+    if not isinstance(version, int):
+        raise CheckpointError(f"{path.name}: invalid format version {version!r}; expected a whole number")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{path.name}: written by a newer brainseg (format {version}); upgrade brainseg")
+    for key, kind in (("config", "a table of settings"), ("state_dict", "a table of weight tensors")):
         if key not in payload:
             raise CheckpointError(f"{path.name}: checkpoint is missing its '{key}'")
+        if not isinstance(payload[key], dict):
+            raise CheckpointError(f"{path.name}: its '{key}' is a {type(payload[key]).__name__}; expected {kind}")
+    not_tensors = [k for k, v in payload["state_dict"].items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise CheckpointError(f"{path.name}: its 'state_dict' holds entries that are not tensors: {not_tensors[:3]}")
+    if not isinstance(payload.get("provenance", {}), dict):
+        raise CheckpointError(f"{path.name}: its 'provenance' is not a table; expected a file written by 'brainseg train'")
     return payload
 
 
@@ -101,6 +119,7 @@ def load_checkpoint(path: str | Path) -> LoadedModel:
         model = UNet3D(config.model)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path.name}: invalid configuration: {exc}") from None
+    _check_config(config, path.name)
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in payload["state_dict"].items()}
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
@@ -115,6 +134,24 @@ def load_checkpoint(path: str | Path) -> LoadedModel:
     model.load_state_dict(state)
     model.eval()
     return LoadedModel(model, config, dict(payload.get("provenance", {})), path)
+
+
+def _check_config(config: BrainsegConfig, name: str) -> None:
+    """Refuse settings the pipeline cannot run: they would fail later, mid-segmentation."""
+    modalities = tuple(config.preprocess.modalities)
+    if len(set(modalities)) != len(modalities) or not set(modalities) <= set(MODALITIES):
+        raise CheckpointError(f"{name}: invalid input modalities {modalities}; expected some of {MODALITIES}, each once")
+    if config.model.in_channels != len(modalities):
+        raise CheckpointError(
+            f"{name}: the model takes {config.model.in_channels} input channels but the checkpoint lists "
+            f"{len(modalities)} modalities; it was probably written for another model"
+        )
+    outputs = {"regions": 3, "labels": 4}
+    if outputs.get(config.model.output_mode) != config.model.out_channels:
+        raise CheckpointError(
+            f"{name}: output mode {config.model.output_mode!r} with {config.model.out_channels} output channels; "
+            f"expected 'regions' with 3 or 'labels' with 4"
+        )
 
 
 def default_checkpoint() -> Path:

@@ -75,19 +75,25 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # nibabel prints its header repairs to stderr on its own; a refused file is reported in one line
+    logging.getLogger("nibabel").setLevel(logging.INFO if args.verbose else logging.CRITICAL)
     from brainseg.errors import BrainsegError
 
     try:
         return {"segment": _segment, "evaluate": _evaluate, "train": _train, "bench": _bench}[args.command](args)
-    except BrainsegError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except ValueError as exc:  # settings out of range, reported by the library
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except (BrainsegError, ValueError) as exc:  # ValueError: settings out of range, reported by the library
+        return _fail(str(exc))
+    except OSError as exc:  # an unreadable input, an output folder that cannot be written, a full disk
+        return _fail(f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc))
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+
+
+def _fail(message: str) -> int:
+    """Report a user error as one ``error: ...`` line on stderr; exit status 2."""
+    print("error: " + " ".join(message.split()), file=sys.stderr)
+    return 2
 
 
 def _segment(args) -> int:

@@ -9,6 +9,7 @@ import functools
 import itertools
 import logging
 import math
+import threading
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -135,6 +136,23 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+_READY_LOCK = threading.Lock()
+
+
+def _ready(model: torch.nn.Module, device: torch.device, channels_last: bool) -> torch.nn.Module:
+    """Move a (possibly shared) model to the device and layout once, under a lock: app sessions
+    share one cached model, and converting its weights while another session runs would race."""
+    with _READY_LOCK:
+        state = (device.type, device.index, channels_last)
+        if getattr(model, "_brainseg_ready", None) != state:
+            model.to(device)
+            if channels_last:
+                model.to(memory_format=torch.channels_last_3d)
+            model._brainseg_ready = state
+        model.eval()
+    return model
+
+
 class ModelPredictor:
     """A network as a predictor: reduced precision where the hardware runs it fast, fp32 otherwise.
 
@@ -146,11 +164,9 @@ class ModelPredictor:
 
     def __init__(self, model: torch.nn.Module, device: torch.device, precision: str = "auto", tta: bool = False):
         self.device = device
-        self.model = model.to(device).eval()
         self.dtype = self._choose_dtype(precision)
         self.channels_last = device.type == "cpu" and self.dtype is not None
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last_3d)
+        self.model = _ready(model, device, self.channels_last)
         self.divisor = getattr(model, "divisor", 1)
         self.tta = tta
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import gzip
 import io as _io
 import logging
+import math
 import os
 import re
-import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +21,7 @@ import numpy as np
 
 from brainseg import MODALITIES
 from brainseg.errors import InputError
+from brainseg.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,8 @@ MAX_BYTES = 2 * 1024**3  # decompressed size of one file
 AFFINE_TOLERANCE = 1e-3  # mm
 SUFFIXES = (".nii.gz", ".nii", ".npy")
 PRIVATE_HEADER_FIELDS = ("descrip", "aux_file", "db_name", "intent_name")
+_NIFTI1_HEADER_BYTES, _NIFTI2_HEADER_BYTES = 348, 540
+_GZIP_SLACK = 1024**2  # bytes a .nii.gz may inflate to beyond what its header describes
 
 # file-name token -> modality; tokens are matched whole, so "t1" never captures "t1ce"
 _ALIASES = {
@@ -84,9 +87,16 @@ def strip_suffix(name: str) -> str:
 def modality_from_name(name: str) -> str | None:
     """Modality named by a file name ("flair", "t1", "t1ce", "t2", "seg"), or None.
 
-    The last recognised token wins: "BraTS-GLI-00001-000-t1c.nii.gz" -> "t1ce".
+    The last recognised token wins: "BraTS-GLI-00001-000-t1c.nii.gz" -> "t1ce", "flair_seg" -> "seg".
+    Raises InputError for a name mentioning two scan modalities ("t1_to_flair.nii.gz").
     """
     tokens = [t for t in re.split(r"[^a-z0-9]+", strip_suffix(name).lower()) if t]
+    named = {TOKEN_TO_MODALITY[t] for t in tokens if t in TOKEN_TO_MODALITY} - {"seg"}
+    if len(named) > 1:
+        raise InputError(
+            f"{os.path.basename(name)}: the name mentions several modalities "
+            f"({', '.join(sorted(m.upper() for m in named))}); expected a name that names exactly one"
+        )
     for token in reversed(tokens):
         if token in TOKEN_TO_MODALITY:
             return TOKEN_TO_MODALITY[token]
@@ -200,7 +210,7 @@ def load_case(inputs: Iterable[str | Path], channel_order: Iterable[str] = MODAL
     inputs = [Path(p) for p in inputs]
     if len(inputs) == 1 and inputs[0].is_dir():
         files = case_files(inputs[0])
-        return load_files({str(p): p.read_bytes() for p in files.values()})
+        return load_files({str(p): _read_bytes(p) for p in files.values()})
     for p in inputs:
         if not p.exists():
             raise InputError(f"{p}: no such file or folder")
@@ -218,21 +228,56 @@ def load_files(files: Mapping[str, bytes], channel_order: Iterable[str] = MODALI
     if len(names) == 1:
         return _load_multichannel(names[0], files[names[0]], tuple(channel_order))
     by_modality = assign_modalities(names)
-    images, sources = {}, {}
-    affine = header = None
-    first = None
-    for modality in MODALITIES:
-        name = by_modality[modality]
-        array, aff, hdr = read_volume(files[name], os.path.basename(name))
-        array = _as_3d(array, os.path.basename(name))
-        if first is None:
-            first, affine, header = os.path.basename(name), aff, hdr
-        else:
-            _check_same_grid(first, images[MODALITIES[0]].shape, affine, os.path.basename(name), array.shape, aff)
-        _check_content(array, os.path.basename(name))
-        images[modality] = array
-        sources[modality] = os.path.basename(name)
-    return Case(images, affine, header, sources, convention_from_names(names))
+    scans = {m: read_scan(files[by_modality[m]], by_modality[m]) for m in MODALITIES}
+    return assemble_case(scans, convention_from_names(names))
+
+
+@dataclass
+class Scan:
+    """One checked 3D scan, before it is given a modality."""
+
+    name: str
+    array: np.ndarray  # float32 (X, Y, Z)
+    affine: np.ndarray
+    header: nib.Nifti1Header | None
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        return tuple(float(s) for s in np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0)))
+
+
+def read_scan(data: bytes, name: str) -> Scan:
+    """Decode one file as a 3D MRI scan; InputError naming the file if it is not one."""
+    base = os.path.basename(name)
+    array, affine, header = read_volume(data, base)
+    array = _as_3d(array, base)
+    _check_content(array, base)
+    return Scan(base, array, affine, header)
+
+
+def assemble_case(scans: Mapping[str, Scan], convention: str | None = None) -> Case:
+    """A case from one scan per modality (a user may have assigned them by hand).
+
+    Raises InputError for a missing modality or scans not on one grid.
+    """
+    missing = [m for m in MODALITIES if m not in scans]
+    if missing:
+        raise InputError(
+            f"missing modality {', '.join(m.upper() for m in missing)}; expected four scans: FLAIR, T1, T1ce, T2"
+        )
+    first = scans[MODALITIES[0]]
+    for modality in MODALITIES[1:]:
+        scan = scans[modality]
+        _check_same_grid(first.name, first.array.shape, first.affine, scan.name, scan.array.shape, scan.affine)
+    if convention is None:
+        convention = convention_from_names(scans[m].name for m in MODALITIES)
+    return Case(
+        {m: scans[m].array for m in MODALITIES},
+        first.affine,
+        first.header,
+        {m: scans[m].name for m in MODALITIES},
+        convention,
+    )
 
 
 def save_labels(labels: np.ndarray, case: Case, path: str | Path) -> Path:
@@ -244,28 +289,21 @@ def save_labels(labels: np.ndarray, case: Case, path: str | Path) -> Path:
     if labels.shape != case.shape:
         raise ValueError(f"label map shape {labels.shape} differs from the case's {case.shape}")
     image = labels_image(labels, case)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".nii.gz" if path.name.endswith(".gz") else ".nii")
-    os.close(fd)
-    try:
-        nib.save(image, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return atomic_write(path, lambda tmp: nib.save(image, tmp), ".nii.gz" if path.name.endswith(".gz") else ".nii")
 
 
 def labels_image(labels: np.ndarray, case: Case) -> nib.Nifti1Image:
-    """NIfTI image of a label map in the case's space, with private free-text fields cleared."""
+    """NIfTI image of a label map in the case's space, with private free-text fields cleared.
+
+    The input header's qform, sform, codes and pixdim are kept as they are (the image's affine is the
+    header's own), so the label map overlays the scan in any viewer, whichever matrix it reads.
+    """
     header = case.header.copy() if case.header is not None else nib.Nifti1Header()
     header = _clear_private(header)
-    image = nib.Nifti1Image(labels.astype(np.uint8), case.affine, header=header)
+    klass = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image  # keeps float64 matrices
+    image = klass(labels.astype(np.uint8), case.affine, header=header)
     image.set_data_dtype(np.uint8)
     image.header.set_slope_inter(1, 0)
-    if case.header is not None:
-        image.set_qform(case.affine, int(case.header["qform_code"]) or 1)
-        image.set_sform(case.affine, int(case.header["sform_code"]) or 1)
     return image
 
 
@@ -285,10 +323,33 @@ def read_label_map(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
     return array.astype(np.int16), affine
 
 
+def read_reference(data: bytes, name: str, case: Case) -> tuple[np.ndarray, str]:
+    """A reference segmentation for ``case``: (internal labels uint8, the convention it was written in).
+
+    Raises InputError naming ``name`` if it is not a label map on the case's grid (a .npy file has no
+    geometry, so only its shape is checked).
+    """
+    from brainseg.labels import guess_convention, to_internal
+
+    base = os.path.basename(name)
+    array, affine = read_label_map(data, base)
+    reference = next(iter(case.sources.values()), "the scans")
+    if base.lower().endswith(".npy"):
+        if array.shape != case.shape:
+            raise InputError(f"{base}: shape {array.shape} differs from the scans' {case.shape}; expected the segmentation of this case")
+    else:
+        _check_same_grid(reference, case.shape, case.affine, base, array.shape, affine)
+    convention = guess_convention(array)
+    return to_internal(array, convention, base), convention
+
+
 def _clear_private(header: nib.Nifti1Header) -> nib.Nifti1Header:
+    """Blank the free-text fields and drop header extensions (DICOM tags, AFNI history) in place."""
     for key in PRIVATE_HEADER_FIELDS:
         if key in header:
             header[key] = b""
+    if hasattr(header, "extensions"):
+        header.extensions.clear()
     return header
 
 
@@ -300,50 +361,112 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def _gunzip(data: bytes, name: str) -> bytes:
-    decompressor = zlib.decompressobj(wbits=31)
+    """Decompress a .nii.gz, never beyond what its NIfTI header says the file holds.
+
+    The header is read first, so an absurd shape or a small file that inflates to gigabytes (a gzip
+    bomb) is refused before the image data is decompressed.
+    """
     try:
-        out = decompressor.decompress(data, MAX_BYTES + 1)
+        head = zlib.decompressobj(wbits=31).decompress(data, _NIFTI2_HEADER_BYTES)
+        header = _parse_header(head, name) if len(head) >= _NIFTI1_HEADER_BYTES else None
+        limit = MAX_BYTES if header is None else min(_expected_bytes(header, name) + _GZIP_SLACK, MAX_BYTES)
+        out, complete = _inflate_members(data, limit + 1)
     except zlib.error as exc:
         raise InputError(f"{name}: corrupt gzip data ({exc}); expected a valid .nii.gz file") from None
-    if len(out) > MAX_BYTES:
-        raise InputError(f"{name}: decompresses to more than {MAX_BYTES / 1e9:.0f} GB; refused")
-    if not decompressor.eof:
+    if len(out) > limit:
+        if limit == MAX_BYTES:
+            raise InputError(f"{name}: decompresses to more than {MAX_BYTES / 1e9:.0f} GB; refused")
+        raise InputError(
+            f"{name}: decompresses to more data than its header describes ({limit - _GZIP_SLACK} bytes); "
+            f"refused as a possible gzip bomb; expected a .nii.gz file holding one NIfTI image"
+        )
+    if not complete:
         raise InputError(f"{name}: the file is truncated (gzip stream ends early); download or export it again")
     return out
 
 
-def _read_nifti(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray, nib.Nifti1Header]:
-    if len(data) < 348:
-        raise InputError(f"{name}: too short to be a NIfTI image ({len(data)} bytes); expected a .nii or .nii.gz file")
-    image = None
-    for klass in (nib.Nifti1Image, nib.Nifti2Image):
-        try:
-            image = klass.from_bytes(data)
-            break
-        except Exception:  # nibabel raises several types for foreign bytes; we only need "not NIfTI"
-            continue
-    if image is None:
-        raise InputError(f"{name}: not a NIfTI image (bad header); expected a .nii or .nii.gz file")
-    header = image.header
+def _inflate_members(data: bytes, max_length: int) -> tuple[bytes, bool]:
+    """Inflate every gzip member in turn (bgzip and concatenated files have several), at most
+    ``max_length`` bytes; returns the bytes and whether the last member ended properly."""
+    parts, total, rest = [], 0, data
+    while True:
+        decompressor = zlib.decompressobj(wbits=31)
+        chunk = decompressor.decompress(rest, max_length - total)
+        parts.append(chunk)
+        total += len(chunk)
+        if total >= max_length or not decompressor.eof:
+            return b"".join(parts), decompressor.eof
+        rest = decompressor.unused_data
+        if not rest.strip(b"\0"):  # trailing zero padding after the last member is allowed
+            return b"".join(parts), True
+
+
+def _nifti_class(data: bytes, name: str) -> type[nib.Nifti1Image]:
+    """NIfTI-1 or NIfTI-2, from the header size the file starts with (in either byte order)."""
+    if len(data) >= 4:
+        for byteorder in ("little", "big"):
+            size = int.from_bytes(data[:4], byteorder, signed=True)
+            if size == _NIFTI1_HEADER_BYTES:
+                return nib.Nifti1Image
+            if size == _NIFTI2_HEADER_BYTES:
+                return nib.Nifti2Image
+    raise InputError(f"{name}: not a NIfTI image (bad header); expected a .nii or .nii.gz file")
+
+
+def _parse_header(data: bytes, name: str) -> nib.Nifti1Header:
+    """The NIfTI-1 or NIfTI-2 header at the start of ``data``; InputError if there is none."""
+    klass = _nifti_class(data, name).header_class
+    try:
+        return klass.from_fileobj(_io.BytesIO(data[: klass.sizeof_hdr]))
+    except Exception:  # nibabel raises several types for a damaged header; we only need "not NIfTI"
+        raise InputError(f"{name}: not a NIfTI image (bad header); expected a .nii or .nii.gz file") from None
+
+
+def _expected_bytes(header: nib.Nifti1Header, name: str) -> int:
+    """Bytes a single-file NIfTI with this header holds; refuses data types and shapes we cannot use.
+
+    Runs on the header alone, before any image data is read or allocated.
+    """
     shape = tuple(int(s) for s in header.get_data_shape())
-    dtype = header.get_data_dtype()
+    try:
+        dtype = header.get_data_dtype()
+    except Exception:  # an unknown datatype code
+        raise InputError(f"{name}: unknown data type code {int(header['datatype'])} in the header") from None
     if dtype.kind == "c":
         raise InputError(f"{name}: complex-valued data ({dtype}); expected a real-valued MRI magnitude image")
     if dtype.fields is not None or dtype.kind == "V":
         raise InputError(f"{name}: RGB/colour data; expected a grey-scale MRI image")
-    n_voxels = int(np.prod(shape, dtype=np.int64)) if shape else 0
-    if n_voxels == 0:
-        raise InputError(f"{name}: the image has no voxels (shape {shape})")
-    if n_voxels > MAX_VOXELS * 4:
-        raise InputError(f"{name}: header claims shape {shape}, larger than any MRI scan this tool accepts")
-    offset = int(header.get_data_offset())
-    if len(data) < offset + n_voxels * dtype.itemsize:
+    if not shape or min(shape) < 1:
+        raise InputError(f"{name}: the header gives shape {shape}, with no voxels; expected a 3D MRI volume")
+    n_voxels = math.prod(shape)
+    if math.prod(shape[:3]) > MAX_VOXELS or n_voxels > MAX_VOXELS * 4:
         raise InputError(
-            f"{name}: the file is truncated: header says {n_voxels * dtype.itemsize} bytes of image data "
+            f"{name}: header claims shape {shape}, larger than any MRI scan this tool accepts "
+            f"(at most {MAX_VOXELS} voxels per volume)"
+        )
+    return int(header.get_data_offset()) + n_voxels * dtype.itemsize
+
+
+def _read_nifti(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray, nib.Nifti1Header]:
+    if len(data) < _NIFTI1_HEADER_BYTES:
+        raise InputError(f"{name}: too short to be a NIfTI image ({len(data)} bytes); expected a .nii or .nii.gz file")
+    raw_header = _parse_header(data, name)
+    expected = _expected_bytes(raw_header, name)
+    offset = int(raw_header.get_data_offset())  # nibabel resets it in the image's own header
+    try:
+        image = _nifti_class(data, name).from_bytes(data)
+    except Exception:  # nibabel raises several types for a damaged header; we only need "not NIfTI"
+        raise InputError(f"{name}: not a NIfTI image (bad header); expected a .nii or .nii.gz file") from None
+    header = image.header
+    shape = tuple(int(s) for s in header.get_data_shape())
+    if len(data) < expected:
+        raise InputError(
+            f"{name}: the file is truncated: header says {expected - offset} bytes of image data "
             f"for shape {shape}, file holds {max(len(data) - offset, 0)}"
         )
     try:
-        array = np.asarray(image.dataobj, dtype=np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):  # out-of-range values are reported below
+            array = np.asarray(image.dataobj, dtype=np.float32)
     except Exception as exc:  # a header nibabel accepts but cannot decode
         raise InputError(f"{name}: cannot read image data ({exc})") from None
     affine = image.affine
@@ -366,7 +489,7 @@ def _read_npy(data: bytes, name: str) -> np.ndarray:
         raise InputError(f"{name}: holds Python objects; expected a numeric array")
     if np.dtype(dtype).kind == "c":
         raise InputError(f"{name}: complex-valued data; expected a real-valued MRI image")
-    if int(np.prod(shape, dtype=np.int64)) > MAX_VOXELS * 4:
+    if math.prod(shape) > MAX_VOXELS * 4 or max(math.prod(shape[:3]), math.prod(shape[-3:])) > MAX_VOXELS:
         raise InputError(f"{name}: shape {shape} is larger than any MRI scan this tool accepts")
     try:
         array = np.load(_io.BytesIO(data), allow_pickle=False)
@@ -376,7 +499,8 @@ def _read_npy(data: bytes, name: str) -> np.ndarray:
         raise InputError(f"{name}: data type {array.dtype} is not numeric; expected a grey-scale image")
     if array.ndim == 4 and array.shape[0] in (4,) and array.shape[-1] != 4:
         array = np.moveaxis(array, 0, -1)  # stacked (C, X, Y, Z) -> channels last, as 4D NIfTI
-    return array.astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # out-of-range values are reported by the caller
+        return array.astype(np.float32)
 
 
 def _as_3d(array: np.ndarray, name: str) -> np.ndarray:

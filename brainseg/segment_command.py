@@ -31,6 +31,7 @@ def run_segment(args) -> int:
     out = Path(args.output)
     if not out.name.endswith((".nii", ".nii.gz")):
         raise InputError(f"{out}: output must end in .nii.gz or .nii (or give a folder of case folders as input)")
+    _refuse_overwriting_inputs(out, args.inputs)
     from brainseg.io import load_case
 
     t = time.perf_counter()
@@ -44,6 +45,17 @@ def run_segment(args) -> int:
         _write_json(Path(args.stats), _stats_payload(result, case, loaded, args))
     _print_summary(result, case, out)
     return 0
+
+
+def _refuse_overwriting_inputs(out: Path, inputs: list[str]) -> None:
+    """Writing the label map over one of the scans would destroy the user's data."""
+    from brainseg.io import case_files
+
+    paths = [Path(p) for p in inputs]
+    if len(paths) == 1 and paths[0].is_dir():
+        paths = list(case_files(paths[0]).values())
+    if out.exists() and any(p.exists() and out.samefile(p) for p in paths):
+        raise InputError(f"{out}: this is one of the input scans; choose another output path")
 
 
 def _segment_one(args, case, loaded, out: Path, show_progress: bool):
@@ -97,10 +109,9 @@ def _stats_payload(result, case, loaded, args) -> dict:
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
+    from brainseg.files import atomic_write
+
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=2)))
 
 
 def _print_summary(result, case, out: Path) -> None:

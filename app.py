@@ -1,0 +1,561 @@
+"""brainseg web app: upload four MRI scans, segment the brain tumour, inspect and download the result.
+
+Run with ``streamlit run app.py``. This file lays out widgets and calls brainseg; the numbers and
+pictures come from the library. Results live in ``st.session_state`` so moving a slider never
+re-runs the network.
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import streamlit as st
+import torch
+
+from brainseg import MODALITIES, pipeline, render, report
+from brainseg.checkpoint import DEFAULT_DIR, discover, load_checkpoint
+from brainseg.config import PostprocessConfig
+from brainseg.errors import BrainsegError
+from brainseg.io import assemble_case, convention_from_names, labels_bytes, modality_from_name, read_label_map, read_reference, read_scan
+from brainseg.labels import CONVENTIONS, ED, ET, NCR, REGIONS, from_internal
+from brainseg.metrics import evaluate, slice_area_mm2, slice_stats, volume_stats
+
+log = logging.getLogger("brainseg.app")
+
+ROOT = Path(__file__).resolve().parent
+SAMPLE_DIR = ROOT / "assets" / "sample"
+PATCH_SIZES = {"96x96x48": (96, 96, 48), "128x128x64": (128, 128, 64), "160x160x80": (160, 160, 80)}
+ROLES = {"flair": "FLAIR", "t1": "T1", "t1ce": "T1ce", "t2": "T2", "truth": "ground truth", "ignore": "ignore"}
+CONVENTION_TITLES = {"brats2018": "BraTS 2018-2021 (ET = 4)", "brats2023": "BraTS 2023+ (ET = 3)"}
+NOTICE = (
+    "**Research use only.** brainseg is not a medical device; its segmentations must not be used for "
+    "diagnosis or treatment decisions."
+)
+_run_ids = itertools.count(1)
+VOLUME_COLUMNS = {
+    "structure": "Structure", "kind": "Kind", "voxels": "Voxels",
+    "volume_ml": st.column_config.NumberColumn("Volume (mL)", format="%.2f"),
+    "brain_percent": st.column_config.NumberColumn("Share of brain (%)", format="%.2f"),
+}
+SLICE_COLUMNS = {"structure": "Structure", "voxels": "Voxels", "area_mm2": st.column_config.NumberColumn("Area (mm²)", format="%.1f")}
+METRIC_COLUMNS = {
+    "region": "Region", "dice": st.column_config.NumberColumn("Dice", format="%.3f"),
+    "hd95_mm": st.column_config.NumberColumn("HD95 (mm)", format="%.1f"),
+    "predicted_voxels": "Predicted voxels", "reference_voxels": "Reference voxels",
+}
+
+
+# ---------------------------------------------------------------- helpers (no UI inside cached code)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def cached_model(path: str, modified: float):
+    """A checkpoint loaded once per file version and shared by all sessions."""
+    return load_checkpoint(path)
+
+
+def get_model(path: str):
+    return cached_model(path, Path(path).stat().st_mtime)
+
+
+def checkpoint_folders() -> list[Path]:
+    """models/ and any folders in BRAINSEG_MODELS (set by whoever deploys the app)."""
+    extra = [Path(p) for p in os.environ.get("BRAINSEG_MODELS", "").split(os.pathsep) if p.strip()]
+    return [DEFAULT_DIR] + extra
+
+
+def checkpoint_label(path: Path) -> str:
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+@contextlib.contextmanager
+def attempt(action: str):
+    """Show any failure inside as an error message that says what to do; never a traceback."""
+    try:
+        yield
+    except BrainsegError as exc:
+        st.error(f"{action}: {exc}")
+    except MemoryError:
+        st.error(f"{action}: ran out of memory. Choose a smaller patch size, turn test-time augmentation off, or reload the page.")
+    except ValueError as exc:
+        st.error(f"{action}: {exc}")
+    except Exception as exc:  # anything else is a bug; the user still gets a message, the log the traceback
+        log.exception("%s failed", action)
+        st.error(
+            f"{action} failed unexpectedly ({type(exc).__name__}: {exc}). Your files and earlier results are "
+            f"kept; try again, and if it happens again report this message."
+        )
+
+
+def parse_file(name: str, data: bytes) -> SimpleNamespace:
+    """One dropped file, decoded once: a scan, a label map (by its name) or an error message."""
+    entry = SimpleNamespace(name=name, size=len(data), scan=None, labels=None, data=None, error=None, guess=None)
+    try:
+        entry.guess = modality_from_name(name)
+        if entry.guess == "seg":
+            entry.labels = read_label_map(data, name)
+            entry.data = data
+        else:
+            entry.scan = read_scan(data, name)
+    except BrainsegError as exc:
+        entry.error = str(exc)
+    return entry
+
+
+def state(key: str, default):
+    if key not in st.session_state:
+        st.session_state[key] = default
+    return st.session_state[key]
+
+
+# ---------------------------------------------------------------- sidebar: model and settings
+
+
+def sidebar() -> tuple[SimpleNamespace, object]:
+    """Model choice and run settings; also the sidebar slot where the model card goes."""
+    with st.sidebar:
+        st.header("Model")
+        paths = discover(checkpoint_folders())
+        if not paths:
+            st.error("No checkpoint found in models/. Put a brainseg .pt file there (or set BRAINSEG_MODELS to a folder holding one) and reload.")
+            return SimpleNamespace(path=None), None
+        labels = {checkpoint_label(p): str(p) for p in paths}
+        choice = st.selectbox("Checkpoint", list(labels), key="checkpoint")
+        if st.button("Load model", key="load_model"):
+            with attempt("Loading the model"):
+                get_model(labels[choice])
+                st.session_state["model_path"] = labels[choice]
+        card = st.container()  # filled at the end of the page, after a run may have loaded a model
+
+        st.header("Settings")
+        patch = st.selectbox("Patch size (voxels)", list(PATCH_SIZES), key="patch", help="Window the network sees at once; larger is faster per volume but needs more memory.")
+        stride = st.slider("Stride ratio", 0.3, 0.8, 0.5, 0.05, key="stride", help="Step between windows as a share of the patch.")
+        st.caption("Smaller stride = more overlap between windows: slower, smoother borders.")
+        tta = st.checkbox("Test-time augmentation (8 mirrored copies, ~8x slower)", key="tta")
+        min_component = st.number_input("Minimum tumour component (voxels)", 0, 100_000, 0, 10, key="min_component", help="Whole-tumour pieces smaller than this are removed.")
+        devices = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+        device = st.selectbox("Device", devices, key="device")
+    settings = SimpleNamespace(path=labels[choice], patch=PATCH_SIZES[patch], overlap=round(1.0 - stride, 4), tta=tta, min_component=int(min_component), device=device)
+    return settings, card
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def use_uploads() -> None:
+    st.session_state["source"] = "upload"
+
+
+def inputs_section() -> SimpleNamespace | None:
+    """Drop zone, sample button and the modality table; returns the case once four scans are set."""
+    st.subheader("1 · Scans")
+    uploads = st.file_uploader(
+        "Drop the four scans here: FLAIR, T1, T1ce, T2 (.nii, .nii.gz or .npy; any BraTS naming). "
+        "A segmentation file added here is used as ground truth.",
+        type=["nii", "gz", "npy"],
+        accept_multiple_files=True,
+        key="uploads",
+        on_change=use_uploads,
+    )
+    left, right = st.columns([1, 3])
+    if left.button("Try the sample case", key="sample"):
+        st.session_state["source"] = "sample"
+    right.caption("Sample: BraTS-GLI-00001-000 (BraTS 2023 adult glioma) from BrainLesion/tutorials, Apache-2.0; see assets/README.md.")
+
+    parsed = state("parsed", {})
+    if state("source", "upload") == "sample":
+        with attempt("Reading the sample case"):
+            files = sorted(SAMPLE_DIR.glob("*.nii*"))
+            if len(files) < 4:
+                raise FileNotFoundError(f"the sample case is missing from {SAMPLE_DIR}; reinstall the app or upload your own scans")
+            for path in files:
+                key = f"sample/{path.name}"
+                if key not in parsed:
+                    parsed[key] = parse_file(path.name, path.read_bytes())
+        ids = [k for k in parsed if k.startswith("sample/")]
+        if uploads:
+            st.button("Use my uploaded files instead", key="back_to_uploads", on_click=use_uploads)
+    else:
+        current = {f.file_id: f for f in uploads or []}
+        for file_id, upload in current.items():
+            if file_id not in parsed:
+                parsed[file_id] = parse_file(upload.name, upload.getvalue())
+        for stale in [k for k in parsed if k not in current]:
+            del parsed[stale]  # removed from the drop zone, or the sample: free its memory
+        ids = list(current)
+    if not ids:
+        st.info("Drop four scans above, or try the sample case.")
+        return None
+    return modality_table(parsed, ids)
+
+
+def modality_table(parsed: dict, ids: list[str]) -> SimpleNamespace | None:
+    header = st.columns([4, 3, 2])
+    header[0].markdown("**File**")
+    header[1].markdown("**Image**")
+    header[2].markdown("**Used as**")
+    roles: dict[str, str] = {}
+    for file_id in ids:
+        entry = parsed[file_id]
+        row = st.columns([4, 3, 2])
+        row[0].write(entry.name)
+        if entry.error:
+            row[1].write("—")
+            row[2].write("not usable")
+            st.error(f"{entry.error}")
+            continue
+        if entry.scan is not None:
+            spacing = "x".join(f"{s:g}" for s in entry.scan.spacing)
+            row[1].write(f"{'x'.join(map(str, entry.scan.array.shape))} voxels, {spacing} mm")
+            options = ["flair", "t1", "t1ce", "t2", "ignore"]
+            default = entry.guess if entry.guess in options else "ignore"
+        else:
+            row[1].write(f"label map {'x'.join(map(str, entry.labels[0].shape))}")
+            options, default = ["truth", "ignore"], "truth"
+        roles[file_id] = row[2].selectbox(
+            f"Role of {entry.name}", options, index=options.index(default), format_func=ROLES.get,
+            key=f"role/{file_id}", label_visibility="collapsed",
+        )
+        if entry.scan is not None and entry.guess is None:
+            st.warning(f"{entry.name}: cannot tell the modality from the name; choose it under 'Used as'.")
+
+    by_role: dict[str, list[str]] = {}
+    for file_id, role in roles.items():
+        by_role.setdefault(role, []).append(file_id)
+    for role, chosen in by_role.items():
+        if role in MODALITIES and len(chosen) > 1:
+            st.error(f"{', '.join(parsed[i].name for i in chosen)} are all set to {ROLES[role]}; give each modality one file under 'Used as'.")
+            return None
+    missing = [ROLES[m] for m in MODALITIES if m not in by_role]
+    if missing:
+        st.info(f"Still needed: {', '.join(missing)}.")
+        return None
+    case = None
+    with attempt("Combining the scans"):
+        scans = {m: parsed[by_role[m][0]].scan for m in MODALITIES}
+        case = assemble_case(scans, convention_from_names(parsed[i].name for i in roles))
+    if case is None:
+        return None
+    truth_id = by_role.get("truth", [None])[0]
+    key = tuple(by_role[m][0] for m in MODALITIES)
+    st.success(f"Ready: {report.case_name(case.sources)}, {'x'.join(map(str, case.shape))} voxels of {'x'.join(f'{s:g}' for s in case.spacing)} mm.")
+    return SimpleNamespace(case=case, key=key, truth=parsed[truth_id] if truth_id else None)
+
+
+# ---------------------------------------------------------------- run
+
+
+def run_section(inputs: SimpleNamespace | None, settings: SimpleNamespace) -> None:
+    st.subheader("2 · Segment")
+    clicked = st.button("Run segmentation", type="primary", key="run", disabled=inputs is None or settings.path is None)
+    if not clicked:
+        return
+    with attempt("Segmentation"):
+        loaded = get_model(settings.path)
+        st.session_state["model_path"] = settings.path
+        segmentation, seconds, used = segment(inputs.case, loaded, settings)
+        result = SimpleNamespace(
+            id=next(_run_ids), case=inputs.case, key=inputs.key, segmentation=segmentation, model=loaded.name,
+            model_path=settings.path, settings=settings, settings_used=used, seconds=seconds, cache={}, truth=None, comparison=None,
+            ranges={m: render.intensity_range(v) for m, v in inputs.case.images.items()},
+        )
+        st.session_state["result"] = result
+        if inputs.truth is not None:
+            set_truth(result, inputs.truth.name, inputs.truth.data)
+
+
+def segment(case, loaded, settings: SimpleNamespace):
+    """Run the pipeline with a progress bar; returns (segmentation, wall seconds, settings used)."""
+    inference = pipeline.inference_settings(loaded, settings.patch, settings.overlap, settings.tta)
+    post = PostprocessConfig(settings.min_component, loaded.config.postprocess.min_et_voxels)
+    bar = st.progress(0.0, text=f"{loaded.name}: preparing the scans…")
+    started = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        bar.progress(done / max(total, 1), text=f"{loaded.name}: window {done} of {total} · {time.perf_counter() - started:.1f} s")
+
+    segmentation = pipeline.segment_case(case, loaded, inference, post, device=settings.device, progress=progress)
+    seconds = time.perf_counter() - started
+    bar.progress(1.0, text=f"{loaded.name}: done in {seconds:.1f} s")
+    used = {
+        "checkpoint": loaded.name, "patch_size": list(inference.patch_size), "overlap": inference.overlap,
+        "tta": inference.tta, "min_component_voxels": post.min_component_voxels, "device": settings.device,
+    }
+    return segmentation, seconds, used
+
+
+def set_truth(result, name: str, data: bytes) -> None:
+    """Attach a reference segmentation to a result (errors are shown, the result is kept)."""
+    with attempt(f"Reading the ground truth {name}"):
+        labels, convention = read_reference(data, name, result.case)
+        result.truth = SimpleNamespace(name=name, labels=labels, convention=convention)
+        result.cache.pop("evaluation", None)
+
+
+# ---------------------------------------------------------------- results
+
+
+def results_section(inputs: SimpleNamespace | None) -> None:
+    result = st.session_state.get("result")
+    if result is None:
+        return
+    seg, case = result.segmentation, result.case
+    st.subheader("3 · Result")
+    st.success(f"{report.case_name(case.sources)} segmented by {result.model} in {result.seconds:.1f} s ({seg.windows} windows, {seg.precision}).")
+    if inputs is not None and inputs.key != result.key:
+        st.info("The scans above changed since this result; it still shows the case it was made from. Run again to segment the new scans.")
+
+    with attempt("Showing the volumes"):
+        convention = st.selectbox("Label values in downloads", list(CONVENTIONS), index=list(CONVENTIONS).index(case.convention), format_func=CONVENTION_TITLES.get, key="convention")
+        stats = stats_for(result, convention)
+        cols = st.columns(3)
+        for col, region in zip(cols, REGIONS):
+            item = stats["regions"][region]
+            share = f"{item['brain_percent']:.2f}% of brain" if item.get("brain_percent") is not None else None
+            col.metric(f"{region} volume", f"{item['ml']:.2f} mL", share, delta_color="off", delta_arrow="off")
+
+    slice_sections(result, convention, stats)
+    three_d(result)
+
+
+@st.fragment
+def slice_sections(result, convention: str, stats: dict) -> None:
+    """Everything that follows the slice; a fragment, so a slider move reruns only this part."""
+    display = viewer(result)
+    if display is not None:
+        statistics(result, display, convention, stats)
+        downloads(result, display, convention, stats)
+        truth_section(result, display)
+        compare_section(result, display)
+
+
+def stats_for(result, convention: str) -> dict:
+    key = ("stats", convention)
+    if key not in result.cache:
+        seg = result.segmentation
+        result.cache[key] = volume_stats(seg.labels, result.case.spacing, convention, seg.brain_voxels)
+    return result.cache[key]
+
+
+def controls(result) -> tuple[render.Display, str]:
+    case = result.case
+    top = st.columns([2, 2, 3])
+    view = top[0].radio("View", render.VIEWS, horizontal=True, key="view", format_func=str.capitalize)
+    layout = top[1].radio("Layout", ["Grid", "Single"], horizontal=True, key="layout", help="Single shows one large panel: easier on a phone.")
+    geometry = render.view_geometry(case.affine, view)
+    n = render.slice_count(case.shape, geometry)
+    start_key = ("busiest", view)
+    if start_key not in result.cache:
+        result.cache[start_key] = render.busiest_slice(result.segmentation.labels, geometry.axis)
+    index = top[2].slider(f"Slice ({view}, 0-{n - 1})", 0, n - 1, result.cache[start_key], key=f"slice/{view}/{result.id}")
+    row = st.columns(3)
+    opacity = row[0].slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05, key="opacity")
+    window = row[1].slider("Window (%)", 1, 200, 100, key="window", help="Width of the grey-scale range, in % of the scan's 0.5-99.5 percentile range.")
+    level = row[2].slider("Level (%)", -50, 150, 50, key="level", help="Centre of the grey-scale range, in % of that range.")
+    row = st.columns([1, 1, 1, 2], vertical_alignment="bottom")
+    visible = tuple(
+        label for col, label in zip(row, (NCR, ED, ET))
+        if col.checkbox(render.LABEL_TITLES[label].capitalize(), True, key=f"show/{label}")
+    )
+    base = row[3].selectbox("Scan under the overlay", list(MODALITIES), format_func=render.modality_title, key="base")
+    display = render.Display(view=view, index=index, window=float(window), level=float(level), opacity=opacity, visible=visible, base=base)
+    return display, layout
+
+
+def legend_html(colours: dict[str, tuple[int, int, int]]) -> str:
+    chips = "".join(
+        f"<span style='display:inline-block;width:0.9em;height:0.9em;background:rgb{tuple(int(v) for v in c)};"
+        f"border:1px solid #888;margin:0 0.3em 0 1em;vertical-align:middle'></span>{name}"
+        for name, c in colours.items()
+    )
+    return f"<div style='font-size:0.9em'>{chips}</div>"
+
+
+def viewer(result) -> render.Display | None:
+    st.markdown("#### Viewer")
+    display = None
+    with attempt("Drawing the slices"):
+        display, layout = controls(result)
+        panels = render.render_panels(result.case.images, result.segmentation.labels, result.ranges, result.case.affine, display)
+        result.cache["panels"] = panels
+        st.markdown(
+            legend_html({"background": render.LABEL_COLOURS[0], **{render.LABEL_TITLES[k]: render.LABEL_COLOURS[k] for k in (NCR, ED, ET)}}),
+            unsafe_allow_html=True,
+        )
+        if layout == "Grid":
+            names = list(panels)
+            for start in range(0, len(names), 3):
+                for col, name in zip(st.columns(3), names[start : start + 3]):
+                    col.image(render.png_bytes(panels[name]), caption=name, width="stretch")
+        else:
+            name = st.selectbox("Panel", list(panels), index=len(panels) - 1, key="single_panel")
+            st.image(render.png_bytes(panels[name]), caption=name, width="stretch")
+        probability_panel(result, display)
+    return display
+
+
+def probability_panel(result, display: render.Display) -> None:
+    probabilities = result.segmentation.probabilities
+    classes = render.probability_classes(probabilities.shape[0])
+    with st.expander("Confidence (probability heatmap)", expanded=False):
+        name = st.radio("Class", list(classes), horizontal=True, key="prob_class")
+        geometry = render.view_geometry(result.case.affine, display.view)
+        grey = render.grey_plane(result.case.images[display.base], result.ranges[display.base], result.case.affine, display)
+        plane = render.extract(probabilities[classes[name]], geometry, display.index)
+        heat = render.to_display(render.probability_overlay(grey, plane, 0.7), geometry.pixel_mm)
+        st.image(render.png_bytes(heat), caption=f"P({name}) on slice {display.index}", width="stretch")
+        st.image(render.png_bytes(render.colour_bar()), caption="probability 0 → 1 (scan shows where it is below 0.01)", width="stretch")
+
+
+def statistics(result, display: render.Display, convention: str, stats: dict) -> None:
+    st.markdown("#### Statistics")
+    with attempt("Computing the statistics"):
+        case, labels = result.case, result.segmentation.labels
+        left, right = st.columns(2)
+        left.markdown("Whole volume (from the header's voxel size; share of the brain's nonzero voxels)")
+        left.dataframe(report.volume_rows(stats), hide_index=True, key="volume_table", column_config=VOLUME_COLUMNS)
+        geometry = render.view_geometry(case.affine, display.view)
+        counts_key = ("slice_counts", geometry.axis)
+        if counts_key not in result.cache:
+            result.cache[counts_key] = slice_stats(labels, geometry.axis, case.spacing)
+        counts = result.cache[counts_key]
+        right.markdown(f"This {display.view} slice ({display.index})")
+        right.dataframe(report.slice_rows(counts[display.index], slice_area_mm2(case.spacing, geometry.axis), convention), hide_index=True, key="slice_table", column_config=SLICE_COLUMNS)
+        area_key = ("area", display.view)
+        if area_key not in result.cache:
+            areas = render.area_along_axis(labels, geometry.axis, case.spacing)
+            result.cache[area_key] = render.area_figure(areas, display.view)
+        figure = result.cache[area_key]
+        figure.update_shapes(x0=display.index, x1=display.index)  # only the slice marker moves
+        st.plotly_chart(figure, key="area_plot")
+
+
+def downloads(result, display: render.Display, convention: str, stats: dict) -> None:
+    st.markdown("#### Downloads")
+    with attempt("Preparing the downloads"):
+        case, seg = result.case, result.segmentation
+        name = report.case_name(case.sources)
+        summary = report.summary(case, seg, result.model, result.settings_used, result.cache.get("evaluation"))
+        cols = st.columns(4)
+        cols[0].download_button(
+            "Segmentation (.nii.gz)", lambda: labels_bytes(from_internal(seg.labels, convention), case),
+            file_name=f"{name}_seg.nii.gz", mime="application/gzip", key="dl_nifti", on_click="ignore",
+        )
+        cols[1].download_button("Volumes (.csv)", report.rows_csv(report.volume_rows(stats)), file_name=f"{name}_volumes.csv", mime="text/csv", key="dl_csv", on_click="ignore")
+        cols[2].download_button("Summary (.json)", report.to_json(summary), file_name=f"{name}_summary.json", mime="application/json", key="dl_json", on_click="ignore")
+        panels = result.cache["panels"]
+        cols[3].download_button(
+            "This view (.png)", lambda: render.png_bytes(render.montage(panels, 3), 6),
+            file_name=f"{name}_{display.view}_{display.index}.png", mime="image/png", key="dl_png", on_click="ignore",
+        )
+        st.caption("The segmentation keeps the scans' voxel grid, orientation and header, so it overlays on them in 3D Slicer or ITK-SNAP.")
+
+
+def truth_section(result, display: render.Display) -> None:
+    st.markdown("#### Ground truth (optional)")
+    upload = st.file_uploader("Reference segmentation of this case (.nii, .nii.gz or .npy)", type=["nii", "gz", "npy"], key="truth_upload")
+    if upload is not None and st.session_state.get("truth_file") != (result.id, upload.file_id):
+        st.session_state["truth_file"] = (result.id, upload.file_id)
+        set_truth(result, upload.name, upload.getvalue())
+    if result.truth is None:
+        return
+    with attempt("Comparing with the ground truth"):
+        if "evaluation" not in result.cache:
+            result.cache["evaluation"] = evaluate(result.segmentation.labels, result.truth.labels, result.case.spacing, result.case.convention)
+        st.caption(f"Reference: {result.truth.name} ({CONVENTION_TITLES[result.truth.convention]} labels)")
+        st.dataframe(report.metric_rows(result.cache["evaluation"]), hide_index=True, key="metric_table", column_config=METRIC_COLUMNS)
+        region = st.radio("Errors of region", REGIONS, horizontal=True, key="error_region")
+        geometry = render.view_geometry(result.case.affine, display.view)
+        grey = render.grey_plane(result.case.images[display.base], result.ranges[display.base], result.case.affine, display)
+        pred = render.extract(result.segmentation.labels, geometry, display.index)
+        ref = render.extract(result.truth.labels, geometry, display.index)
+        errors = render.to_display(render.error_overlay(grey, pred, ref, region, max(display.opacity, 0.3)), geometry.pixel_mm)
+        st.markdown(legend_html(render.ERROR_COLOURS), unsafe_allow_html=True)
+        st.image(render.png_bytes(errors), caption=f"{region} errors on {display.view} slice {display.index}", width=480)
+
+
+def compare_section(result, display: render.Display) -> None:
+    st.markdown("#### Compare checkpoints")
+    paths = discover(checkpoint_folders())
+    labels = {checkpoint_label(p): str(p) for p in paths}
+    others = [k for k, v in labels.items() if v != result.model_path] or list(labels)
+    choice = st.selectbox("Second checkpoint", others, key="compare_checkpoint")
+    if st.button("Run comparison", key="run_compare"):
+        with attempt("Comparison"):
+            loaded = get_model(labels[choice])
+            segmentation, seconds, _ = segment(result.case, loaded, result.settings)
+            result.comparison = SimpleNamespace(model=loaded.name, segmentation=segmentation, seconds=seconds)
+    other = result.comparison
+    if other is None:
+        st.caption("Runs a second checkpoint on the same scans with the settings of the first run.")
+        return
+    with attempt("Showing the comparison"):
+        geometry = render.view_geometry(result.case.affine, display.view)
+        grey = render.grey_plane(result.case.images[display.base], result.ranges[display.base], result.case.affine, display)
+        for col, (name, seg) in zip(st.columns(2), ((result.model, result.segmentation), (other.model, other.segmentation))):
+            picture = render.overlay(grey, render.extract(seg.labels, geometry, display.index), display.opacity, display.visible)
+            col.image(render.png_bytes(render.to_display(picture, geometry.pixel_mm)), caption=name, width="stretch")
+        truth = result.truth.labels if result.truth is not None else None
+        key = ("comparison", id(other), id(truth))
+        if key not in result.cache:
+            result.cache[key] = report.comparison_rows(
+                (result.model, result.segmentation.labels), (other.model, other.segmentation.labels), result.case.spacing, truth
+            )
+        rows = result.cache[key]
+        st.dataframe(rows, hide_index=True, key="compare_table")
+
+
+def model_card(container) -> None:
+    if container is None:
+        return
+    with container:
+        loaded_path = st.session_state.get("model_path")
+        if not loaded_path:
+            st.caption("No model loaded yet; Run loads the selected one.")
+            return
+        with attempt("Reading the model card"):
+            loaded = get_model(loaded_path)
+            st.caption(f"Loaded: {checkpoint_label(Path(loaded_path))}")
+            with st.expander("Model card", expanded=False):
+                st.markdown(report.model_card(loaded.path, loaded.config, loaded.provenance))
+
+
+def three_d(result) -> None:
+    st.markdown("#### 3D view")
+    if not st.toggle("Show the tumour in 3D", key="show_3d"):
+        return
+    with attempt("Building the 3D view"):
+        if "mesh" not in result.cache:
+            with st.spinner("Building surfaces…"):
+                brain = render.brain_mask(result.case.images)
+                result.cache["mesh"] = render.mesh_figure(result.segmentation.labels, brain, result.case.affine)
+        st.plotly_chart(result.cache["mesh"], key="mesh_plot")
+        st.caption("Green: whole tumour, orange: tumour core, red: enhancing tumour, grey: brain. Drag to rotate.")
+
+
+# ---------------------------------------------------------------- page
+
+
+def main() -> None:
+    st.set_page_config(page_title="brainseg: brain tumour segmentation", page_icon="🧠", layout="wide")
+    st.title("brainseg · brain tumour segmentation")
+    st.caption("A 3D U-Net segments glioma sub-regions (necrotic core, edema, enhancing tumour) in four-modality MRI.")
+    st.warning(NOTICE)
+    settings, card = sidebar()
+    inputs = None
+    with attempt("Reading the scans"):
+        inputs = inputs_section()
+    run_section(inputs, settings)
+    results_section(inputs)
+    model_card(card)
+
+
+main()

@@ -1,0 +1,203 @@
+"""Tables and files that describe a segmentation: volume and slice statistics, metrics, model cards.
+
+Rows are lists of plain dicts (one per structure) so a UI can show them and CSV/JSON can carry them.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from brainseg.io import modality_from_name, strip_suffix
+from brainseg.labels import CONVENTIONS, LABEL_NAMES, REGIONS, region_masks
+from brainseg.metrics import dice
+
+REGION_TITLES = {"WT": "whole tumour (WT)", "TC": "tumour core (TC)", "ET": "enhancing tumour (ET)"}
+VOLUME_COLUMNS = ("structure", "kind", "voxels", "volume_ml", "brain_percent")
+
+
+def case_name(sources: Mapping[str, str]) -> str:
+    """A case's name from its scans' file names: "Brats18_x_1_flair.nii.gz" -> "Brats18_x_1"."""
+    names = [strip_suffix(n) for n in sources.values()]
+    if not names:
+        return "case"
+    stem = re.sub(r"[-_. ]+[a-z0-9]+$", "", names[0], flags=re.IGNORECASE) if modality_from_name(names[0]) else names[0]
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._-") or "case"
+
+
+def volume_rows(stats: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """``volume_stats`` as rows: the three regions, then each label by its file value."""
+    rows = []
+    for region in REGIONS:
+        item = stats["regions"][region]
+        rows.append(_volume_row(REGION_TITLES[region], "region", item))
+    for value, item in stats["labels"].items():
+        rows.append(_volume_row(f"{item['name']} (label {value})", "label", item))
+    return rows
+
+
+def _volume_row(name: str, kind: str, item: Mapping[str, Any]) -> dict[str, Any]:
+    share = item.get("brain_percent")
+    return {
+        "structure": name,
+        "kind": kind,
+        "voxels": int(item["voxels"]),
+        "volume_ml": round(float(item["ml"]), 3),
+        "brain_percent": None if share is None else round(float(share), 3),
+    }
+
+
+def slice_rows(counts: Sequence[int], pixel_mm2: float, convention: str) -> list[dict[str, Any]]:
+    """One slice's tumour per region and label.
+
+    Args:
+        counts: voxels of internal labels 0-3 on the slice (a row of ``metrics.slice_stats``).
+        pixel_mm2: area of one voxel face in that slice.
+    """
+    counts = [int(c) for c in counts]
+    regions = {"WT": counts[1] + counts[2] + counts[3], "TC": counts[1] + counts[3], "ET": counts[3]}
+    rows = [{"structure": REGION_TITLES[r], "voxels": v, "area_mm2": round(v * pixel_mm2, 2)} for r, v in regions.items()]
+    for internal, name in LABEL_NAMES.items():
+        value = CONVENTIONS[convention][internal]
+        rows.append({"structure": f"{name} (label {value})", "voxels": counts[internal], "area_mm2": round(counts[internal] * pixel_mm2, 2)})
+    return rows
+
+
+def rows_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Rows as CSV text with a header line (empty cells for missing values)."""
+    if not rows:
+        return ""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def metric_rows(evaluation: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Dice and HD95 per region from ``metrics.evaluate``."""
+    return [
+        {
+            "region": REGION_TITLES[r],
+            "dice": round(float(evaluation["regions"][r]["dice"]), 4),
+            "hd95_mm": round(float(evaluation["regions"][r]["hd95"]), 2),
+            "predicted_voxels": int(evaluation["regions"][r]["pred_voxels"]),
+            "reference_voxels": int(evaluation["regions"][r]["ref_voxels"]),
+        }
+        for r in REGIONS
+    ]
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """Dice between two internal label maps, per region (1.0 where both are empty)."""
+    if a.shape != b.shape:
+        raise ValueError(f"label maps differ in shape: {a.shape} and {b.shape}")
+    masks_a, masks_b = region_masks(a), region_masks(b)
+    return {r: dice(masks_a[r], masks_b[r]) for r in REGIONS}
+
+
+def comparison_rows(
+    first: tuple[str, np.ndarray], second: tuple[str, np.ndarray], spacing, truth: np.ndarray | None = None
+) -> list[dict[str, Any]]:
+    """Two segmentations of one case side by side, per region: volumes, their Dice, each one's Dice to ``truth``.
+
+    Args:
+        first, second: (model name, internal label map).
+        spacing: voxel size in mm.
+    """
+    (name_a, a), (name_b, b) = first, second
+    if name_a == name_b:
+        name_b = f"{name_b} (second run)"
+    ml = float(np.prod(spacing)) / 1000.0
+    between = agreement(a, b)
+    scores = {name_a: agreement(a, truth), name_b: agreement(b, truth)} if truth is not None else {}
+    masks_a, masks_b = region_masks(a), region_masks(b)
+    rows = []
+    for region in REGIONS:
+        row = {
+            "region": region,
+            f"{name_a} (mL)": round(int(masks_a[region].sum()) * ml, 3),
+            f"{name_b} (mL)": round(int(masks_b[region].sum()) * ml, 3),
+            "Dice between them": round(between[region], 4),
+        }
+        for name, per_region in scores.items():
+            row[f"{name} vs truth (Dice)"] = round(per_region[region], 4)
+        rows.append(row)
+    return rows
+
+
+def summary(case, segmentation, model_name: str, settings: Mapping[str, Any], evaluation: Mapping | None = None) -> dict:
+    """Everything a saved result should record: inputs, model, settings, volumes, timings, scores."""
+    out = {
+        "inputs": dict(case.sources),
+        "shape": list(case.shape),
+        "spacing_mm": [round(s, 4) for s in case.spacing],
+        "label_convention": case.convention,
+        "model": model_name,
+        "settings": dict(settings),
+        "volumes": segmentation.stats,
+        "seconds": {k: round(v, 3) for k, v in segmentation.seconds.items()},
+        "windows": segmentation.windows,
+        "precision": segmentation.precision,
+        "notice": "research use only; not for clinical decisions",
+    }
+    if evaluation is not None:
+        out["evaluation"] = {r: {"dice": evaluation["regions"][r]["dice"], "hd95_mm": evaluation["regions"][r]["hd95"]} for r in REGIONS}
+    return out
+
+
+def to_json(payload: Any) -> str:
+    """JSON text of a payload holding numpy scalars/arrays; NaN and infinity become null."""
+    return json.dumps(_plain(payload), indent=2, allow_nan=False)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def model_card(path: Path | None, config, provenance: Mapping[str, Any]) -> str:
+    """Markdown describing a checkpoint: ``<checkpoint>.md`` beside it if there is one, else its provenance."""
+    if path is not None:
+        card = Path(path).with_suffix(".md")
+        if card.is_file():
+            return card.read_text(encoding="utf-8")
+    lines = [f"**{Path(path).name if path else 'model'}**"]
+    train = provenance.get("train_cases") or []
+    validation = provenance.get("validation_cases") or []
+    if train or validation:
+        lines.append(f"- Training data: {len(train)} cases, validated on {len(validation)} ({provenance.get('data', 'data source not recorded')})")
+    scores = (provenance.get("validation") or {}).get("dice") or {}
+    if scores:
+        lines.append("- Validation Dice: " + ", ".join(f"{r} {float(scores[r]):.3f}" for r in REGIONS if r in scores))
+    hd = (provenance.get("validation") or {}).get("hd95") or {}
+    if hd:
+        lines.append("- Validation HD95: " + ", ".join(f"{r} {float(hd[r]):.1f} mm" for r in REGIONS if r in hd))
+    if "step" in provenance or "training_seconds" in provenance:
+        minutes = float(provenance.get("training_seconds", 0)) / 60
+        lines.append(f"- Trained for {provenance.get('step', '?')} steps ({minutes:.1f} min on {provenance.get('hardware', 'unrecorded hardware')})")
+    model, pre, inference = config.model, config.preprocess, config.inference
+    lines.append(
+        f"- U-Net features {list(model.features)}, {model.norm} norm, output {model.output_mode}; "
+        f"input {', '.join(m.upper() for m in pre.modalities)} at {pre.spacing[0]:g} mm"
+    )
+    lines.append(f"- Default patch {'x'.join(str(p) for p in inference.patch_size)}, overlap {inference.overlap:g}, TTA {'on' if inference.tta else 'off'}")
+    if scores and max(float(v) for v in scores.values()) < 0.5:
+        lines.append("- **Low validation Dice: this checkpoint is not a usable tumour segmenter.**")
+    return "\n".join(lines)

@@ -1,0 +1,63 @@
+"""Write a checkpoint's model card from its provenance and a ``brainseg evaluate --json`` result.
+
+Usage: python scripts/make_model_card.py CHECKPOINT EVALUATION.json CARD.md [--note TEXT]
+Every number in the card comes from those two files.
+"""
+import argparse
+import json
+from pathlib import Path
+
+from brainseg.checkpoint import load_checkpoint
+from brainseg.labels import REGIONS
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("checkpoint")
+    parser.add_argument("evaluation")
+    parser.add_argument("card")
+    parser.add_argument("--command", default="", help="the training command, quoted in the card")
+    parser.add_argument("--notes", default="", help="a markdown file with further sections (limits, design evidence)")
+    args = parser.parse_args()
+    loaded = load_checkpoint(args.checkpoint)
+    prov, cfg = loaded.provenance, loaded.config
+    ev = json.loads(Path(args.evaluation).read_text())
+    hours = prov.get("training_seconds", 0) / 3600
+    lines = [
+        f"# Model card: {Path(args.checkpoint).name}",
+        "",
+        "**Research use only. Not a medical device; not for clinical decisions.**",
+        "",
+        "## Model",
+        f"- 3D U-Net, encoder {list(cfg.model.features[:-1])}, bottleneck {cfg.model.features[-1]}, "
+        f"{cfg.model.norm} norm, Dropout3d {cfg.model.dropout}, residual blocks: {cfg.model.residual}.",
+        f"- Outputs: {cfg.model.output_mode} ({'sigmoid WT/TC/ET, nested into labels' if cfg.model.output_mode == 'regions' else 'softmax labels'}).",
+        f"- Inputs: {', '.join(m.upper() for m in cfg.preprocess.modalities)}; reoriented to {cfg.preprocess.orientation}, "
+        f"cropped to the brain, z-scored inside it, resampled to {cfg.preprocess.spacing[0]:g} mm.",
+        f"- Inference defaults: windows {'x'.join(map(str, cfg.inference.patch_size))} on the {cfg.preprocess.spacing[0]:g} mm grid, "
+        f"overlap {cfg.inference.overlap}, Gaussian weighting, TTA {cfg.inference.tta}; post-processing: "
+        f"components < {cfg.postprocess.min_component_voxels} voxels removed, ET rule {cfg.postprocess.min_et_voxels}.",
+        "",
+        "## Training",
+        f"- Data: {len(prov.get('train_cases', []))} BraTS 2018 training cases from `../shared/data/brats` "
+        f"(see its README for sources and citations): {', '.join(prov.get('train_cases', []))}.",
+        f"- Validation split (fixed, never trained on): {', '.join(prov.get('validation_cases', []))}.",
+        f"- Steps: {prov.get('step')}; training time {hours:.2f} h on {prov.get('hardware', '?')}.",
+        f"- Settings: {json.dumps({k: v for k, v in prov.get('train_config', {}).items() if k not in ('data', 'output', 'resume', 'validation')})}",
+    ]
+    if args.command:
+        lines += [f"- Command: `{args.command}`"]
+    lines += ["", "## Validation (BraTS-style, full resolution, `brainseg evaluate`)", "",
+              "| case | " + " | ".join(f"Dice {r} | HD95 {r} (mm)" for r in REGIONS) + " |",
+              "|---|" + "---|---|" * len(REGIONS)]
+    for case, res in ev["cases"].items():
+        lines.append(f"| {case} | " + " | ".join(f"{res['regions'][r]['dice']:.3f} | {res['regions'][r]['hd95']:.1f}" for r in REGIONS) + " |")
+    for stat in ("mean", "median"):
+        lines.append(f"| **{stat}** | " + " | ".join(f"**{ev['summary'][r]['dice'][stat]:.3f}** | **{ev['summary'][r]['hd95'][stat]:.1f}**" for r in REGIONS) + " |")
+    if args.notes:
+        lines += ["", Path(args.notes).read_text().strip()]
+    Path(args.card).write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,347 @@
+"""The Streamlit app through streamlit.testing.v1.AppTest, with the network replaced by a fast fake.
+
+The synthetic case has 2 mm voxels (the model's own spacing, so nothing is resampled) and three nested
+cubes that the fake predictor turns into exact label maps:
+  FLAIR bright 8x8x8 -> WT (512 voxels, 4.096 mL); T2 bright 6x6x6 -> TC (216, 1.728 mL);
+  T1ce bright 4x4x4 -> ET (64, 0.512 mL).
+"""
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from brainseg import checkpoint, pipeline
+from brainseg.labels import ED, ET, NCR, from_internal
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+SHAPE = (40, 40, 32)
+AFFINE = np.array([[-2.0, 0, 0, 0], [0, -2.0, 0, 78.0], [0, 0, 2.0, 0], [0, 0, 0, 1]])
+WT_BOX = (slice(12, 20), slice(14, 22), slice(10, 18))
+TC_BOX = (slice(13, 19), slice(15, 21), slice(11, 17))
+ET_BOX = (slice(14, 18), slice(16, 20), slice(12, 16))
+CHANNEL = {"flair": 0, "t1": 1, "t1ce": 2, "t2": 3}
+TIMEOUT = 60
+
+
+def images() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, s) for s in SHAPE], indexing="ij"))
+    brain = (grid**2).sum(0) < 0.9
+    out = {}
+    for modality, box in (("flair", WT_BOX), ("t1", None), ("t1ce", ET_BOX), ("t2", TC_BOX)):
+        image = np.where(brain, 100 + rng.normal(0, 5, SHAPE), 0)
+        if box is not None:
+            image[box] = 400
+        out[modality] = image.astype(np.float32)
+    return out
+
+
+def expected_labels() -> np.ndarray:
+    labels = np.zeros(SHAPE, dtype=np.uint8)
+    labels[WT_BOX] = ED
+    labels[TC_BOX] = NCR
+    labels[ET_BOX] = ET
+    return labels
+
+
+def nifti(array: np.ndarray, gz: bool = True) -> bytes:
+    raw = nib.Nifti1Image(array, AFFINE).to_bytes()
+    return gzip.compress(raw) if gz else raw
+
+
+def scan_files(prefix: str = "case7_") -> list[tuple[str, bytes, str]]:
+    data = images()
+    return [(f"{prefix}{m}.nii.gz", nifti(data[m]), "application/gzip") for m in ("flair", "t1", "t1ce", "t2")]
+
+
+def fake_predictor(channels_for: tuple[str, str, str]):
+    """Logits +-8 from thresholded z-scored channels: WT, TC, ET from the named modalities."""
+
+    def predict(batch: torch.Tensor) -> torch.Tensor:
+        masks = [batch[:, CHANNEL[m]] > 2.0 for m in channels_for]
+        return torch.stack(masks, dim=1).float() * 16 - 8
+
+    return predict
+
+
+@pytest.fixture
+def models_dir(monkeypatch, tmp_path, tiny_checkpoint) -> Path:
+    """Two tiny checkpoints in place of models/: the tests never depend on the shipped weights."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for name in ("brainseg_default.pt", "second.pt"):
+        shutil.copy(tiny_checkpoint, folder / name)
+    monkeypatch.setattr(checkpoint, "DEFAULT_DIR", folder)
+    monkeypatch.delenv("BRAINSEG_MODELS", raising=False)
+    return folder
+
+
+@pytest.fixture
+def app(monkeypatch, models_dir):
+    """The app with the network replaced by fakes; "second" finds a smaller whole tumour."""
+    calls = []
+    real = pipeline.segment_case
+
+    def segment_case(case, loaded, *args, **kwargs):
+        calls.append(loaded.name)
+        regions = ("t2", "t2", "t1ce") if loaded.name == "second" else ("flair", "t2", "t1ce")
+        return real(case, loaded, *args, predictor=fake_predictor(regions), **kwargs)
+
+    monkeypatch.setattr(pipeline, "segment_case", segment_case)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.calls = calls
+    at.run()
+    assert not at.exception
+    return at
+
+
+def errors(at) -> list[str]:
+    return [e.value for e in at.error]
+
+
+def upload(at, files) -> None:
+    at.file_uploader(key="uploads").set_value(files)
+    at.run()
+    assert not at.exception, at.exception
+
+
+def run_case(at) -> None:
+    upload(at, scan_files())
+    at.button(key="run").click().run()
+    assert not at.exception, at.exception
+    assert not errors(at), errors(at)
+
+
+def metrics(at) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def table(at, column: str):
+    """The shown table with this column (tables without selection carry no key in AppTest)."""
+    return next(d.value for d in at.dataframe if column in d.value.columns)
+
+
+def slice_slider(at):
+    return next(s for s in at.slider if s.key and s.key.startswith("slice/"))
+
+
+def test_start_page_shows_the_notice_and_asks_for_scans(app):
+    assert any("Research use only" in w.value for w in app.warning)
+    assert any("Drop four scans" in i.value for i in app.info)
+    assert app.button(key="run").disabled
+    options = app.selectbox(key="checkpoint").options
+    assert [Path(o).name for o in options] == ["brainseg_default.pt", "second.pt"]
+
+
+def test_upload_shows_the_modality_table_and_the_run_gives_known_volumes(app):
+    upload(app, scan_files())
+    assert [app.selectbox(key=k).value for k in (s.key for s in app.selectbox) if k.startswith("role/")] == ["flair", "t1", "t1ce", "t2"]
+    assert any("Ready: case7" in s.value and "40x40x32 voxels of 2x2x2 mm" in s.value for s in app.success)
+    app.button(key="run").click().run()
+    assert not app.exception and not errors(app)
+    assert app.calls == ["brainseg_default"]
+    assert metrics(app) == {"WT volume": "4.10 mL", "TC volume": "1.73 mL", "ET volume": "0.51 mL"}
+    result = app.session_state["result"]
+    assert np.array_equal(result.segmentation.labels, expected_labels())
+    assert "done in" in app.get("progress")[0].proto.text
+    volume = table(app, "kind")
+    assert volume["voxels"].tolist() == [512, 216, 64, 152, 296, 64]
+    assert volume["volume_ml"].tolist() == [4.096, 1.728, 0.512, 1.216, 2.368, 0.512]
+    brain = result.segmentation.brain_voxels
+    assert volume["brain_percent"][0] == pytest.approx(100 * 512 / brain, abs=1e-3)
+    captions = [c for image in app.image for c in image.captions]
+    assert captions[:6] == ["FLAIR", "T1", "T1ce", "T2", "Segmentation", "Overlay"]
+    assert not any("changed since this result" in i.value for i in app.info)
+    assert any(c.value.startswith("Loaded: ") and c.value.endswith("brainseg_default.pt") for c in app.sidebar.caption)
+
+
+def test_sliders_and_views_redraw_without_running_the_network_again(app):
+    run_case(app)
+    # the viewer opens on the axial slice with the most tumour; axial runs along array axis 2 here
+    assert slice_slider(app).value in range(10, 18)
+    urls = [image.value for image in app.image[:6]]
+    slice_slider(app).set_value(14).run()
+    rows = table(app, "area_mm2")
+    assert rows["voxels"].tolist()[:3] == [64, 36, 16]  # WT 8x8, TC 6x6, ET 4x4 on an axial slice through all
+    assert rows["area_mm2"].tolist()[0] == 256.0  # 64 voxels x 4 mm^2
+    slice_slider(app).set_value(2).run()
+    assert table(app, "area_mm2")["voxels"].sum() == 0
+    assert [image.value for image in app.image[:6]] != urls
+    app.radio(key="view").set_value("coronal").run()
+    assert slice_slider(app).label == "Slice (coronal, 0-39)"
+    app.radio(key="view").set_value("sagittal").run()
+    app.radio(key="layout").set_value("Single").run()
+    assert [c for image in app.image for c in image.captions][0] == "Overlay"
+    for key, value in (("opacity", 0.9), ("window", 60), ("level", 40)):
+        app.slider(key=key).set_value(value).run()
+    app.checkbox(key=f"show/{ED}").uncheck().run()
+    app.selectbox(key="base").set_value("t2").run()
+    app.radio(key="prob_class").set_value("ET").run()
+    assert not app.exception and not errors(app)
+    assert app.calls == ["brainseg_default"]  # one inference for all of the above
+
+
+def test_downloads_offer_nifti_csv_json_and_png(app):
+    run_case(app)
+    buttons = {b.key: b for b in app.download_button}
+    assert set(buttons) == {"dl_nifti", "dl_csv", "dl_json", "dl_png"}
+    assert buttons["dl_nifti"].label == "Segmentation (.nii.gz)"
+    assert all(b.proto.url or b.proto.deferred_file_id for b in buttons.values())
+    app.selectbox(key="convention").set_value("brats2023").run()
+    labels = table(app, "kind")["structure"].tolist()
+    assert labels[-1] == "enhancing tumour (label 3)"
+    app.download_button(key="dl_csv").click().run()
+    assert not app.exception
+
+
+def test_ground_truth_upload_scores_and_error_overlay(app):
+    run_case(app)
+    truth = from_internal(expected_labels(), "brats2018")
+    app.file_uploader(key="truth_upload").set_value(("case7_seg.nii.gz", nifti(truth), "application/gzip")).run()
+    assert not app.exception and not errors(app)
+    scores = table(app, "hd95_mm")
+    assert scores["dice"].tolist() == [1.0, 1.0, 1.0] and scores["hd95_mm"].tolist() == [0.0, 0.0, 0.0]
+    assert any("WT errors" in c for image in app.image for c in image.captions)
+    # a reference whose whole tumour is only the core: WT Dice 2 x 216 / (512 + 216)
+    core_only = expected_labels()
+    core_only[core_only == ED] = 0
+    app.file_uploader(key="truth_upload").set_value(("core_seg.nii.gz", nifti(from_internal(core_only, "brats2023")), "application/gzip")).run()
+    scores = table(app, "hd95_mm")
+    assert scores["dice"].tolist() == [round(432 / 728, 4), 1.0, 1.0]
+
+
+def test_segmentation_dropped_with_the_scans_becomes_the_ground_truth(app):
+    truth = ("case7_seg.nii.gz", nifti(from_internal(expected_labels(), "brats2018")), "application/gzip")
+    upload(app, scan_files() + [truth])
+    assert app.selectbox(key=next(s.key for s in app.selectbox if s.key.startswith("role/") and s.options == ["ground truth", "ignore"])).value == "truth"
+    app.button(key="run").click().run()
+    assert table(app, "hd95_mm")["dice"].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_compare_two_checkpoints(app):
+    run_case(app)
+    app.selectbox(key="compare_checkpoint").set_value(next(o for o in app.selectbox(key="compare_checkpoint").options if o.endswith("second.pt")))
+    app.button(key="run_compare").click().run()
+    assert not app.exception and not errors(app)
+    assert app.calls == ["brainseg_default", "second"]
+    rows = table(app, "Dice between them")
+    assert rows["Dice between them"].tolist() == [round(432 / 728, 4), 1.0, 1.0]
+    assert rows["brainseg_default (mL)"].tolist() == [4.096, 1.728, 0.512]
+    assert rows["second (mL)"].tolist() == [1.728, 1.728, 0.512]
+    truth = from_internal(expected_labels(), "brats2018")
+    app.file_uploader(key="truth_upload").set_value(("case7_seg.nii.gz", nifti(truth), "application/gzip")).run()
+    rows = table(app, "Dice between them")
+    assert rows["brainseg_default vs truth (Dice)"].tolist() == [1.0, 1.0, 1.0]
+    assert rows["second vs truth (Dice)"].tolist() == [round(432 / 728, 4), 1.0, 1.0]
+    assert sum(c in ("brainseg_default", "second") for image in app.image for c in image.captions) == 2
+
+
+def test_three_d_view(app):
+    run_case(app)
+    app.toggle(key="show_3d").set_value(True).run()
+    assert not app.exception and not errors(app)
+    charts = app.get("plotly_chart")
+    assert len(charts) == 2  # the area plot and the 3D view
+    assert '"name":"brain"' in charts[1].proto.spec.replace(" ", "") and '"type":"mesh3d"' in charts[1].proto.spec.replace(" ", "")
+
+
+def test_a_bad_file_shows_an_error_and_the_good_files_stay(app):
+    good = scan_files()
+    broken = ("case7_t2.nii.gz", good[3][1][:-4000], "application/gzip")  # truncated download
+    upload(app, good[:3] + [broken])
+    assert len(errors(app)) == 1 and "case7_t2.nii.gz" in errors(app)[0] and "truncated" in errors(app)[0]
+    assert any("Still needed: T2" in i.value for i in app.info)
+    assert len([s for s in app.selectbox if s.key.startswith("role/")]) == 3
+    ambiguous = ("t1_to_flair.nii.gz", good[0][1], "application/gzip")
+    upload(app, good[:3] + [broken, ambiguous, ("case7_T2w_fixed.nii.gz", good[3][1], "application/gzip")])
+    assert len(errors(app)) == 2 and "t1_to_flair.nii.gz: the name mentions several modalities" in errors(app)[1]
+    assert any("Ready: case7" in s.value for s in app.success)
+    app.button(key="run").click().run()
+    assert metrics(app)["WT volume"] == "4.10 mL"
+
+
+def test_unknown_names_are_assigned_by_hand_and_duplicates_refused(app):
+    files = scan_files()
+    renamed = files[:3] + [("scan_d.nii.gz", files[3][1], "application/gzip")]
+    upload(app, renamed)
+    assert any("cannot tell the modality" in w.value for w in app.warning)
+    assert any("Still needed: T2" in i.value for i in app.info)
+    unknown = next(s for s in app.selectbox if s.key.startswith("role/") and s.value == "ignore")
+    unknown.set_value("t1").run()
+    assert any("are all set to T1" in e for e in errors(app))
+    next(s for s in app.selectbox if s.key == unknown.key).set_value("t2").run()
+    assert not errors(app) and any("Ready" in s.value for s in app.success)
+
+
+def test_scans_on_different_grids_are_refused_and_the_earlier_result_kept(app):
+    run_case(app)
+    files = scan_files("other_")
+    wrong = nifti(images()["t2"][:, :, :30])
+    upload(app, files[:3] + [("other_t2.nii.gz", wrong, "application/gzip")])
+    assert any("other_t2.nii.gz: shape (40, 40, 30) differs" in e for e in errors(app))
+    assert metrics(app)["WT volume"] == "4.10 mL"  # the result of the first case is still shown
+    assert app.button(key="run").disabled
+
+
+def test_a_segmentation_given_as_a_scan_is_refused(app):
+    files = scan_files()
+    labels = ("case7_t1.nii.gz", nifti(from_internal(expected_labels(), "brats2018").astype(np.float32)), "application/gzip")
+    upload(app, [files[0], labels, files[2], files[3]])
+    assert any("case7_t1.nii.gz" in e and "like a segmentation" in e for e in errors(app))
+
+
+def test_bad_ground_truth_is_refused_and_the_result_kept(app):
+    run_case(app)
+    app.file_uploader(key="truth_upload").set_value(("small_seg.nii.gz", nifti(np.zeros((10, 10, 10), np.uint8)), "application/gzip")).run()
+    assert any("small_seg.nii.gz: shape (10, 10, 10) differs" in e for e in errors(app))
+    bad = from_internal(expected_labels(), "brats2018")
+    bad[0, 0, 0] = 7
+    app.file_uploader(key="truth_upload").set_value(("odd_seg.nii.gz", nifti(bad), "application/gzip")).run()
+    assert any("unexpected label values [7]" in e for e in errors(app))
+    assert metrics(app)["WT volume"] == "4.10 mL" and not app.exception
+
+
+def test_a_crash_during_inference_is_an_error_message_not_a_traceback(app, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated failure")
+
+    upload(app, scan_files())
+    monkeypatch.setattr(pipeline, "segment_case", broken)
+    app.button(key="run").click().run()
+    assert not app.exception
+    assert any("Segmentation failed unexpectedly (RuntimeError: simulated failure)" in e for e in errors(app))
+    assert any("Ready: case7" in s.value for s in app.success)  # the uploads are kept
+
+
+def test_a_corrupt_checkpoint_cannot_be_loaded(monkeypatch, tmp_path, models_dir):
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "broken.pt").write_bytes(b"not a checkpoint at all")
+    monkeypatch.setenv("BRAINSEG_MODELS", str(extra))  # folders beyond models/ come from the environment
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    options = at.selectbox(key="checkpoint").options
+    by_name = {Path(o).name: o for o in options}
+    assert Path(options[0]).name == "brainseg_default.pt" and set(by_name) == {"brainseg_default.pt", "second.pt", "broken.pt"}
+    at.selectbox(key="checkpoint").set_value(by_name["broken.pt"]).run()
+    at.button(key="load_model").click().run()
+    assert not at.exception
+    assert any(e.startswith("Loading the model: broken.pt: not a") and "checkpoint" in e for e in errors(at)), errors(at)
+    at.selectbox(key="checkpoint").set_value(by_name["second.pt"]).run()
+    at.button(key="load_model").click().run()
+    assert not errors(at)
+    assert any(c.value.startswith("Loaded: ") and c.value.endswith("second.pt") for c in at.sidebar.caption)
+    assert "U-Net features [4, 8]" in at.sidebar.expander[0].markdown[0].value  # the model card
+
+
+def test_sample_case_button(app):
+    app.button(key="sample").click().run()
+    assert not app.exception and not errors(app)
+    assert any("Ready: BraTS-GLI-00001-000, 240x240x155 voxels of 1x1x1 mm" in s.value for s in app.success)
+    assert [s.value for s in app.selectbox if s.key.startswith("role/sample/")] == ["t1ce", "t1", "flair", "t2"]

@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+import torch
+
+from brainseg.inference import gaussian_importance, plan_windows, sliding_window, window_starts
+
+
+@pytest.mark.parametrize("size,patch,overlap,expected", [
+    (10, 4, 0.5, [0, 2, 4, 6]),
+    (240, 128, 0.5, [0, 56, 112]),
+    (155, 64, 0.5, [0, 30, 61, 91]),
+    (4, 8, 0.5, [0]),
+    (8, 8, 0.7, [0]),
+    (9, 8, 0.0, [0, 1]),
+])
+def test_window_starts_spread_evenly_and_end_at_edge(size, patch, overlap, expected):
+    starts = window_starts(size, patch, overlap)
+    assert starts == expected
+    assert starts[-1] + patch == max(size, patch)
+
+
+def test_windows_cover_every_voxel():
+    plan = plan_windows((240, 240, 155), (128, 128, 64), 0.5)
+    covered = np.zeros(plan.padded_shape, bool)
+    for start in plan.starts:
+        covered[tuple(slice(s, s + p) for s, p in zip(start, (128, 128, 64)))] = True
+    assert covered.all()
+    assert len(plan.starts) == 3 * 3 * 4
+
+
+def test_gaussian_has_no_zeros_and_peaks_in_the_centre():
+    w = gaussian_importance((9, 8, 7))
+    assert w.min() > 0
+    assert float(w.max()) == 1.0
+    assert w[4, 3:5, 3].min() == w.max() or w[4, 4, 3] == w.max()
+
+
+@pytest.mark.parametrize("shape", [(17, 23, 9), (5, 6, 7), (40, 33, 31)])
+@pytest.mark.parametrize("patch", [(8, 8, 8), (16, 12, 10), (64, 64, 64)])
+@pytest.mark.parametrize("overlap", [0.0, 0.25, 0.5, 0.8])
+def test_identity_predictor_reconstructs_exactly(shape, patch, overlap):
+    image = torch.randn((2,) + shape)
+    out = sliding_window(lambda x: x + 1, image, patch, overlap, batch_size=3)
+    assert out.shape == image.shape
+    torch.testing.assert_close(out, image + 1, atol=1e-5, rtol=1e-5)  # float32 sums of up to ~100 windows
+
+
+def test_predictor_sees_position_dependent_output_stitched_by_weight():
+    # a predictor returning a constant per window: the stitched value at a voxel covered by one
+    # window only is that window's constant
+    calls = []
+
+    def predictor(batch):
+        calls.append(batch.shape[0])
+        return torch.full((batch.shape[0], 1) + batch.shape[2:], float(len(calls)))
+
+    out = sliding_window(predictor, torch.zeros(1, 12, 4, 4), (8, 4, 4), 0.5)
+    assert out[0, 0, 0, 0] == 1.0 and out[0, -1, 0, 0] == 2.0
+    assert 1.0 < out[0, 5, 2, 2] < 2.0
+
+
+def test_progress_reports_every_window():
+    seen = []
+    sliding_window(lambda x: x, torch.zeros(1, 20, 20, 20), (8, 8, 8), 0.5, batch_size=4, progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1] == (64, 64)  # ceil((20 - 8) / 4) + 1 = 4 windows per axis
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="overlap"):
+        plan_windows((10, 10, 10), (4, 4, 4), 1.0)
+    with pytest.raises(ValueError, match="patch size"):
+        plan_windows((10, 10, 10), (4, 4), 0.5)

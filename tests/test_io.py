@@ -1,0 +1,141 @@
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from brainseg.errors import InputError
+from brainseg.io import assign_modalities, case_files, convention_from_names, load_case, modality_from_name, save_labels
+from conftest import BRATS, LPS, SAMPLE_2023, needs_data, write_case
+
+NAMES = [
+    # BraTS 2018-2020
+    ("Brats18_2013_11_1_flair.nii.gz", "flair"),
+    ("Brats18_2013_11_1_t1.nii.gz", "t1"),
+    ("Brats18_2013_11_1_t1ce.nii.gz", "t1ce"),
+    ("Brats18_2013_11_1_t2.nii.gz", "t2"),
+    ("Brats18_2013_11_1_seg.nii.gz", "seg"),
+    ("BraTS20_Training_001_flair.nii", "flair"),
+    ("BraTS20_Training_001_t1ce.nii", "t1ce"),
+    # BraTS 2021
+    ("BraTS2021_00000_flair.nii.gz", "flair"),
+    ("BraTS2021_00000_t1.nii.gz", "t1"),
+    ("BraTS2021_00000_t1ce.nii.gz", "t1ce"),
+    ("BraTS2021_00000_t2.nii.gz", "t2"),
+    # BraTS 2023+
+    ("BraTS-GLI-00001-000-t2f.nii.gz", "flair"),
+    ("BraTS-GLI-00001-000-t1n.nii.gz", "t1"),
+    ("BraTS-GLI-00001-000-t1c.nii.gz", "t1ce"),
+    ("BraTS-GLI-00001-000-t2w.nii.gz", "t2"),
+    ("BraTS-GLI-00001-000-seg.nii.gz", "seg"),
+    # variants
+    ("patient_T1CE.nii.gz", "t1ce"),
+    ("patient_t1gd.nii", "t1ce"),
+    ("FLAIR.nii.gz", "flair"),
+    ("sub-01_T1w.nii.gz", "t1"),
+    ("sub-01_T2w.nii.gz", "t2"),
+    ("scan_t1c.npy", "t1ce"),
+    ("t1.npy", "t1"),
+    ("notes.nii.gz", None),
+]
+
+
+@pytest.mark.parametrize("name,expected", NAMES)
+def test_modality_from_every_naming_generation(name, expected):
+    assert modality_from_name(name) == expected
+
+
+def test_t1_never_captures_t1ce_in_any_order():
+    names = ["x_t1ce.nii.gz", "x_t1.nii.gz", "x_t2.nii.gz", "x_flair.nii.gz"]
+    for order in (names, names[::-1], names[1:] + names[:1]):
+        assert assign_modalities(order) == {
+            "t1ce": "x_t1ce.nii.gz", "t1": "x_t1.nii.gz", "t2": "x_t2.nii.gz", "flair": "x_flair.nii.gz"}
+
+
+def test_convention_from_names():
+    assert convention_from_names(["BraTS-GLI-00001-000-t2f.nii.gz"]) == "brats2023"
+    assert convention_from_names(["BraTS2021_00000_flair.nii.gz"]) == "brats2018"
+
+
+def test_missing_and_duplicate_modalities_are_named():
+    with pytest.raises(InputError, match="missing modality T2"):
+        assign_modalities(["a_flair.nii", "a_t1.nii", "a_t1ce.nii"])
+    with pytest.raises(InputError, match="a_t1.nii and b_t1.nii are both T1"):
+        assign_modalities(["a_t1.nii", "b_t1.nii", "a_t2.nii", "a_flair.nii"])
+    with pytest.raises(InputError, match="looks like a segmentation"):
+        assign_modalities(["a_seg.nii", "a_t1.nii", "a_t2.nii", "a_flair.nii"])
+
+
+def test_folder_ignores_seg_and_loads_any_suffix(tmp_path):
+    write_case(tmp_path / "c", suffix=".nii")
+    nib.save(nib.Nifti1Image(np.zeros((40, 44, 36), np.uint8), LPS), tmp_path / "c" / "case01_seg.nii")
+    assert set(case_files(tmp_path / "c")) == {"flair", "t1", "t1ce", "t2"}
+    case = load_case([tmp_path / "c"])
+    assert case.shape == (40, 44, 36)
+    np.testing.assert_allclose(case.affine, LPS)
+    assert case.spacing == (1.0, 1.0, 1.0)
+
+
+def test_four_files_in_any_order_and_2023_names(tmp_path):
+    paths = write_case(tmp_path, names=("t2f", "t1n", "t1c", "t2w"), prefix="BraTS-GLI-00009-000-")
+    case = load_case([paths["t2"], paths["flair"], paths["t1ce"], paths["t1"]])
+    assert case.convention == "brats2023"
+    assert case.sources["t1ce"].endswith("-t1c.nii.gz")
+
+
+def test_stacked_npy_with_channel_order(tmp_path):
+    from conftest import synthetic_images
+
+    images = synthetic_images()
+    stacked = np.stack([images[m] for m in ("t1", "t1ce", "t2", "flair")])
+    np.save(tmp_path / "case.npy", stacked)
+    case = load_case([tmp_path / "case.npy"], channel_order=("t1", "t1ce", "t2", "flair"))
+    np.testing.assert_array_equal(case.images["flair"], images["flair"])
+    np.testing.assert_array_equal(case.images["t1"], images["t1"])
+
+
+def test_save_labels_keeps_geometry_and_clears_private_fields(tmp_path):
+    oblique = LPS.copy()
+    oblique[:3, :3] = oblique[:3, :3] @ np.array([[1, 0, 0], [0, 0.8, -0.6], [0, 0.6, 0.8]]) * [1.0, 1.2, 3.0]
+    paths = write_case(tmp_path / "c", affine=oblique)
+    img = nib.load(paths["flair"])
+    img.header["descrip"] = b"PATIENT NAME"
+    nib.save(img, paths["flair"])
+    case = load_case([tmp_path / "c"])
+    labels = np.zeros(case.shape, np.uint8)
+    labels[5:9, 6:8, 7] = 4
+    out = save_labels(labels, case, tmp_path / "out" / "seg.nii.gz")
+    saved = nib.load(out)
+    assert saved.shape == case.shape
+    np.testing.assert_allclose(saved.affine, oblique, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(saved.dataobj), labels)
+    assert saved.header["descrip"].item() == b""
+    assert saved.get_data_dtype() == np.uint8
+
+
+@needs_data()
+def test_real_brats_case_loads():
+    case = load_case([BRATS / "Brats18_CBICA_AME_1"])
+    assert case.shape == (240, 240, 155)
+    assert nib.aff2axcodes(case.affine) == ("L", "P", "S")
+    assert case.convention == "brats2018"
+
+
+@needs_data(SAMPLE_2023)
+def test_real_2023_sample_loads():
+    case = load_case([SAMPLE_2023])
+    assert case.convention == "brats2023"
+    assert set(case.images) == {"flair", "t1", "t1ce", "t2"}
+
+
+def test_multi_member_gzip_reads_whole_image():
+    """bgzip and concatenated gzip files hold several members; all of them are image data."""
+    import gzip
+
+    from brainseg.io import read_volume
+
+    raw = nib.Nifti1Image(np.arange(1000, dtype=np.float32).reshape(10, 10, 10), np.eye(4)).to_bytes()
+    array, _, _ = read_volume(gzip.compress(raw[:500]) + gzip.compress(raw[500:]), "x.nii.gz")
+    np.testing.assert_array_equal(array.ravel(), np.arange(1000))
+    with pytest.raises(InputError, match="truncated"):
+        read_volume(gzip.compress(raw[:500]) + gzip.compress(raw[500:])[:-30], "x.nii.gz")

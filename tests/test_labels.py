@@ -1,0 +1,30 @@
+import numpy as np
+import pytest
+
+from brainseg.errors import InputError
+from brainseg.labels import from_internal, guess_convention, region_masks, regions_to_labels, to_internal
+
+
+def test_both_conventions_map_et():
+    file_2018 = np.array([0, 1, 2, 4])
+    file_2023 = np.array([0, 1, 2, 3])
+    np.testing.assert_array_equal(to_internal(file_2018, "brats2018"), [0, 1, 2, 3])
+    np.testing.assert_array_equal(to_internal(file_2023, "brats2023"), [0, 1, 2, 3])
+    np.testing.assert_array_equal(from_internal(np.array([0, 1, 2, 3], np.uint8), "brats2018"), file_2018)
+    assert guess_convention(file_2018) == "brats2018" and guess_convention(file_2023) == "brats2023"
+
+
+def test_unexpected_label_refused_with_source():
+    with pytest.raises(InputError, match=r"ref.nii.gz: unexpected label values \[3\]"):
+        to_internal(np.array([0, 3, 4]), "brats2018", "ref.nii.gz")
+
+
+def test_regions_nest_and_invert():
+    labels = np.array([0, 1, 2, 3], np.uint8)
+    m = region_masks(labels)
+    np.testing.assert_array_equal(m["WT"], [0, 1, 1, 1])
+    np.testing.assert_array_equal(m["TC"], [0, 1, 0, 1])
+    np.testing.assert_array_equal(m["ET"], [0, 0, 0, 1])
+    np.testing.assert_array_equal(regions_to_labels(m["WT"], m["TC"], m["ET"]), labels)
+    # ET outside TC/WT is not tumour by the nesting rule
+    assert regions_to_labels(np.array([False]), np.array([False]), np.array([True]))[0] == 0

@@ -1,0 +1,75 @@
+import math
+
+import numpy as np
+import pytest
+
+from brainseg.labels import ET, NCR, ED
+from brainseg.metrics import HD95_ONE_EMPTY, dice, evaluate, hd95, mask_metrics, slice_stats, volume_stats
+
+
+def box(shape, sl):
+    m = np.zeros(shape, bool)
+    m[sl] = True
+    return m
+
+
+def test_dice_hand_computed():
+    a = box((10, 10, 10), np.s_[0:4, 0:5, 0:1])  # 20 voxels
+    b = box((10, 10, 10), np.s_[2:6, 0:5, 0:1])  # 20 voxels, 10 shared
+    assert dice(a, b) == pytest.approx(2 * 10 / 40)
+    m = mask_metrics(a, b, (1, 1, 1))
+    assert m["iou"] == pytest.approx(10 / 30)
+    assert m["precision"] == pytest.approx(0.5)
+    assert m["recall"] == pytest.approx(0.5)
+    assert m["specificity"] == pytest.approx(970 / 980)
+    assert m["accuracy"] == pytest.approx(980 / 1000)
+
+
+def test_empty_versus_empty_is_perfect_and_one_empty_is_worst():
+    empty = np.zeros((5, 5, 5), bool)
+    full = box((5, 5, 5), np.s_[1:3, 1:3, 1:3])
+    assert dice(empty, empty) == 1.0 and hd95(empty, empty) == 0.0
+    assert dice(full, empty) == 0.0 and hd95(full, empty) == HD95_ONE_EMPTY
+
+
+def test_hd95_of_shifted_cube_uses_spacing():
+    a = box((30, 30, 30), np.s_[5:15, 5:15, 5:15])
+    b = box((30, 30, 30), np.s_[8:18, 5:15, 5:15])  # shifted 3 voxels along x
+    assert hd95(a, b, (1, 1, 1)) == pytest.approx(3.0)
+    assert hd95(a, b, (2, 1, 1)) == pytest.approx(6.0)
+    assert hd95(a, a) == 0.0
+
+
+def test_evaluate_regions_and_label_keys():
+    ref = np.zeros((10, 10, 10), np.uint8)
+    ref[2:5, 2:5, 2:5] = ED
+    ref[3, 3, 3] = ET
+    pred = ref.copy()
+    pred[3, 3, 3] = NCR  # ET missed, called necrosis: WT and TC unchanged, ET empty
+    result = evaluate(pred, ref, (1, 1, 1))
+    assert result["regions"]["WT"]["dice"] == 1.0
+    assert result["regions"]["TC"]["dice"] == 1.0
+    assert result["regions"]["ET"]["dice"] == 0.0
+    assert set(result["labels"]) == {"1", "2", "4"}
+    assert set(evaluate(pred, ref, (1, 1, 1), "brats2023")["labels"]) == {"1", "2", "3"}
+
+
+def test_volume_stats_in_ml_from_spacing():
+    labels = np.zeros((10, 10, 10), np.uint8)
+    labels[:2, :5, :1] = NCR  # 10 voxels
+    labels[5:, :, :2] = ED  # 100 voxels
+    labels[9, 9, 9] = ET
+    stats = volume_stats(labels, (1.0, 2.0, 3.0), brain_voxels=500)
+    assert stats["labels"]["1"]["voxels"] == 10
+    assert stats["labels"]["1"]["ml"] == pytest.approx(0.06)  # 10 x 6 mm3
+    assert stats["regions"]["WT"]["voxels"] == 10 + 100 + 1
+    assert stats["regions"]["TC"]["voxels"] == 11
+    assert stats["regions"]["ET"]["brain_percent"] == pytest.approx(0.2)
+
+
+def test_slice_stats_counts_labels_per_slice():
+    labels = np.zeros((4, 5, 6), np.uint8)
+    labels[1, :2, :3] = ED
+    rows = slice_stats(labels, axis=0, spacing=(1, 1, 1))
+    assert rows.shape == (4, 4)
+    assert rows[1, ED] == 6 and rows[0, ED] == 0 and rows[1].sum() == 30

@@ -1,0 +1,89 @@
+"""Training on real cases: a few steps alone, resumed, and under torchrun with two processes."""
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from brainseg.cli import main
+from brainseg.checkpoint import load_checkpoint
+from brainseg.data import TrainingCase, sample_patch
+from brainseg.train import TrainConfig, learning_rate
+from conftest import BRATS, needs_data
+
+CASES = ("Brats18_CBICA_ABM_1", "Brats18_CBICA_ALU_1", "Brats18_TCIA01_425_1")
+
+
+def test_learning_rate_warms_up_then_anneals():
+    config = TrainConfig(lr=1e-3, warmup_steps=10, max_steps=110)
+    assert learning_rate(0, config) == pytest.approx(1e-4)
+    assert learning_rate(10, config) == pytest.approx(1e-3)
+    assert learning_rate(110, config) == pytest.approx(1e-5)
+    timed = TrainConfig(lr=1e-3, warmup_steps=10, max_steps=10_000, time_limit_minutes=10)
+    assert learning_rate(20, timed, minutes=10) == pytest.approx(1e-5)  # the clock ran out first
+
+
+def test_patches_are_tumour_aware_and_reach_the_edges():
+    image = np.ones((4, 30, 30, 30), np.float32)
+    target = np.zeros((3, 30, 30, 30), np.uint8)
+    target[:, 28:, 28:, 28:] = 1  # tumour in a corner
+    item = TrainingCase("c", image, target, np.ones((30, 30, 30), bool))
+    rng = np.random.default_rng(0)
+    hits = [sample_patch(item, (16, 16, 16), rng, tumour_share=1.0)[1].any() for _ in range(20)]
+    assert all(hits)  # every tumour-centred patch holds tumour, even at the volume's corner
+    none = [sample_patch(item, (16, 16, 16), rng, tumour_share=0.0)[1].any() for _ in range(200)]
+    assert 0 < sum(none) < 100  # random patches reach the corner sometimes, not mostly
+    small = TrainingCase("s", image[:, :10], target[:, :10], np.ones((10, 30, 30), bool))
+    patch, _ = sample_patch(small, (16, 16, 16), rng, 0.5)
+    assert patch.shape == (4, 16, 16, 16)  # padded where the volume is smaller
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    for case in CASES:
+        os.symlink(BRATS / case, root / case)
+    return root
+
+
+TRAIN_ARGS = ["--max-steps", "2", "--val-every", "2", "--patch-size", "32", "32", "32", "--batch-size", "1",
+              "--validation", CASES[0]]
+
+
+@needs_data()
+def test_train_writes_checkpoints_logs_and_resumes(small_data, tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(small_data), "--output", str(out), *TRAIN_ARGS]) == 0
+    for name in ("best.pt", "last.pt", "state.pt", "metrics.csv", "split.json", "curves.png"):
+        assert (out / name).is_file(), name
+    split = json.loads((out / "split.json").read_text())
+    assert split == {"train": sorted(CASES[1:]), "validation": [CASES[0]]}
+    loaded = load_checkpoint(out / "best.pt")
+    assert loaded.provenance["validation_cases"] == [CASES[0]]
+    assert 0.0 <= loaded.provenance["validation"]["dice"]["WT"] <= 1.0
+    args = ["train", "--data", str(small_data), "--output", str(out), *TRAIN_ARGS]
+    args[args.index("--max-steps") + 1] = "4"
+    assert main(args + ["--resume", str(out / "state.pt")]) == 0
+    with (out / "metrics.csv").open() as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [2, 4]
+
+
+@needs_data()
+@pytest.mark.slow
+def test_torchrun_two_processes_writes_a_usable_checkpoint(small_data, tmp_path):
+    torchrun = Path(sys.executable).parent / "torchrun"
+    brainseg = Path(sys.executable).parent / "brainseg"
+    out = tmp_path / "ddp"
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", str(brainseg), "train", "--data", str(small_data),
+                           "--output", str(out), *TRAIN_ARGS[:2], "--val-every", "4", *TRAIN_ARGS[4:], "--threads", "1"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (out / "best.pt").is_file()
+    seg = tmp_path / "seg.nii.gz"
+    assert main(["segment", str(BRATS / CASES[0]), "-o", str(seg), "--checkpoint", str(out / "best.pt"), "--no-progress"]) == 0
+    assert seg.is_file()
