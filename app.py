@@ -29,7 +29,8 @@ log = logging.getLogger("brainseg.app")
 
 ROOT = Path(__file__).resolve().parent
 SAMPLE_DIR = ROOT / "assets" / "sample"
-PATCH_SIZES = {"96x96x48": (96, 96, 48), "128x128x64": (128, 128, 64), "160x160x80": (160, 160, 80)}
+# None: the window the checkpoint was trained and validated with (see its model card)
+PATCH_SIZES = {"Model default (as trained)": None, "96x96x48": (96, 96, 48), "128x128x64": (128, 128, 64), "160x160x80": (160, 160, 80)}
 ROLES = {"flair": "FLAIR", "t1": "T1", "t1ce": "T1ce", "t2": "T2", "truth": "ground truth", "ignore": "ignore"}
 CONVENTION_TITLES = {"brats2018": "BraTS 2018-2021 (ET = 4)", "brats2023": "BraTS 2023+ (ET = 3)"}
 NOTICE = (
@@ -136,11 +137,11 @@ def sidebar() -> tuple[SimpleNamespace, object]:
         card = st.container()  # filled at the end of the page, after a run may have loaded a model
 
         st.header("Settings")
-        patch = st.selectbox("Patch size (voxels)", list(PATCH_SIZES), key="patch", help="Window the network sees at once; larger is faster per volume but needs more memory.")
+        patch = st.selectbox("Patch size (voxels)", list(PATCH_SIZES), key="patch", help="Window the network sees at once, on the model's grid. The model default is the size it was trained and validated with; other sizes can lower accuracy.")
         stride = st.slider("Stride ratio", 0.3, 0.8, 0.5, 0.05, key="stride", help="Step between windows as a share of the patch.")
         st.caption("Smaller stride = more overlap between windows: slower, smoother borders.")
         tta = st.checkbox("Test-time augmentation (8 mirrored copies, ~8x slower)", key="tta")
-        min_component = st.number_input("Minimum tumour component (voxels)", 0, 100_000, 0, 10, key="min_component", help="Whole-tumour pieces smaller than this are removed.")
+        min_component = st.number_input("Minimum tumour component (voxels)", 0, 100_000, 100, 10, key="min_component", help="Whole-tumour pieces smaller than this are removed; 100 was chosen on the shipped model's validation cases.")
         devices = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
         device = st.selectbox("Device", devices, key="device")
     settings = SimpleNamespace(path=labels[choice], patch=PATCH_SIZES[patch], overlap=round(1.0 - stride, 4), tta=tta, min_component=int(min_component), device=device)

@@ -39,6 +39,7 @@ class Prepared:
     image: torch.Tensor  # (C, X, Y, Z) float32 on the model grid
     geometry: Geometry
     brain_voxels: int  # brain (nonzero) voxels in the input grid
+    brain: np.ndarray  # (X, Y, Z) bool brain mask inside the box, reoriented input grid
 
 
 def orientation_transform(affine: np.ndarray, target: str) -> np.ndarray:
@@ -111,7 +112,7 @@ def prepare(case: Case, config: PreprocessConfig) -> Prepared:
     tensor = resample(torch.from_numpy(channels), model_shape)
     geometry = Geometry(transform, oriented[0].shape, box, model_shape)
     log.debug("brain box %s -> model grid %s", mask_box.shape, model_shape)
-    return Prepared(tensor.contiguous(), geometry, int(mask.sum()))
+    return Prepared(tensor.contiguous(), geometry, int(mask.sum()), mask_box)
 
 
 def _oriented_spacing(case: Case, transform: np.ndarray) -> tuple[float, float, float]:

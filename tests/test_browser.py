@@ -113,6 +113,12 @@ def settle(page) -> None:
     page.wait_for_timeout(500)
 
 
+def scroll_to(page, text: str) -> None:
+    """Put the heading ``text`` at the top of the window, for a screenshot of what follows it."""
+    page.get_by_text(text, exact=True).first.evaluate("e => e.scrollIntoView({block: 'start'})")
+    page.wait_for_timeout(500)
+
+
 def no_exception(page) -> None:
     assert page.get_by_test_id("stException").count() == 0
     body = page.inner_text("body")
@@ -171,8 +177,8 @@ def test_upload_run_and_inspect_a_real_case(server, browser):
     print(f"slider move -> new slice on screen: {seconds * 1000:.0f} ms (the segmentation took {run_seconds:.1f} s)")
     assert seconds < run_seconds / 2  # relative, so a busy machine slows both alike
     settle(page)
-    page.get_by_text("Viewer", exact=True).scroll_into_view_if_needed()
-    shot(page, "02_result")
+    scroll_to(page, "Viewer")
+    shot(page, "02_viewer")
 
     # the reference segmentation through the second drop zone: scores and an error overlay
     page.get_by_test_id("stFileUploaderDropzoneInput").nth(1).set_input_files(str(folder / f"{CASE}_seg.nii.gz"))
@@ -180,14 +186,14 @@ def test_upload_run_and_inspect_a_real_case(server, browser):
     page.get_by_text("WT errors on axial slice").wait_for()
     settle(page)
     no_exception(page)
-    page.get_by_text("Ground truth (optional)").scroll_into_view_if_needed()
+    scroll_to(page, "Ground truth (optional)")
     shot(page, "03_ground_truth")
 
     page.get_by_text("Show the tumour in 3D").click()
     page.locator(".js-plotly-plot .legendtext", has_text="brain").wait_for()
     legend = page.locator(".js-plotly-plot .legendtext").evaluate_all("els => els.map(e => e.textContent)")
     assert {"brain", "WT", "TC", "ET"} <= set(legend), legend
-    page.get_by_text("3D view").scroll_into_view_if_needed()
+    scroll_to(page, "3D view")
     settle(page)
     page.wait_for_timeout(2000)  # let WebGL draw before the picture
     no_exception(page)
