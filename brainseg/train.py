@@ -234,7 +234,7 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None)
         dice_sum += float(soft)
         n_sum += 1
         progress.update(1)
-        progress.set_postfix(loss=f"{float(loss):.3f}", dice=f"{float(soft):.3f}")
+        progress.set_postfix(loss=f"{float(loss.detach()):.3f}", dice=f"{float(soft):.3f}")
         out_of_time = train_config.time_limit_minutes and (time.time() - started) / 60 > train_config.time_limit_minutes
         if step % train_config.val_every == 0 or step == train_config.max_steps or out_of_time:
             stop = False

@@ -2,11 +2,12 @@
 
 Uploads the four scans of a real BraTS case through the drop zone, runs the shipped model, and checks
 that volumes in mL, the images, the ground-truth scores and the 3D view appear without an exception.
-Screenshots go to docs/screenshots/.
+Screenshots go to test-artifacts/screenshots/ (or $BRAINSEG_SCREENSHOTS).
 """
 from __future__ import annotations
 
 import io
+import os
 import re
 import socket
 import subprocess
@@ -24,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "brats"
 CASE = "Brats18_CBICA_ABM_1"
 CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = ROOT / "docs" / "screenshots"
+# test-artifacts/ is ignored by git; BRAINSEG_SCREENSHOTS=docs/screenshots refreshes the README pictures
+SHOTS = Path(os.environ.get("BRAINSEG_SCREENSHOTS", ROOT / "test-artifacts" / "screenshots"))
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
     "--disable-sync", "--no-first-run",

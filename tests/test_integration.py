@@ -91,3 +91,21 @@ def test_checkpoint_carries_its_provenance():
     loaded = load_checkpoint(default_checkpoint())
     assert VALIDATION_CASE in loaded.provenance["validation_cases"]
     assert VALIDATION_CASE not in loaded.provenance["train_cases"]
+
+
+def test_anisotropic_thick_slices_are_resampled_and_returned_on_their_grid(tmp_path):
+    """A clinical-style 1x1x3 mm scan: every third axial slice of a real case."""
+    case = load_case([BRATS / VALIDATION_CASE])
+    thick = case.affine.copy()
+    thick[:3, 2] *= 3
+    (tmp_path / "thick").mkdir()
+    for m, image in case.images.items():
+        nib.save(nib.Nifti1Image(image[:, :, ::3], thick), tmp_path / "thick" / f"c_{m}.nii.gz")
+    out = tmp_path / "thick_seg.nii.gz"
+    assert main(["segment", str(tmp_path / "thick"), "-o", str(out), "--no-progress"]) == 0
+    seg = nib.load(out)
+    assert seg.shape == (240, 240, 52)
+    np.testing.assert_allclose(seg.affine, thick)
+    ref = to_internal(np.asarray(nib.load(BRATS / VALIDATION_CASE / f"{VALIDATION_CASE}_seg.nii.gz").dataobj), "brats2018")[:, :, ::3]
+    pred = to_internal(np.asarray(seg.dataobj), "brats2018")
+    assert dice(region_masks(pred)["WT"], region_masks(ref)["WT"]) > 0.75
