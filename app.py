@@ -7,7 +7,6 @@ re-runs the network.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import os
 import time
@@ -37,7 +36,14 @@ NOTICE = (
     "**Research use only.** brainseg is not a medical device; its segmentations must not be used for "
     "diagnosis or treatment decisions."
 )
-_run_ids = itertools.count(1)
+
+
+def _next_run_id() -> int:
+    """Per session and across reruns (Streamlit re-executes this module, so no module counter)."""
+    st.session_state["run_counter"] = st.session_state.get("run_counter", 0) + 1
+    return st.session_state["run_counter"]
+
+
 VOLUME_COLUMNS = {
     "structure": "Structure", "kind": "Kind", "voxels": "Voxels",
     "volume_ml": st.column_config.NumberColumn("Volume (mL)", format="%.2f"),
@@ -264,7 +270,7 @@ def run_section(inputs: SimpleNamespace | None, settings: SimpleNamespace) -> No
         st.session_state["model_path"] = settings.path
         segmentation, seconds, used = segment(inputs.case, loaded, settings)
         result = SimpleNamespace(
-            id=next(_run_ids), case=inputs.case, key=inputs.key, segmentation=segmentation, model=loaded.name,
+            id=_next_run_id(), case=inputs.case, key=inputs.key, segmentation=segmentation, model=loaded.name,
             model_path=settings.path, settings=settings, settings_used=used, seconds=seconds, cache={}, truth=None, comparison=None,
             ranges={m: render.intensity_range(v) for m, v in inputs.case.images.items()},
         )

@@ -28,11 +28,15 @@ VARIANTS = ("brainseg", "brainseg-fp32", "monai-model-grid", "monai-1mm", "unifo
 
 def _run(cmd: list[str], env: dict | None = None) -> tuple[float, float, str]:
     """Wall seconds, peak RSS in MB and stdout of one child process."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    out, err = proc.stdout.read(), proc.stderr.read()
+    # output goes to files, not pipes: a child writing more than a pipe holds would block before wait4
+    with tempfile.TemporaryFile("w+") as out_file, tempfile.TemporaryFile("w+") as err_file:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out_file, stderr=err_file, text=True, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        out_file.seek(0)
+        err_file.seek(0)
+        out, err = out_file.read(), err_file.read()
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:4])} failed: {err.strip().splitlines()[-1] if err.strip() else proc.returncode}")
@@ -229,14 +233,14 @@ def _uniform_windows(model, image, patch, stride):
 
     shape = image.shape[2:]
     out = None
-    count = torch.zeros(shape)
+    count = torch.zeros(shape, device=image.device)
     starts = [range(0, s - p + 1, st) for s, p, st in zip(shape, patch, stride)]
     n = 0
     for x, y, z in itertools.product(*starts):
         sl = (slice(x, x + patch[0]), slice(y, y + patch[1]), slice(z, z + patch[2]))
         pred = model(image[(slice(None), slice(None)) + sl])[0]
         if out is None:
-            out = torch.zeros((pred.shape[0],) + tuple(shape))
+            out = torch.zeros((pred.shape[0],) + tuple(shape), device=image.device)
         out[(slice(None),) + sl] += pred
         count[sl] += 1
         n += 1

@@ -8,8 +8,10 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import copy
 import math
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -137,20 +139,31 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 _READY_LOCK = threading.Lock()
+_READY_COPIES: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
-def _ready(model: torch.nn.Module, device: torch.device, channels_last: bool) -> torch.nn.Module:
-    """Move a (possibly shared) model to the device and layout once, under a lock: app sessions
-    share one cached model, and converting its weights while another session runs would race."""
+def _ready(model: torch.nn.Module, device: torch.device, channels_last: bool, share: bool) -> torch.nn.Module:
+    """The model on ``device`` in eval mode and the wanted memory layout.
+
+    With ``share`` (app sessions and CLI runs use one cached model) the model itself is never
+    changed: each (device, layout) gets its own copy, made once under a lock, so one session's
+    settings cannot move weights under another's forward pass. Without it (validation during
+    training, where the weights keep changing) the model is converted in place.
+    """
+    if not share:
+        model = model.to(device)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last_3d)
+        return model.eval()
+    key = (device.type, device.index, channels_last)
     with _READY_LOCK:
-        state = (device.type, device.index, channels_last)
-        if getattr(model, "_brainseg_ready", None) != state:
-            model.to(device)
+        copies = _READY_COPIES.setdefault(model, {})
+        if key not in copies:
+            ready = copy.deepcopy(model).to(device)
             if channels_last:
-                model.to(memory_format=torch.channels_last_3d)
-            model._brainseg_ready = state
-        model.eval()
-    return model
+                ready = ready.to(memory_format=torch.channels_last_3d)
+            copies[key] = ready.eval()
+        return copies[key]
 
 
 class ModelPredictor:
@@ -160,13 +173,14 @@ class ModelPredictor:
         model: returns logits (N, K, ...).
         precision: "auto" (bf16 on CPUs with bf16 kernels, fp16 on CUDA, else fp32), "fp32", "bf16".
         tta: also predict on the 7 mirrored copies and average the logits.
+        share: the model is shared (cached, used by several threads); see ``_ready``.
     """
 
-    def __init__(self, model: torch.nn.Module, device: torch.device, precision: str = "auto", tta: bool = False):
+    def __init__(self, model: torch.nn.Module, device: torch.device, precision: str = "auto", tta: bool = False, share: bool = True):
         self.device = device
         self.dtype = self._choose_dtype(precision)
         self.channels_last = device.type == "cpu" and self.dtype is not None
-        self.model = _ready(model, device, self.channels_last)
+        self.model = _ready(model, device, self.channels_last, share)
         self.divisor = getattr(model, "divisor", 1)
         self.tta = tta
 

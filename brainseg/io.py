@@ -161,15 +161,29 @@ def case_files(folder: str | Path) -> dict[str, Path]:
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(SUFFIXES))
     if not files:
         raise InputError(f"{folder}: no .nii, .nii.gz or .npy files in this folder")
-    return assign_modalities(files, ignore_seg=True)
+    # other files in a case folder (masks, derived maps) are not the user's choice of scans: skip them
+    named = [p for p in files if _folder_modality(p) is not None]
+    return assign_modalities(named or files, ignore_seg=True)
 
 
 def segmentation_file(folder: str | Path) -> Path | None:
     """The segmentation file of a case folder, if there is one."""
     for p in sorted(Path(folder).iterdir()):
-        if p.name.lower().endswith(SUFFIXES) and modality_from_name(p.name) == "seg":
+        if p.name.lower().endswith(SUFFIXES) and _folder_modality(p) == "seg":
             return p
     return None
+
+
+def _folder_modality(path: Path) -> str | None:
+    """A folder file's modality, or None (logged) when its name names none or several."""
+    try:
+        modality = modality_from_name(path.name)
+    except InputError as exc:
+        log.info("skipping %s", exc)
+        return None
+    if modality is None:
+        log.info("skipping %s: its name names no modality", path.name)
+    return modality
 
 
 def read_volume(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray, nib.Nifti1Header | None]:

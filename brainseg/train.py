@@ -126,12 +126,14 @@ def learning_rate(step: int, config: TrainConfig, minutes: float = 0.0) -> float
 
 def validate(model: UNet3D, config: BrainsegConfig, cases: list, device: torch.device) -> dict:
     """Whole-case inference with the real pipeline; Dice and HD95 per region against full-resolution labels."""
+    from brainseg.inference import ModelPredictor
     from brainseg.pipeline import segment_case
 
     loaded = LoadedModel(model, config)
+    predictor = ModelPredictor(model, device, share=False)  # the weights change between validations
     per_case = {}
     for case_id, case, reference in cases:
-        result = segment_case(case, loaded, device=device.type)
+        result = segment_case(case, loaded, device=device.type, predictor=predictor)
         pred_regions, ref_regions = region_masks(result.labels), region_masks(reference)
         per_case[case_id] = {
             r: {"dice": dice(pred_regions[r], ref_regions[r]), "hd95": hd95(pred_regions[r], ref_regions[r], case.spacing)}

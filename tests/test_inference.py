@@ -71,3 +71,23 @@ def test_bad_settings_are_refused():
         plan_windows((10, 10, 10), (4, 4, 4), 1.0)
     with pytest.raises(ValueError, match="patch size"):
         plan_windows((10, 10, 10), (4, 4), 0.5)
+
+
+def test_shared_model_is_never_changed_in_place():
+    """App sessions share one cached model: each device/layout gets its own copy, made once."""
+    from brainseg.config import ModelConfig
+    from brainseg.inference import ModelPredictor
+    from brainseg.model import UNet3D
+
+    model = UNet3D(ModelConfig(features=(4, 8)))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fast = ModelPredictor(model, torch.device("cpu"), "bf16")
+    again = ModelPredictor(model, torch.device("cpu"), "bf16")
+    plain = ModelPredictor(model, torch.device("cpu"), "fp32")
+    assert fast.model is again.model and fast.model is not model and plain.model is not fast.model
+    assert fast.model.encoders[0].body[0].weight.is_contiguous(memory_format=torch.channels_last_3d)
+    assert model.encoders[0].body[0].weight.is_contiguous()  # the shared original keeps its layout
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, before[key])
+    x = torch.randn(1, 4, 8, 8, 8)
+    torch.testing.assert_close(plain(x), model.eval()(x))

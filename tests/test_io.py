@@ -139,3 +139,11 @@ def test_multi_member_gzip_reads_whole_image():
     np.testing.assert_array_equal(array.ravel(), np.arange(1000))
     with pytest.raises(InputError, match="truncated"):
         read_volume(gzip.compress(raw[:500]) + gzip.compress(raw[500:])[:-30], "x.nii.gz")
+
+
+def test_folder_skips_files_that_name_no_or_several_modalities(tmp_path):
+    write_case(tmp_path / "c")
+    for extra in ("case01_flair_t2_diff.nii.gz", "brainmask.nii.gz"):
+        nib.save(nib.Nifti1Image(np.ones((40, 44, 36), np.float32), LPS), tmp_path / "c" / extra)
+    assert {p.name for p in case_files(tmp_path / "c").values()} == {
+        "case01_flair.nii.gz", "case01_t1.nii.gz", "case01_t1ce.nii.gz", "case01_t2.nii.gz"}
