@@ -61,6 +61,11 @@ def region_masks(labels: np.ndarray) -> dict[str, np.ndarray]:
     return {r: np.isin(labels, REGION_LABELS[r]) for r in REGIONS}
 
 
+def region_counts(label_counts) -> dict[str, int]:
+    """WT/TC/ET voxel counts from counts of internal labels 0-3."""
+    return {r: int(sum(label_counts[k] for k in REGION_LABELS[r])) for r in REGIONS}
+
+
 def regions_to_labels(wt: np.ndarray, tc: np.ndarray, et: np.ndarray) -> np.ndarray:
     """Nested region masks to internal labels: ET inside TC inside WT, as nnU-Net resolves them."""
     out = np.zeros(wt.shape, dtype=np.uint8)

@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from brainseg.labels import CONVENTIONS, LABEL_NAMES, REGIONS, region_masks
+from brainseg.labels import CONVENTIONS, LABEL_NAMES, REGIONS, region_counts, region_masks
 
 # BraTS scores HD95 as the volume's diagonal when exactly one of prediction and reference is empty
 HD95_ONE_EMPTY = 373.13
@@ -113,7 +113,7 @@ def volume_stats(labels: np.ndarray, spacing: Sequence[float], convention: str =
             item["brain_percent"] = round(100.0 * voxels / brain_voxels, 3)
         return item
 
-    regions = {"WT": counts[1] + counts[2] + counts[3], "TC": counts[1] + counts[3], "ET": counts[3]}
+    regions = region_counts(counts)
     return {
         "regions": {r: entry(v) for r, v in regions.items()},
         "labels": {str(CONVENTIONS[convention][i]): {**entry(counts[i]), "name": LABEL_NAMES[i]} for i in LABEL_NAMES},

@@ -94,10 +94,11 @@ def segment_case(
     labels, probs = logits_to_labels(box_logits, config.model.output_mode, inference.threshold)
     del box_logits
     # no tumour outside the scanned anatomy: resampling can smear predictions past the brain edge
-    labels[~prepared.brain] = 0
-    probs[:, ~prepared.brain] = 0
+    outside = ~prepared.brain
+    labels[outside] = 0
+    probs[:, outside] = 0
     if config.model.output_mode == "labels":
-        probs[0][~prepared.brain] = 1  # softmax channel 0 is background
+        probs[0][outside] = 1  # softmax channel 0 is background
     seconds["stitch"] = time.perf_counter() - t
     t = time.perf_counter()
     labels = clean_labels(labels, postprocess.min_component_voxels, postprocess.min_et_voxels)

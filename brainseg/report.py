@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from brainseg.io import modality_from_name, strip_suffix
-from brainseg.labels import CONVENTIONS, LABEL_NAMES, REGIONS, region_masks
+from brainseg.labels import CONVENTIONS, LABEL_NAMES, REGIONS, region_counts, region_masks
 from brainseg.metrics import dice
 
 REGION_TITLES = {"WT": "whole tumour (WT)", "TC": "tumour core (TC)", "ET": "enhancing tumour (ET)"}
@@ -61,7 +61,7 @@ def slice_rows(counts: Sequence[int], pixel_mm2: float, convention: str) -> list
         pixel_mm2: area of one voxel face in that slice.
     """
     counts = [int(c) for c in counts]
-    regions = {"WT": counts[1] + counts[2] + counts[3], "TC": counts[1] + counts[3], "ET": counts[3]}
+    regions = region_counts(counts)
     rows = [{"structure": REGION_TITLES[r], "voxels": v, "area_mm2": round(v * pixel_mm2, 2)} for r, v in regions.items()]
     for internal, name in LABEL_NAMES.items():
         value = CONVENTIONS[convention][internal]
