@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--threads", type=int, default=0)
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--resume", help="state.pt of an earlier run")
+    tr.add_argument("--init", help="start from this checkpoint's weights and settings (fresh optimiser and schedule)")
     tr.add_argument("--time-limit", type=float, default=0.0, help="minutes; validate, save and stop when reached")
 
     be = sub.add_parser("bench", help="time the pipeline stage by stage on a real case")
@@ -120,7 +121,7 @@ def _train(args) -> int:
         data=args.data, output=args.output, max_steps=args.max_steps, batch_size=args.batch_size,
         patch_size=tuple(args.patch_size), lr=args.lr, val_every=args.val_every, patience=args.patience,
         validation=tuple(args.validation) if args.validation is not None else DEFAULT_VALIDATION,
-        augment=not args.no_augment, threads=args.threads, seed=args.seed, resume=args.resume or "",
+        augment=not args.no_augment, threads=args.threads, seed=args.seed, resume=args.resume or "", init=args.init or "",
         time_limit_minutes=args.time_limit,
     )
     best = train(tc, config)

@@ -18,7 +18,7 @@ def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, output_mode: str) -
 
     Args:
         logits: (N, K, ...) float.
-        target: (N, 3, ...) WT/TC/ET masks.
+        target: (N, 3, ...) WT/TC/ET masks or soft shares in [0, 1].
     Returns:
         (loss, soft Dice of the foreground channels, detached)
     """
@@ -38,7 +38,7 @@ def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, output_mode: str) -
 
 
 def _regions_to_label_index(target: torch.Tensor) -> torch.Tensor:
-    wt, tc, et = target[:, 0] > 0, target[:, 1] > 0, target[:, 2] > 0
+    wt, tc, et = target[:, 0] >= 0.5, target[:, 1] >= 0.5, target[:, 2] >= 0.5
     labels = torch.zeros_like(wt, dtype=torch.long)
     labels[wt] = 2
     labels[wt & tc] = 1

@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 
 from brainseg import __version__
-from brainseg.checkpoint import LoadedModel, save_checkpoint
+from brainseg.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
 from brainseg.config import BrainsegConfig, InferenceConfig
 from brainseg.data import TrainingCase, find_cases, load_reference, load_training_cases, sample_patch
 from brainseg.errors import InputError
@@ -54,6 +54,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0  # 0: torch's default
     resume: str = ""
+    init: str = ""  # brainseg checkpoint whose weights (and model/preprocessing settings) start a fresh run
     amp: bool = True
     time_limit_minutes: float = 0.0  # stop (after validating) once this much time has passed; 0 = none
 
@@ -91,7 +92,8 @@ def build_augmentation():
     return tio.Compose(
         [
             tio.RandomFlip(axes=(0, 1, 2), flip_probability=0.5),
-            tio.RandomAffine(scales=(0.85, 1.15), degrees=15, translation=0, p=0.3, label_interpolation="nearest"),
+            # targets are soft region shares, so they interpolate linearly like the image
+            tio.RandomAffine(scales=(0.85, 1.15), degrees=15, translation=0, p=0.3, label_interpolation="linear"),
             tio.RandomGamma(log_gamma=(-0.3, 0.3), p=0.3),
             tio.RandomBiasField(coefficients=0.3, p=0.15),
             tio.RandomNoise(std=(0, 0.1), p=0.15),
@@ -102,12 +104,12 @@ def build_augmentation():
 def augment_patch(transform, image: np.ndarray, target: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     import torchio as tio
 
-    subject = tio.Subject(image=tio.ScalarImage(tensor=torch.from_numpy(image)), target=tio.LabelMap(tensor=torch.from_numpy(target)))
+    subject = tio.Subject(image=tio.ScalarImage(tensor=torch.from_numpy(image)), target=tio.LabelMap(tensor=torch.from_numpy(target.astype(np.float32))))
     out = transform(subject)
     image = out["image"].data.numpy()
     if rng.random() < 0.3:  # per-channel intensity scale and shift, as scanners differ
         image = image * rng.uniform(0.9, 1.1, (image.shape[0], 1, 1, 1)) + rng.uniform(-0.1, 0.1, (image.shape[0], 1, 1, 1))
-    return image.astype(np.float32), out["target"].data.numpy()
+    return image.astype(np.float32), out["target"].data.numpy().astype(np.float32)
 
 
 def learning_rate(step: int, config: TrainConfig, minutes: float = 0.0) -> float:
@@ -149,6 +151,12 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None)
     """Train a U-Net and write ``best.pt`` and ``last.pt`` (brainseg checkpoints) to the output folder."""
     ddp = setup_distributed()
     config = model_config or BrainsegConfig()
+    initial = None
+    if train_config.init and not train_config.resume:
+        initial = load_checkpoint(train_config.init)
+        if model_config is not None and (model_config.model, model_config.preprocess) != (initial.config.model, initial.config.preprocess):
+            log.warning("--init %s: using its model and preprocessing settings, not the ones given", train_config.init)
+        config = initial.config
     # windows the size the network was trained on: with InstanceNorm, larger windows full of
     # zero padding shift the statistics (validation Dice fell from 0.86 to 0.47 WT on one case)
     config = replace(config, inference=replace(config.inference, patch_size=tuple(train_config.patch_size)))
@@ -176,7 +184,11 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None)
     train_cases = load_training_cases(train_folders, config.preprocess, cache)
     val_cases = [(f.name, *load_reference(f)) for f in val_folders] if ddp.main else []
 
-    model = UNet3D(config.model).to(ddp.device)
+    model = UNet3D(config.model)
+    if initial is not None:
+        model.load_state_dict(initial.model.state_dict())
+        log.info("weights from %s", train_config.init)
+    model = model.to(ddp.device)
     channels_last = ddp.device.type == "cpu"
     if channels_last:
         model = model.to(memory_format=torch.channels_last_3d)

@@ -9,12 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from brainseg.cli import main
 from brainseg.checkpoint import load_checkpoint
-from brainseg.data import TrainingCase, sample_patch
+from brainseg.config import PreprocessConfig
+from brainseg.data import TrainingCase, sample_patch, to_training_case
+from brainseg.io import Case
 from brainseg.train import TrainConfig, learning_rate
-from conftest import BRATS, needs_data
+from conftest import BRATS, LPS, needs_data
 
 CASES = ("Brats18_CBICA_ABM_1", "Brats18_CBICA_ALU_1", "Brats18_TCIA01_425_1")
 
@@ -41,6 +44,26 @@ def test_patches_are_tumour_aware_and_reach_the_edges():
     small = TrainingCase("s", image[:, :10], target[:, :10], np.ones((10, 30, 30), bool))
     patch, _ = sample_patch(small, (16, 16, 16), rng, 0.5)
     assert patch.shape == (4, 16, 16, 16)  # padded where the volume is smaller
+
+
+def test_targets_hold_the_share_of_each_coarse_voxel_inside_the_region():
+    images = {m: np.full((40, 40, 40), 100.0 + k, np.float32) for k, m in enumerate(("flair", "t1", "t1ce", "t2"))}
+    labels = np.zeros((40, 40, 40), np.uint8)
+    labels[10:13, 10:20, 10:20] = 2  # edema three 1 mm voxels thick: one whole 2 mm voxel and half of the next
+    item = to_training_case(Case(images, LPS), labels, PreprocessConfig(), "c")
+    assert item.target.shape == (3, 20, 20, 20) and item.target.dtype == np.float16
+    # LPS input is already in model orientation; the brain box is the whole volume
+    assert [float(item.target[0, x, 7, 7]) for x in (4, 5, 6, 7)] == [0.0, 1.0, 0.5, 0.0]
+    assert not item.target[1:].any()  # edema only: no tumour core, no enhancing tumour
+
+
+def test_soft_targets_still_centre_patches_on_tumour():
+    target = np.zeros((3, 30, 30, 30), np.float16)
+    target[0, 28:, 28:, 28:] = 0.75
+    target[0, 5, 5, 5] = 0.25  # mostly outside the region: never a centre
+    item = TrainingCase("c", np.ones((4, 30, 30, 30), np.float32), target, np.ones((30, 30, 30), bool))
+    rng = np.random.default_rng(0)
+    assert all(sample_patch(item, (8, 8, 8), rng, tumour_share=1.0)[1][0].max() == 0.75 for _ in range(20))
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +94,18 @@ def test_train_writes_checkpoints_logs_and_resumes(small_data, tmp_path):
     assert main(args + ["--resume", str(out / "state.pt")]) == 0
     with (out / "metrics.csv").open() as f:
         assert [int(r["step"]) for r in csv.DictReader(f)] == [2, 4]
+
+
+@needs_data()
+def test_init_starts_from_a_checkpoints_weights_and_settings(small_data, tmp_path, tiny_checkpoint):
+    out = tmp_path / "init"
+    # lr 0: AdamW leaves the weights where they started, so the run's checkpoint must equal the source
+    assert main(["train", "--data", str(small_data), "--output", str(out), *TRAIN_ARGS, "--init", str(tiny_checkpoint), "--lr", "0"]) == 0
+    start, trained = load_checkpoint(tiny_checkpoint), load_checkpoint(out / "last.pt")
+    assert trained.config.model == start.config.model  # the source's (4, 8) network, not the default one
+    assert trained.config.inference.patch_size == (32, 32, 32)  # windows follow the training patch
+    weights = trained.model.state_dict()
+    assert all(torch.equal(v, weights[k]) for k, v in start.model.state_dict().items())
 
 
 @needs_data()
