@@ -38,7 +38,7 @@ def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, output_mode: str) -
 
 
 def _regions_to_label_index(target: torch.Tensor) -> torch.Tensor:
-    wt, tc, et = target[:, 0] >= 0.5, target[:, 1] >= 0.5, target[:, 2] >= 0.5
+    wt, tc, et = (target >= 0.5).unbind(1)  # soft shares: a voxel belongs where most of it lies
     labels = torch.zeros_like(wt, dtype=torch.long)
     labels[wt] = 2
     labels[wt & tc] = 1

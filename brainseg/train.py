@@ -157,6 +157,7 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None)
         if model_config is not None and (model_config.model, model_config.preprocess) != (initial.config.model, initial.config.preprocess):
             log.warning("--init %s: using its model and preprocessing settings, not the ones given", train_config.init)
         config = initial.config
+        log.info("weights from %s", train_config.init)
     # windows the size the network was trained on: with InstanceNorm, larger windows full of
     # zero padding shift the statistics (validation Dice fell from 0.86 to 0.47 WT on one case)
     config = replace(config, inference=replace(config.inference, patch_size=tuple(train_config.patch_size)))
@@ -184,11 +185,7 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None)
     train_cases = load_training_cases(train_folders, config.preprocess, cache)
     val_cases = [(f.name, *load_reference(f)) for f in val_folders] if ddp.main else []
 
-    model = UNet3D(config.model)
-    if initial is not None:
-        model.load_state_dict(initial.model.state_dict())
-        log.info("weights from %s", train_config.init)
-    model = model.to(ddp.device)
+    model = (initial.model if initial is not None else UNet3D(config.model)).to(ddp.device)
     channels_last = ddp.device.type == "cpu"
     if channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
