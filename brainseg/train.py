@@ -259,7 +259,7 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None)
                 history.append(row)
                 _append_csv(metrics_path, row)
                 improved = result["score"] > best_score or not val_cases
-                provenance = _provenance(train_config, train_folders, val_folders, step, result, elapsed, ddp)
+                provenance = _provenance(train_config, train_folders, val_folders, step, result, elapsed, ddp, amp_dtype)
                 save_checkpoint(out_dir / "last.pt", model, config, provenance)
                 if improved:
                     best_score = result["score"]
@@ -287,7 +287,7 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None)
     return out_dir / "best.pt"
 
 
-def _provenance(tc: TrainConfig, train_folders, val_folders, step, result, seconds, ddp) -> dict:
+def _provenance(tc: TrainConfig, train_folders, val_folders, step, result, seconds, ddp, amp_dtype) -> dict:
     import platform
 
     return {
@@ -298,7 +298,8 @@ def _provenance(tc: TrainConfig, train_folders, val_folders, step, result, secon
         "data": str(tc.data),
         "step": step,
         "training_seconds": round(seconds, 1),
-        "hardware": f"{platform.processor() or platform.machine()}, {ddp.world} process(es), {ddp.device.type}, {torch.get_num_threads()} threads",
+        "hardware": f"{platform.processor() or platform.machine()}, {ddp.world} process(es), {ddp.device.type}, {torch.get_num_threads()} threads, "
+                    f"{'fp32' if amp_dtype is None else str(amp_dtype).removeprefix('torch.') + ' autocast'}",
         "validation": {"dice": result["dice"], "hd95": result["hd95"], "score": result["score"]},
         "train_config": _plain(asdict(tc)),
     }

@@ -1,6 +1,6 @@
 """Write a checkpoint's model card from its provenance and a ``brainseg evaluate --json`` result.
 
-Usage: python scripts/make_model_card.py CHECKPOINT EVALUATION.json CARD.md [--note TEXT]
+Usage: python scripts/make_model_card.py CHECKPOINT EVALUATION.json CARD.md [--command TEXT] [--notes FILE] [--started-from CHECKPOINT]
 Every number in the card comes from those two files.
 """
 import argparse
@@ -18,6 +18,7 @@ def main() -> None:
     parser.add_argument("card")
     parser.add_argument("--command", default="", help="the training command, quoted in the card")
     parser.add_argument("--notes", default="", help="a markdown file with further sections (limits, design evidence)")
+    parser.add_argument("--started-from", default="", help="the checkpoint the run was initialised from (brainseg train --init)")
     args = parser.parse_args()
     loaded = load_checkpoint(args.checkpoint)
     prov, cfg = loaded.provenance, loaded.config
@@ -43,6 +44,7 @@ def main() -> None:
         f"(see its README for sources and citations): {', '.join(prov.get('train_cases', []))}.",
         f"- Validation split (fixed, never trained on): {', '.join(prov.get('validation_cases', []))}.",
         f"- Steps: {prov.get('step')}; training time {hours:.2f} h on {prov.get('hardware', '?')}.",
+        *_earlier_stage(args.started_from),
         f"- Settings: {json.dumps({k: v for k, v in prov.get('train_config', {}).items() if k not in ('data', 'output', 'resume', 'validation')})}",
     ]
     if args.command:
@@ -57,6 +59,16 @@ def main() -> None:
     if args.notes:
         lines += ["", Path(args.notes).read_text().strip()]
     Path(args.card).write_text("\n".join(lines) + "\n")
+
+
+def _earlier_stage(path: str) -> list[str]:
+    """The run an ``--init`` run started from, as its own checkpoint records it."""
+    if not path:
+        return []
+    prov = load_checkpoint(path).provenance
+    return [f"- Initialised from `{Path(path).name}`, itself trained for {prov.get('step')} steps, "
+            f"{prov.get('training_seconds', 0) / 3600:.2f} h on {prov.get('hardware', '?')} "
+            f"(validation score {prov.get('validation', {}).get('score', float('nan')):.3f} when saved)."]
 
 
 if __name__ == "__main__":

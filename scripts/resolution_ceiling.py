@@ -1,0 +1,64 @@
+"""Best Dice a working resolution allows: the expert labels taken to the model grid and back.
+
+A network at spacing S can do no better than the truth itself resampled to S and restored the way
+the pipeline restores logits (trilinear to the input grid, threshold 0.5). Soft targets (each coarse
+voxel's share of the region, what ``brainseg train`` fits) are compared with thresholded masks.
+
+Usage: python scripts/resolution_ceiling.py ../shared/data/brats [--spacings 2 1.5] [--json OUT]
+"""
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from brainseg.config import PreprocessConfig
+from brainseg.data import load_reference
+from brainseg.labels import REGIONS, region_masks, regions_to_labels
+from brainseg.metrics import evaluate
+from brainseg.preprocess import paste, prepare, reorient, resample, to_box
+from brainseg.train import DEFAULT_VALIDATION
+
+
+def restored_regions(labels: np.ndarray, case, spacing: float, soft: bool) -> np.ndarray:
+    """Internal labels after the truth's round trip through a ``spacing`` mm grid."""
+    geometry = prepare(case, replace(PreprocessConfig(), spacing=(spacing,) * 3)).geometry
+    masks = region_masks(reorient(labels, geometry.transform)[geometry.box])
+    stacked = torch.from_numpy(np.stack([masks[r] for r in REGIONS]).astype(np.float32))
+    coarse = resample(stacked, geometry.model_shape)
+    if not soft:
+        coarse = (coarse >= 0.5).float()
+    fine = (to_box(coarse, geometry) > 0.5).numpy()
+    return paste(regions_to_labels(*fine), geometry)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data", type=Path)
+    parser.add_argument("--cases", nargs="*", default=list(DEFAULT_VALIDATION))
+    parser.add_argument("--spacings", nargs="*", type=float, default=[2.0, 1.5])
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    rows = []
+    for case_id in args.cases:
+        case, labels = load_reference(args.data / case_id)
+        for spacing in args.spacings:
+            for soft in (False, True):
+                result = evaluate(restored_regions(labels, case, spacing, soft), labels, case.spacing)
+                dice = {r: result["regions"][r]["dice"] for r in REGIONS}
+                rows.append({"case": case_id, "spacing": spacing, "targets": "soft" if soft else "thresholded", **dice})
+                print(f"{case_id:24s} {spacing:4.1f} mm {rows[-1]['targets']:11s} "
+                      + " ".join(f"{r} {dice[r]:.3f}" for r in REGIONS), flush=True)
+    for spacing in args.spacings:
+        for targets in ("thresholded", "soft"):
+            sel = [r for r in rows if r["spacing"] == spacing and r["targets"] == targets]
+            print(f"{'mean':24s} {spacing:4.1f} mm {targets:11s} "
+                  + " ".join(f"{r} {np.mean([s[r] for s in sel]):.3f}" for r in REGIONS))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
