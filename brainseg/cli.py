@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--min-component", type=int, help="remove whole-tumour components smaller than this many voxels")
     seg.add_argument("--no-progress", action="store_true")
     _add_inference_options(seg)
+    seg.add_argument("--threshold", type=float, help="sigmoid level a voxel must exceed to join WT/TC/ET (default from the checkpoint, 0.5)")
 
     ev = sub.add_parser("evaluate", help="BraTS metrics of a prediction against a reference (files or folders)")
     ev.add_argument("prediction")

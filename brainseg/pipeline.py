@@ -111,7 +111,7 @@ def segment_case(
     return Segmentation(full_labels, full_probs, stats, seconds, windows[0] if windows else 0, used_precision, prepared.brain_voxels)
 
 
-def inference_settings(loaded: LoadedModel, patch_size=None, overlap=None, tta=None, batch_size=None) -> InferenceConfig:
+def inference_settings(loaded: LoadedModel, patch_size=None, overlap=None, tta=None, batch_size=None, threshold=None) -> InferenceConfig:
     """The checkpoint's inference defaults with any user overrides applied and checked."""
     settings = loaded.config.inference
     changes = {}
@@ -128,4 +128,10 @@ def inference_settings(loaded: LoadedModel, patch_size=None, overlap=None, tta=N
         changes["tta"] = bool(tta)
     if batch_size is not None:
         changes["batch_size"] = max(int(batch_size), 1)
+    if threshold is not None:
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold must be between 0 and 1 (exclusive), got {threshold}")
+        if loaded.config.model.output_mode != "regions":
+            raise ValueError("threshold applies to region (sigmoid) outputs; this checkpoint's softmax labels take the argmax")
+        changes["threshold"] = float(threshold)
     return replace(settings, **changes)

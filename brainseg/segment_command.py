@@ -64,7 +64,7 @@ def _segment_one(args, case, loaded, out: Path, show_progress: bool):
     from brainseg.pipeline import inference_settings, segment_case
     from brainseg.config import PostprocessConfig
 
-    settings = inference_settings(loaded, args.patch_size, args.overlap, True if args.tta else None)
+    settings = inference_settings(loaded, args.patch_size, args.overlap, True if args.tta else None, threshold=args.threshold)
     post = loaded.config.postprocess
     if args.min_component is not None:
         post = PostprocessConfig(args.min_component, post.min_et_voxels)

@@ -91,3 +91,25 @@ def test_shared_model_is_never_changed_in_place():
         torch.testing.assert_close(value, before[key])
     x = torch.randn(1, 4, 8, 8, 8)
     torch.testing.assert_close(plain(x), model.eval()(x))
+
+
+def test_threshold_decides_which_regions_a_voxel_joins(tiny_checkpoint):
+    from dataclasses import replace
+
+    from brainseg.checkpoint import LoadedModel, load_checkpoint
+    from brainseg.pipeline import inference_settings, logits_to_labels
+
+    # one voxel: P(WT) = sigmoid(2) = 0.88, P(TC) = sigmoid(-0.4) = 0.40, P(ET) = sigmoid(-1.5) = 0.18
+    logits = torch.tensor([2.0, -0.4, -1.5]).reshape(3, 1, 1, 1)
+    assert logits_to_labels(logits, "regions", 0.5)[0].item() == 2  # edema only
+    assert logits_to_labels(logits, "regions", 0.3)[0].item() == 1  # necrotic core joins
+    assert logits_to_labels(logits, "regions", 0.1)[0].item() == 3  # enhancing too
+    loaded = load_checkpoint(tiny_checkpoint)
+    assert inference_settings(loaded).threshold == 0.5
+    assert inference_settings(loaded, threshold=0.3).threshold == 0.3
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match="threshold must be between 0 and 1"):
+            inference_settings(loaded, threshold=bad)
+    softmax = LoadedModel(loaded.model, replace(loaded.config, model=replace(loaded.config.model, output_mode="labels")))
+    with pytest.raises(ValueError, match="argmax"):
+        inference_settings(softmax, threshold=0.4)
