@@ -12,22 +12,19 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from brainseg.config import PreprocessConfig
-from brainseg.data import load_reference
-from brainseg.labels import REGIONS, region_masks, regions_to_labels
+from brainseg.data import load_reference, region_shares
+from brainseg.labels import REGIONS, regions_to_labels
 from brainseg.metrics import evaluate
-from brainseg.preprocess import paste, prepare, reorient, resample, to_box
+from brainseg.preprocess import paste, prepare, to_box
 from brainseg.train import DEFAULT_VALIDATION
 
 
 def restored_regions(labels: np.ndarray, case, spacing: float, soft: bool) -> np.ndarray:
     """Internal labels after the truth's round trip through a ``spacing`` mm grid."""
     geometry = prepare(case, replace(PreprocessConfig(), spacing=(spacing,) * 3)).geometry
-    masks = region_masks(reorient(labels, geometry.transform)[geometry.box])
-    stacked = torch.from_numpy(np.stack([masks[r] for r in REGIONS]).astype(np.float32))
-    coarse = resample(stacked, geometry.model_shape)
+    coarse = region_shares(labels, geometry)
     if not soft:
         coarse = (coarse >= 0.5).float()
     fine = (to_box(coarse, geometry) > 0.5).numpy()
