@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,15 @@ class TrainingCase:
     image: np.ndarray  # (C, X, Y, Z) float32 on the model grid
     target: np.ndarray  # (3, X, Y, Z) float16 share of each model voxel inside WT/TC/ET
     brain: np.ndarray  # (X, Y, Z) bool brain mask on the model grid
+    # candidate patch centres as flat indices, found once per case rather than on every draw
+    region_voxels: list[np.ndarray] = field(init=False, repr=False)
+    brain_voxels: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        inside = self.target >= 0.5
+        self.region_voxels = [np.flatnonzero(inside[k]).astype(np.int32) for k in range(inside.shape[0])]
+        mask = self.brain if self.brain.any() else np.ones(self.brain.shape, bool)
+        self.brain_voxels = np.flatnonzero(mask).astype(np.int32)
 
 
 def find_cases(root: str | Path) -> list[Path]:
@@ -101,21 +110,18 @@ def sample_patch(item: TrainingCase, patch: tuple[int, int, int], rng: np.random
     axes shorter than the patch are zero-padded.
     """
     image, target = item.image, item.target
-    shape = image.shape[1:]
+    shape = grid = image.shape[1:]
     if any(s < p for s, p in zip(shape, patch)):
         pad = [(0, 0)] + [(0, max(p - s, 0)) for s, p in zip(shape, patch)]
         image, target = np.pad(image, pad), np.pad(target, pad)
         shape = image.shape[1:]
-    centre = None
+    voxels = item.brain_voxels
     if rng.random() < tumour_share:
-        inside = target >= 0.5
-        present = [k for k in range(target.shape[0]) if inside[k].any()]
+        present = [v for v in item.region_voxels if len(v)]
         if present:
-            voxels = np.argwhere(inside[rng.choice(present)])
-            centre = voxels[rng.integers(len(voxels))]
-    if centre is None:
-        voxels = np.argwhere(item.brain) if item.brain.any() else np.argwhere(np.ones(shape, bool))
-        centre = voxels[rng.integers(len(voxels))]
+            voxels = present[rng.integers(len(present))]
+    # padding only extends the far ends, so indices into the unpadded grid stay valid
+    centre = np.unravel_index(voxels[rng.integers(len(voxels))], grid)
     start = [int(np.clip(c - p // 2, 0, s - p)) for c, p, s in zip(centre, patch, shape)]
     sl = tuple(slice(s, s + p) for s, p in zip(start, patch))
     return image[(slice(None),) + sl], target[(slice(None),) + sl]

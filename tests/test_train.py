@@ -66,6 +66,27 @@ def test_soft_targets_still_centre_patches_on_tumour():
     assert all(sample_patch(item, (8, 8, 8), rng, tumour_share=1.0)[1][0].max() == 0.75 for _ in range(20))
 
 
+
+def test_centres_come_from_the_brain_and_every_present_region():
+    shape = (40, 40, 40)
+    index = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)  # each voxel holds its flat index
+    brain = np.zeros(shape, bool)
+    brain[30:, 30:, 30:] = True
+    target = np.zeros((3, *shape), np.float16)
+    target[:, 35, 35, 35] = 1.0  # one voxel inside all three regions
+    target[0, 5, 5, 5] = 1.0  # a whole-tumour voxel outside the brain
+    item = TrainingCase("c", np.stack([index] * 4), target, brain)
+    corner, far = np.ravel_multi_index((35, 35, 35), shape), np.ravel_multi_index((5, 5, 5), shape)
+    assert [v.tolist() for v in item.region_voxels] == [[far, corner], [corner], [corner]]
+    rng = np.random.default_rng(1)
+    starts = [np.unravel_index(int(sample_patch(item, (4, 4, 4), rng, 0.0)[0][0, 0, 0, 0]), shape) for _ in range(50)]
+    assert all(min(s) >= 28 for s in starts)  # centres inside the brain corner [30, 40)
+    centred = [sample_patch(item, (4, 4, 4), rng, 1.0)[1] for _ in range(60)]
+    # WT is picked a third of the time, then either of its two voxels: about 10 windows hold WT only
+    assert 3 <= sum(not w[2].any() for w in centred) <= 20
+    assert all(w[0].any() for w in centred)
+
+
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
