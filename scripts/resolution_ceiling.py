@@ -21,14 +21,15 @@ from brainseg.preprocess import paste, prepare, to_box
 from brainseg.train import DEFAULT_VALIDATION
 
 
-def restored_regions(labels: np.ndarray, case, spacing: float, soft: bool) -> np.ndarray:
-    """Internal labels after the truth's round trip through a ``spacing`` mm grid."""
+def restored_regions(labels: np.ndarray, case, spacing: float) -> dict[str, np.ndarray]:
+    """Internal labels after the truth's round trip through a ``spacing`` mm grid, per target kind."""
     geometry = prepare(case, replace(PreprocessConfig(), spacing=(spacing,) * 3)).geometry
-    coarse = region_shares(labels, geometry)
-    if not soft:
-        coarse = (coarse >= 0.5).float()
-    fine = (to_box(coarse, geometry) > 0.5).numpy()
-    return paste(regions_to_labels(*fine), geometry)
+    soft = region_shares(labels, geometry)
+    out = {}
+    for targets, coarse in (("thresholded", (soft >= 0.5).float()), ("soft", soft)):
+        fine = (to_box(coarse, geometry) > 0.5).numpy()
+        out[targets] = paste(regions_to_labels(*fine), geometry)
+    return out
 
 
 def main() -> None:
@@ -42,10 +43,10 @@ def main() -> None:
     for case_id in args.cases:
         case, labels = load_reference(args.data / case_id)
         for spacing in args.spacings:
-            for soft in (False, True):
-                result = evaluate(restored_regions(labels, case, spacing, soft), labels, case.spacing)
+            for targets, restored in restored_regions(labels, case, spacing).items():
+                result = evaluate(restored, labels, case.spacing)
                 dice = {r: result["regions"][r]["dice"] for r in REGIONS}
-                rows.append({"case": case_id, "spacing": spacing, "targets": "soft" if soft else "thresholded", **dice})
+                rows.append({"case": case_id, "spacing": spacing, "targets": targets, **dice})
                 print(f"{case_id:24s} {spacing:4.1f} mm {rows[-1]['targets']:11s} "
                       + " ".join(f"{r} {dice[r]:.3f}" for r in REGIONS), flush=True)
     for spacing in args.spacings:

@@ -66,7 +66,6 @@ def test_soft_targets_still_centre_patches_on_tumour():
     assert all(sample_patch(item, (8, 8, 8), rng, tumour_share=1.0)[1][0].max() == 0.75 for _ in range(20))
 
 
-
 def test_centres_come_from_the_brain_and_every_present_region():
     shape = (40, 40, 40)
     index = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)  # each voxel holds its flat index
