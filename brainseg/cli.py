@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--stats", help="write volume statistics as JSON here")
     seg.add_argument("--min-component", type=int, help="remove whole-tumour components smaller than this many voxels")
     seg.add_argument("--no-progress", action="store_true")
+    seg.add_argument("--save-probabilities", action="store_true",
+                     help="also write the network's probabilities beside each label map as a 4D float NIfTI "
+                          "(seg.nii.gz -> seg_probabilities.nii.gz); channels WT,TC,ET (or background,NCR,ED,ET)")
     _add_inference_options(seg)
     seg.add_argument("--threshold", type=float, help="sigmoid level a voxel must exceed to join WT/TC/ET (default from the checkpoint, 0.5)")
 

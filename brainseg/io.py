@@ -295,28 +295,50 @@ def assemble_case(scans: Mapping[str, Scan], convention: str | None = None) -> C
 
 
 def save_labels(labels: np.ndarray, case: Case, path: str | Path) -> Path:
-    """Write a label map (file values, uint8) on the case's grid with its affine and header geometry.
-
-    The file appears only once complete, so a failure leaves nothing at ``path``.
-    """
+    """Write a label map (file values, uint8) on the case's grid with its affine and header geometry."""
     path = Path(path)
     if labels.shape != case.shape:
         raise ValueError(f"label map shape {labels.shape} differs from the case's {case.shape}")
-    image = labels_image(labels, case)
+    return _save_image(labels_image(labels, case), path)
+
+
+def save_probabilities(probabilities: np.ndarray, case: Case, path: str | Path, channels: Iterable[str]) -> Path:
+    """Write (K, X, Y, Z) probabilities as one 4D float32 NIfTI (X, Y, Z, K) on the case's grid.
+
+    The channel names go into the header's description (for example "WT,TC,ET"), so a reader knows
+    which volume is which; viewers show the K volumes as components or time points.
+    """
+    path = Path(path)
+    channels = list(channels)
+    if probabilities.shape != (len(channels),) + case.shape:
+        raise ValueError(f"probabilities shape {probabilities.shape} differs from {len(channels)} channels on the case's {case.shape}")
+    image = _image_on_case_grid(np.moveaxis(probabilities.astype(np.float32), 0, -1), case, np.float32)
+    image.header["descrip"] = ("probabilities " + ",".join(channels)).encode()[:79]
+    image.header["intent_code"] = 1001  # NIFTI_INTENT_ESTIMATE: each voxel holds an estimate
+    return _save_image(image, path)
+
+
+def _save_image(image: nib.Nifti1Image, path: Path) -> Path:
+    """The file appears only once complete, so a failure leaves nothing at ``path``."""
     return atomic_write(path, lambda tmp: nib.save(image, tmp), ".nii.gz" if path.name.endswith(".gz") else ".nii")
 
 
 def labels_image(labels: np.ndarray, case: Case) -> nib.Nifti1Image:
-    """NIfTI image of a label map in the case's space, with private free-text fields cleared.
+    """NIfTI image of a label map in the case's space, with private free-text fields cleared."""
+    return _image_on_case_grid(labels, case, np.uint8)
+
+
+def _image_on_case_grid(array: np.ndarray, case: Case, dtype) -> nib.Nifti1Image:
+    """An image in the case's space, with private free-text fields cleared.
 
     The input header's qform, sform, codes and pixdim are kept as they are (the image's affine is the
-    header's own), so the label map overlays the scan in any viewer, whichever matrix it reads.
+    header's own), so the result overlays the scan in any viewer, whichever matrix it reads.
     """
     header = case.header.copy() if case.header is not None else nib.Nifti1Header()
     header = _clear_private(header)
     klass = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image  # keeps float64 matrices
-    image = klass(labels.astype(np.uint8), case.affine, header=header)
-    image.set_data_dtype(np.uint8)
+    image = klass(array.astype(dtype), case.affine, header=header)
+    image.set_data_dtype(dtype)
     image.header.set_slope_inter(1, 0)
     return image
 

@@ -59,8 +59,8 @@ def _refuse_overwriting_inputs(out: Path, inputs: list[str]) -> None:
 
 
 def _segment_one(args, case, loaded, out: Path, show_progress: bool):
-    from brainseg.io import save_labels
-    from brainseg.labels import from_internal
+    from brainseg.io import save_labels, save_probabilities
+    from brainseg.labels import PROBABILITY_CHANNELS, from_internal
     from brainseg.pipeline import inference_settings, segment_case
     from brainseg.config import PostprocessConfig
 
@@ -74,8 +74,17 @@ def _segment_one(args, case, loaded, out: Path, show_progress: bool):
         bar.close()
     t = time.perf_counter()
     save_labels(from_internal(result.labels, case.convention), case, out)
+    if args.save_probabilities:
+        save_probabilities(result.probabilities, case, probabilities_path(out), PROBABILITY_CHANNELS[loaded.config.model.output_mode])
     result.seconds["save"] = time.perf_counter() - t
     return result
+
+
+def probabilities_path(labels_path: Path) -> Path:
+    """Where the probabilities of a label map go: "seg.nii.gz" -> "seg_probabilities.nii.gz"."""
+    name = labels_path.name
+    suffix = ".nii.gz" if name.endswith(".nii.gz") else ".nii"
+    return labels_path.with_name(name[: -len(suffix)] + "_probabilities" + suffix)
 
 
 def _bar(show: bool):
@@ -147,7 +156,7 @@ def _run_cohort(args, checkpoint: Path) -> int:
         iterator = tqdm(mine, desc=f"cases (rank {rank}/{world})" if world > 1 else "cases", file=sys.stderr)
     for folder in iterator:
         target = out_dir / f"{folder.name}_seg.nii.gz"
-        if target.exists():
+        if target.exists() and (not args.save_probabilities or probabilities_path(target).exists()):
             continue  # done by an earlier run: resuming
         try:
             case = load_case([folder])

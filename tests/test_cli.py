@@ -47,6 +47,29 @@ def test_cohort_mode_resumes_and_splits_by_rank(tmp_path, tiny_checkpoint, monke
     assert (out / "a_seg.nii.gz").stat().st_mtime_ns == before
 
 
+def test_save_probabilities_beside_each_label_map(tmp_path, tiny_checkpoint):
+    write_case(tmp_path / "case")
+    out = tmp_path / "seg.nii.gz"
+    assert main(["segment", str(tmp_path / "case"), "-o", str(out), "--checkpoint", str(tiny_checkpoint), "--no-progress", "--save-probabilities"]) == 0
+    probabilities = nib.load(tmp_path / "seg_probabilities.nii.gz")
+    assert probabilities.shape == (40, 44, 36, 3)
+    np.testing.assert_allclose(probabilities.affine, LPS)
+    p = np.asarray(probabilities.dataobj)
+    labels = np.asarray(nib.load(out).dataobj)
+    assert 0.0 <= p.min() and p.max() <= 1.0
+    # labels are the thresholded probabilities (float16 storage rounds voxels at the boundary)
+    assert (p[..., 0][labels == 0] <= 0.5 + 1e-3).all()
+    assert (p[..., 0][labels > 0] > 0.5 - 1e-3).all()
+    assert (p[..., 2][labels == 4] > 0.5 - 1e-3).all()
+    # cohort: CASE_seg_probabilities.nii.gz; a resumed run writes the probabilities an earlier one lacked
+    write_case(tmp_path / "cohort" / "a", prefix="a_")
+    args = ["segment", str(tmp_path / "cohort"), "-o", str(tmp_path / "preds"), "--checkpoint", str(tiny_checkpoint), "--no-progress"]
+    assert main(args) == 0
+    assert not (tmp_path / "preds" / "a_seg_probabilities.nii.gz").exists()
+    assert main(args + ["--save-probabilities"]) == 0
+    assert nib.load(tmp_path / "preds" / "a_seg_probabilities.nii.gz").shape == (40, 44, 36, 3)
+
+
 def test_evaluate_files_and_folders(tmp_path, capsys):
     ref = np.zeros((20, 20, 20), np.uint8)
     ref[5:10, 5:10, 5:10] = 2

@@ -113,3 +113,24 @@ def test_threshold_decides_which_regions_a_voxel_joins(tiny_checkpoint):
     softmax = LoadedModel(loaded.model, replace(loaded.config, model=replace(loaded.config.model, output_mode="labels")))
     with pytest.raises(ValueError, match="argmax"):
         inference_settings(softmax, threshold=0.4)
+
+
+def test_softmax_probabilities_sum_to_one_over_the_whole_grid(tmp_path, tiny_checkpoint):
+    from dataclasses import replace
+
+    from brainseg.checkpoint import LoadedModel, load_checkpoint
+    from brainseg.io import load_case
+    from brainseg.pipeline import segment_case
+    from conftest import write_case
+
+    write_case(tmp_path / "case", shape=(60, 64, 50))  # a margin of empty voxels outside the brain box
+    loaded = load_checkpoint(tiny_checkpoint)
+    labels_mode = LoadedModel(loaded.model, replace(loaded.config, model=replace(loaded.config.model, output_mode="labels", out_channels=4)))
+
+    def four_classes(batch):  # background, NCR, ED, ET logits
+        return torch.stack([batch[:, 0], -batch[:, 0], 0 * batch[:, 0], batch[:, 1] - 1], dim=1)
+
+    result = segment_case(load_case([tmp_path / "case"]), labels_mode, predictor=four_classes)
+    assert result.probabilities.shape == (4, 60, 64, 50)
+    np.testing.assert_allclose(result.probabilities.astype(np.float32).sum(0), 1.0, atol=5e-3)
+    assert result.probabilities[0, 0, 0, 0] == 1.0  # a corner outside the brain box is background

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from brainseg.errors import InputError
-from brainseg.io import assign_modalities, case_files, convention_from_names, load_case, modality_from_name, save_labels
+from brainseg.io import assign_modalities, case_files, convention_from_names, load_case, modality_from_name, save_labels, save_probabilities
 from conftest import BRATS, LPS, SAMPLE_2023, needs_data, write_case
 
 NAMES = [
@@ -111,6 +111,25 @@ def test_save_labels_keeps_geometry_and_clears_private_fields(tmp_path):
     np.testing.assert_array_equal(np.asarray(saved.dataobj), labels)
     assert saved.header["descrip"].item() == b""
     assert saved.get_data_dtype() == np.uint8
+
+
+def test_save_probabilities_writes_one_4d_volume_per_channel_on_the_case_grid(tmp_path):
+    paths = write_case(tmp_path / "c")
+    case = load_case([tmp_path / "c"])
+    rng = np.random.default_rng(0)
+    probabilities = rng.random((3,) + case.shape).astype(np.float16)
+    out = save_probabilities(probabilities, case, tmp_path / "p.nii.gz", ["WT", "TC", "ET"])
+    saved = nib.load(out)
+    assert saved.shape == case.shape + (3,)
+    np.testing.assert_allclose(saved.affine, nib.load(paths["flair"]).affine, atol=1e-5)
+    assert saved.get_data_dtype() == np.float32
+    data = np.asarray(saved.dataobj)
+    for channel in range(3):  # channel k of the file is channel k of the array, voxel for voxel
+        np.testing.assert_array_equal(data[..., channel], probabilities[channel].astype(np.float32))
+    assert saved.header["descrip"].item() == b"probabilities WT,TC,ET"
+    with pytest.raises(ValueError, match="4 channels"):
+        save_probabilities(probabilities, case, tmp_path / "bad.nii.gz", ["bg", "NCR", "ED", "ET"])
+    assert not (tmp_path / "bad.nii.gz").exists()
 
 
 @needs_data()
