@@ -20,7 +20,7 @@ from brainseg import MODALITIES, pipeline, render, report
 from brainseg.checkpoint import DEFAULT_DIR, discover, load_checkpoint
 from brainseg.config import PostprocessConfig
 from brainseg.errors import BrainsegError
-from brainseg.io import assemble_case, convention_from_names, labels_bytes, modality_from_name, read_label_map, read_reference, read_scan
+from brainseg.io import assemble_case, convention_from_names, labels_bytes, modality_from_name, probabilities_bytes, read_label_map, read_reference, read_scan
 from brainseg.labels import CONVENTIONS, ED, ET, NCR, REGIONS, from_internal
 from brainseg.metrics import evaluate, slice_area_mm2, slice_stats, volume_stats
 
@@ -451,7 +451,7 @@ def downloads(result, display: render.Display, convention: str, stats: dict) -> 
         case, seg = result.case, result.segmentation
         name = report.case_name(case.sources)
         summary = report.summary(case, seg, result.model, result.settings_used, result.cache.get("evaluation"))
-        cols = st.columns(4)
+        cols = st.columns(5)
         cols[0].download_button(
             "Segmentation (.nii.gz)", lambda: labels_bytes(from_internal(seg.labels, convention), case),
             file_name=f"{name}_seg.nii.gz", mime="application/gzip", key="dl_nifti", on_click="ignore",
@@ -463,7 +463,12 @@ def downloads(result, display: render.Display, convention: str, stats: dict) -> 
             "This view (.png)", lambda: render.png_bytes(render.montage(panels, 3), 6),
             file_name=f"{name}_{display.view}_{display.index}.png", mime="image/png", key="dl_png", on_click="ignore",
         )
-        st.caption("The segmentation keeps the scans' voxel grid, orientation and header, so it overlays on them in 3D Slicer or ITK-SNAP.")
+        cols[4].download_button(
+            "Probabilities (.nii.gz)", lambda: probabilities_bytes(seg.probabilities, case),
+            file_name=f"{name}_probabilities.nii.gz", mime="application/gzip", key="dl_probabilities", on_click="ignore",
+        )
+        st.caption("The segmentation keeps the scans' voxel grid, orientation and header, so it overlays on them in 3D Slicer or ITK-SNAP. "
+                   "The probabilities are one 4D float image on the same grid (WT, TC, ET for region models).")
 
 
 def truth_section(result, display: render.Display) -> None:

@@ -302,20 +302,31 @@ def save_labels(labels: np.ndarray, case: Case, path: str | Path) -> Path:
     return _save_image(labels_image(labels, case), path)
 
 
-def save_probabilities(probabilities: np.ndarray, case: Case, path: str | Path, channels: Iterable[str]) -> Path:
-    """Write (K, X, Y, Z) probabilities as one 4D float32 NIfTI (X, Y, Z, K) on the case's grid.
+def save_probabilities(probabilities: np.ndarray, case: Case, path: str | Path) -> Path:
+    """Write (K, X, Y, Z) probabilities as one 4D float32 NIfTI (X, Y, Z, K) on the case's grid."""
+    return _save_image(probabilities_image(probabilities, case), Path(path))
 
-    The channel names go into the header's description (for example "WT,TC,ET"), so a reader knows
-    which volume is which; viewers show the K volumes as components or time points.
+
+def probabilities_bytes(probabilities: np.ndarray, case: Case) -> bytes:
+    """A gzip-compressed 4D NIfTI of the probabilities, for downloads."""
+    return _gzip_image(probabilities_image(probabilities, case))
+
+
+def probabilities_image(probabilities: np.ndarray, case: Case) -> nib.Nifti1Image:
+    """(K, X, Y, Z) sigmoid (K = 3) or softmax (K = 4) probabilities as a 4D float32 image.
+
+    The channel names go into the header's description (for example "probabilities WT,TC,ET"), so a
+    reader knows which volume is which; viewers show the K volumes as components or time points.
     """
-    path = Path(path)
-    channels = list(channels)
-    if probabilities.shape != (len(channels),) + case.shape:
-        raise ValueError(f"probabilities shape {probabilities.shape} differs from {len(channels)} channels on the case's {case.shape}")
+    from brainseg.labels import PROBABILITY_CHANNELS
+
+    channels = PROBABILITY_CHANNELS.get(probabilities.shape[0])
+    if channels is None or probabilities.shape[1:] != case.shape:
+        raise ValueError(f"probabilities shape {probabilities.shape}: expected 3 or 4 channels on the case's {case.shape} grid")
     image = _image_on_case_grid(np.moveaxis(probabilities.astype(np.float32), 0, -1), case, np.float32)
-    image.header["descrip"] = ("probabilities " + ",".join(channels)).encode()[:79]
+    image.header["descrip"] = ("probabilities " + ",".join(channels)).encode()
     image.header["intent_code"] = 1001  # NIFTI_INTENT_ESTIMATE: each voxel holds an estimate
-    return _save_image(image, path)
+    return image
 
 
 def _save_image(image: nib.Nifti1Image, path: Path) -> Path:
@@ -345,9 +356,11 @@ def _image_on_case_grid(array: np.ndarray, case: Case, dtype) -> nib.Nifti1Image
 
 def labels_bytes(labels: np.ndarray, case: Case) -> bytes:
     """A gzip-compressed NIfTI of the label map, for downloads."""
-    image = labels_image(labels, case)
-    raw = image.to_bytes()
-    return gzip.compress(raw, compresslevel=6)
+    return _gzip_image(labels_image(labels, case))
+
+
+def _gzip_image(image: nib.Nifti1Image) -> bytes:
+    return gzip.compress(image.to_bytes(), compresslevel=6)
 
 
 def read_label_map(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:

@@ -13,8 +13,8 @@ BACKGROUND, NCR, ED, ET = 0, 1, 2, 3
 LABEL_NAMES = {NCR: "necrotic core", ED: "edema", ET: "enhancing tumour"}
 REGIONS = ("WT", "TC", "ET")
 REGION_LABELS = {"WT": (NCR, ED, ET), "TC": (NCR, ET), "ET": (ET,)}
-# what each probability channel holds, per output mode: sigmoid regions or softmax labels
-PROBABILITY_CHANNELS = {"regions": REGIONS, "labels": ("background", "NCR", "ED", "ET")}
+# what each probability channel holds, by channel count: sigmoid regions or softmax labels
+PROBABILITY_CHANNELS = {3: REGIONS, 4: ("background", "NCR", "ED", "ET")}
 
 # file value of each internal label, per convention
 CONVENTIONS = {

@@ -60,7 +60,7 @@ def _refuse_overwriting_inputs(out: Path, inputs: list[str]) -> None:
 
 def _segment_one(args, case, loaded, out: Path, show_progress: bool):
     from brainseg.io import save_labels, save_probabilities
-    from brainseg.labels import PROBABILITY_CHANNELS, from_internal
+    from brainseg.labels import from_internal
     from brainseg.pipeline import inference_settings, segment_case
     from brainseg.config import PostprocessConfig
 
@@ -75,7 +75,7 @@ def _segment_one(args, case, loaded, out: Path, show_progress: bool):
     t = time.perf_counter()
     save_labels(from_internal(result.labels, case.convention), case, out)
     if args.save_probabilities:
-        save_probabilities(result.probabilities, case, probabilities_path(out), PROBABILITY_CHANNELS[loaded.config.model.output_mode])
+        save_probabilities(result.probabilities, case, probabilities_path(out))
     result.seconds["save"] = time.perf_counter() - t
     return result
 

@@ -188,10 +188,10 @@ def test_sliders_and_views_redraw_without_running_the_network_again(app):
     assert app.calls == ["brainseg_default"]  # one inference for all of the above
 
 
-def test_downloads_offer_nifti_csv_json_and_png(app):
+def test_downloads_offer_nifti_csv_json_png_and_probabilities(app):
     run_case(app)
     buttons = {b.key: b for b in app.download_button}
-    assert set(buttons) == {"dl_nifti", "dl_csv", "dl_json", "dl_png"}
+    assert set(buttons) == {"dl_nifti", "dl_csv", "dl_json", "dl_png", "dl_probabilities"}
     assert buttons["dl_nifti"].label == "Segmentation (.nii.gz)"
     assert all(b.proto.url or b.proto.deferred_file_id for b in buttons.values())
     app.selectbox(key="convention").set_value("brats2023").run()

@@ -1,3 +1,4 @@
+import gzip
 from pathlib import Path
 
 import nibabel as nib
@@ -5,7 +6,7 @@ import numpy as np
 import pytest
 
 from brainseg.errors import InputError
-from brainseg.io import assign_modalities, case_files, convention_from_names, load_case, modality_from_name, save_labels, save_probabilities
+from brainseg.io import assign_modalities, case_files, convention_from_names, load_case, modality_from_name, probabilities_bytes, save_labels, save_probabilities
 from conftest import BRATS, LPS, SAMPLE_2023, needs_data, write_case
 
 NAMES = [
@@ -118,7 +119,7 @@ def test_save_probabilities_writes_one_4d_volume_per_channel_on_the_case_grid(tm
     case = load_case([tmp_path / "c"])
     rng = np.random.default_rng(0)
     probabilities = rng.random((3,) + case.shape).astype(np.float16)
-    out = save_probabilities(probabilities, case, tmp_path / "p.nii.gz", ["WT", "TC", "ET"])
+    out = save_probabilities(probabilities, case, tmp_path / "p.nii.gz")
     saved = nib.load(out)
     assert saved.shape == case.shape + (3,)
     np.testing.assert_allclose(saved.affine, nib.load(paths["flair"]).affine, atol=1e-5)
@@ -127,8 +128,11 @@ def test_save_probabilities_writes_one_4d_volume_per_channel_on_the_case_grid(tm
     for channel in range(3):  # channel k of the file is channel k of the array, voxel for voxel
         np.testing.assert_array_equal(data[..., channel], probabilities[channel].astype(np.float32))
     assert saved.header["descrip"].item() == b"probabilities WT,TC,ET"
-    with pytest.raises(ValueError, match="4 channels"):
-        save_probabilities(probabilities, case, tmp_path / "bad.nii.gz", ["bg", "NCR", "ED", "ET"])
+    downloaded = nib.Nifti1Image.from_bytes(gzip.decompress(probabilities_bytes(probabilities, case)))
+    np.testing.assert_array_equal(np.asarray(downloaded.dataobj), data)
+    for bad in (probabilities[:2], probabilities[:, :-1]):  # two channels; a grid one voxel short
+        with pytest.raises(ValueError, match="expected 3 or 4 channels"):
+            save_probabilities(bad, case, tmp_path / "bad.nii.gz")
     assert not (tmp_path / "bad.nii.gz").exists()
 
 
