@@ -105,9 +105,8 @@ def segment_case(
     seconds["postprocess"] = time.perf_counter() - t
     t = time.perf_counter()
     full_labels = paste(labels, prepared.geometry)
-    full_probs = paste(probs, prepared.geometry)
-    if config.model.output_mode == "labels":
-        full_probs[0] = paste(probs[0], prepared.geometry, fill=1)  # background is certain outside the brain box
+    # outside the brain box: no region, or certain (softmax) background
+    full_probs = paste(probs, prepared.geometry, fill=[1] + [0] * (len(probs) - 1) if config.model.output_mode == "labels" else 0)
     stats = volume_stats(full_labels, case.spacing, case.convention, prepared.brain_voxels)
     seconds["paste"] = time.perf_counter() - t
     return Segmentation(full_labels, full_probs, stats, seconds, windows[0] if windows else 0, used_precision, prepared.brain_voxels)

@@ -128,9 +128,13 @@ def to_box(volume: torch.Tensor, geometry: Geometry) -> torch.Tensor:
 
 
 def paste(box_volume: np.ndarray, geometry: Geometry, fill=0) -> np.ndarray:
-    """Place a (..., X, Y, Z) brain-box array into the full grid and undo the reorientation."""
+    """Place a (..., X, Y, Z) brain-box array into the full grid and undo the reorientation.
+
+    ``fill`` is the value outside the box: a scalar, or one value per leading channel.
+    """
     lead = box_volume.shape[:-3]
-    full = np.full(lead + tuple(geometry.oriented_shape), fill, dtype=box_volume.dtype)
+    full = np.empty(lead + tuple(geometry.oriented_shape), dtype=box_volume.dtype)
+    full[...] = np.reshape(fill, np.shape(fill) + (1, 1, 1))
     full[(Ellipsis,) + tuple(geometry.box)] = box_volume
     if lead:
         moved = np.moveaxis(full, range(len(lead)), range(-len(lead), 0))
