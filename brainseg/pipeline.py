@@ -113,26 +113,15 @@ def segment_case(
 
 
 def inference_settings(loaded: LoadedModel, patch_size=None, overlap=None, tta=None, batch_size=None, threshold=None) -> InferenceConfig:
-    """The checkpoint's inference defaults with any user overrides applied and checked."""
-    settings = loaded.config.inference
-    changes = {}
-    if patch_size is not None:
-        patch_size = tuple(int(p) for p in patch_size)
-        if len(patch_size) != 3 or min(patch_size) < 8:
-            raise ValueError(f"patch size must be three integers of at least 8, got {patch_size}")
-        changes["patch_size"] = patch_size
-    if overlap is not None:
-        if not 0.0 <= overlap < 1.0:
-            raise ValueError(f"overlap must be between 0 and 1 (exclusive), got {overlap}")
-        changes["overlap"] = float(overlap)
-    if tta is not None:
-        changes["tta"] = bool(tta)
-    if batch_size is not None:
-        changes["batch_size"] = max(int(batch_size), 1)
-    if threshold is not None:
-        if not 0.0 < threshold < 1.0:
-            raise ValueError(f"threshold must be between 0 and 1 (exclusive), got {threshold}")
-        if loaded.config.model.output_mode != "regions":
-            raise ValueError("threshold applies to region (sigmoid) outputs; this checkpoint's softmax labels take the argmax")
-        changes["threshold"] = float(threshold)
-    return replace(settings, **changes)
+    """The checkpoint's inference defaults with any user overrides applied.
+
+    Raises:
+        SettingError: an override out of range (checked by ``InferenceConfig`` itself).
+        ValueError: a threshold for a checkpoint with softmax outputs.
+    """
+    overrides = {"patch_size": None if patch_size is None else tuple(patch_size), "overlap": overlap,
+                 "tta": tta, "batch_size": batch_size, "threshold": threshold}
+    changes = {key: value for key, value in overrides.items() if value is not None}
+    if "threshold" in changes and loaded.config.model.output_mode != "regions":
+        raise ValueError("threshold applies to region (sigmoid) outputs; this checkpoint's softmax labels take the argmax")
+    return replace(loaded.config.inference, **changes)

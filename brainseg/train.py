@@ -274,7 +274,8 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None)
         y = torch.from_numpy(np.stack(targets)).to(ddp.device)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
-        lr = learning_rate(step, train_config, shared_minutes(started, ddp))
+        minutes = shared_minutes(started, ddp)  # one clock reading per step: rank 0's, for the LR and the stop
+        lr = learning_rate(step, train_config, minutes)
         for group in optimizer.param_groups:
             group["lr"] = lr
         with torch.autocast(ddp.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
@@ -290,7 +291,7 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None)
         n_sum += 1
         progress.update(1)
         progress.set_postfix(loss=f"{float(loss.detach()):.3f}", dice=f"{float(soft):.3f}")
-        out_of_time = train_config.time_limit_minutes and shared_minutes(started, ddp) > train_config.time_limit_minutes
+        out_of_time = train_config.time_limit_minutes and minutes > train_config.time_limit_minutes
         if step % train_config.val_every == 0 or step == train_config.max_steps or out_of_time:
             stop = False
             if ddp.main:

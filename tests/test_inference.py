@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from brainseg.config import SettingError
 from brainseg.inference import gaussian_importance, plan_windows, sliding_window, window_starts
 
 
@@ -138,7 +139,7 @@ def test_threshold_decides_which_regions_a_voxel_joins(tiny_checkpoint):
     assert inference_settings(loaded).threshold == 0.5
     assert inference_settings(loaded, threshold=0.3).threshold == 0.3
     for bad in (0.0, 1.0, 1.5):
-        with pytest.raises(ValueError, match="threshold must be between 0 and 1"):
+        with pytest.raises(SettingError, match=r"threshold: got .*; expected a number > 0 and < 1"):
             inference_settings(loaded, threshold=bad)
     softmax = LoadedModel(loaded.model, replace(loaded.config, model=replace(loaded.config.model, output_mode="labels")))
     with pytest.raises(ValueError, match="argmax"):
