@@ -11,6 +11,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from dataclasses import replace
 from types import SimpleNamespace
 
 import streamlit as st
@@ -18,7 +19,7 @@ import torch
 
 from brainseg import MODALITIES, pipeline, render, report
 from brainseg.checkpoint import DEFAULT_DIR, discover, load_checkpoint
-from brainseg.config import BrainsegConfig, PostprocessConfig
+from brainseg.config import BrainsegConfig
 from brainseg.errors import BrainsegError
 from brainseg.io import assemble_case, convention_from_names, labels_bytes, modality_from_name, probabilities_bytes, read_label_map, read_reference, read_scan
 from brainseg.labels import CONVENTIONS, ED, ET, LABEL_NAMES, NCR, REGIONS, from_internal
@@ -150,9 +151,10 @@ def sidebar() -> tuple[SimpleNamespace, object]:
         st.caption("Smaller stride = more overlap between windows: slower, smoother borders.")
         tta = st.checkbox("Test-time augmentation (8 mirrored copies, ~8x slower)", key="tta")
         min_component = st.number_input("Minimum tumour component (voxels)", 0, 100_000, step=10, key="min_component", help=f"Whole-tumour pieces smaller than this are removed; this checkpoint's default is {defaults['min_component']}.")
+        max_distance = st.number_input("Farthest tumour piece kept (mm)", 0.0, 500.0, step=5.0, key="max_distance", help=f"Whole-tumour pieces farther than this from the largest one are removed (0 keeps all; a distant second lesion needs 0 or a larger value); this checkpoint's default is {defaults['max_distance']:g}.")
         devices = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
         device = st.selectbox("Device", devices, key="device")
-    settings = SimpleNamespace(path=labels[choice], patch=PATCH_SIZES[patch], overlap=round(1.0 - stride, 4), tta=tta, min_component=int(min_component), device=device)
+    settings = SimpleNamespace(path=labels[choice], patch=PATCH_SIZES[patch], overlap=round(1.0 - stride, 4), tta=tta, min_component=int(min_component), max_distance=float(max_distance), device=device)
     return settings, card
 
 
@@ -167,6 +169,7 @@ def checkpoint_defaults(path: str) -> dict:
         "stride": min(max(round(1.0 - config.inference.overlap, 2), low), high),
         "tta": config.inference.tta,
         "min_component": int(config.postprocess.min_component_voxels),
+        "max_distance": float(config.postprocess.max_component_distance_mm),
     }
     if st.session_state.get("defaults_for") != path:
         st.session_state["defaults_for"] = path
@@ -302,7 +305,7 @@ def run_section(inputs: SimpleNamespace | None, settings: SimpleNamespace) -> No
 def segment(case, loaded, settings: SimpleNamespace):
     """Run the pipeline with a progress bar; returns (segmentation, wall seconds, settings used)."""
     inference = pipeline.inference_settings(loaded, settings.patch, settings.overlap, settings.tta)
-    post = PostprocessConfig(settings.min_component, loaded.config.postprocess.min_et_voxels)
+    post = replace(loaded.config.postprocess, min_component_voxels=settings.min_component, max_component_distance_mm=settings.max_distance)
     bar = st.progress(0.0, text=f"{loaded.name}: preparing the scans…")
     started = time.perf_counter()
 
@@ -314,7 +317,8 @@ def segment(case, loaded, settings: SimpleNamespace):
     bar.progress(1.0, text=f"{loaded.name}: done in {seconds:.1f} s")
     used = {
         "checkpoint": loaded.name, "patch_size": list(inference.patch_size), "overlap": inference.overlap,
-        "tta": inference.tta, "min_component_voxels": post.min_component_voxels, "device": settings.device,
+        "tta": inference.tta, "min_component_voxels": post.min_component_voxels,
+        "max_component_distance_mm": post.max_component_distance_mm, "device": settings.device,
     }
     return segmentation, seconds, used
 

@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("-o", "--output", required=True, help="output .nii.gz (one case) or folder (cohort)")
     seg.add_argument("--stats", help="write volume statistics as JSON here (one case; a folder of cases gets CASE_stats.json beside each label map)")
     seg.add_argument("--min-component", type=int, help="remove whole-tumour components smaller than this many voxels")
+    seg.add_argument("--max-component-distance", type=float, metavar="MM",
+                     help="remove whole-tumour components farther than this from the largest one; 0 keeps all "
+                          "(default from the checkpoint, 10)")
     seg.add_argument("--no-progress", action="store_true")
     seg.add_argument("--save-probabilities", action="store_true",
                      help="also write the network's probabilities beside each label map as a 4D float NIfTI "
@@ -108,7 +111,7 @@ def _segment(args) -> int:
 
     try:
         return run_segment(args)
-    except SettingError as exc:  # an override out of range (--patch-size, --overlap, --threshold)
+    except SettingError as exc:  # an override out of range (--patch-size, --overlap, --threshold, ...)
         return _option_error(exc)
 
 
@@ -119,7 +122,8 @@ def _evaluate(args) -> int:
 
 
 # settings whose option is not simply "--" + the field name with dashes
-_OPTION_NAMES = {"time_limit_minutes": "--time-limit"}
+_OPTION_NAMES = {"time_limit_minutes": "--time-limit", "min_component_voxels": "--min-component",
+                 "max_component_distance_mm": "--max-component-distance"}
 
 
 def _option_error(exc) -> int:

@@ -101,7 +101,8 @@ def segment_case(
         probs[0][outside] = 1  # softmax channel 0 is background
     seconds["stitch"] = time.perf_counter() - t
     t = time.perf_counter()
-    labels = clean_labels(labels, postprocess.min_component_voxels, postprocess.min_et_voxels)
+    labels = clean_labels(labels, postprocess.min_component_voxels, postprocess.min_et_voxels,
+                          postprocess.max_component_distance_mm, prepared.geometry.spacing)
     seconds["postprocess"] = time.perf_counter() - t
     t = time.perf_counter()
     full_labels = paste(labels, prepared.geometry)

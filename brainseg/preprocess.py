@@ -28,6 +28,7 @@ class Geometry:
     oriented_shape: tuple[int, int, int]  # input volume after reorientation
     box: tuple[slice, slice, slice]  # brain box inside the reoriented volume
     model_shape: tuple[int, int, int]  # the box resampled to the model's spacing
+    spacing: tuple[float, float, float]  # mm per voxel of the reoriented input (and its box)
 
     @property
     def box_shape(self) -> tuple[int, int, int]:
@@ -110,7 +111,7 @@ def prepare(case: Case, config: PreprocessConfig) -> Prepared:
     spacing = _oriented_spacing(case, transform)
     model_shape = model_grid_shape(mask_box.shape, spacing, config.spacing)
     tensor = resample(torch.from_numpy(channels), model_shape)
-    geometry = Geometry(transform, oriented[0].shape, box, model_shape)
+    geometry = Geometry(transform, oriented[0].shape, box, model_shape, spacing)
     log.debug("brain box %s -> model grid %s", mask_box.shape, model_shape)
     return Prepared(tensor.contiguous(), geometry, int(mask.sum()), mask_box)
 

@@ -5,6 +5,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from brainseg.errors import InputError
@@ -39,11 +40,12 @@ def run_segment(args) -> int:
     case = load_case(args.inputs)
     load_seconds = time.perf_counter() - t
     loaded = load_checkpoint(checkpoint)
-    result = _segment_one(args, case, loaded, out, show_progress=not args.no_progress)
+    settings = run_settings(args, loaded)
+    result = _segment_one(args, case, loaded, settings, out, show_progress=not args.no_progress)
     result.seconds["load"] = load_seconds
     result.seconds["total"] = time.perf_counter() - started
     if args.stats:
-        _write_json(Path(args.stats), _stats_payload(result, case, loaded, args))
+        _write_json(Path(args.stats), _stats_payload(result, case, loaded, settings))
     _print_summary(result, case, out)
     return 0
 
@@ -60,18 +62,25 @@ def _refuse_overwriting_inputs(outputs: list[Path], inputs: list[str]) -> None:
             raise InputError(f"{out}: this is one of the input scans; choose another output path")
 
 
-def _segment_one(args, case, loaded, out: Path, show_progress: bool):
+def run_settings(args, loaded) -> tuple:
+    """The checkpoint's inference and post-processing settings with the command's overrides, checked
+    before any case is segmented (SettingError names the setting)."""
+    from brainseg.pipeline import inference_settings
+
+    inference = inference_settings(loaded, args.patch_size, args.overlap, True if args.tta else None, threshold=args.threshold)
+    overrides = {"min_component_voxels": args.min_component, "max_component_distance_mm": args.max_component_distance}
+    post = replace(loaded.config.postprocess, **{k: v for k, v in overrides.items() if v is not None})
+    return inference, post
+
+
+def _segment_one(args, case, loaded, settings: tuple, out: Path, show_progress: bool):
     from brainseg.io import save_labels, save_probabilities
     from brainseg.labels import from_internal
-    from brainseg.pipeline import inference_settings, segment_case
-    from brainseg.config import PostprocessConfig
+    from brainseg.pipeline import segment_case
 
-    settings = inference_settings(loaded, args.patch_size, args.overlap, True if args.tta else None, threshold=args.threshold)
-    post = loaded.config.postprocess
-    if args.min_component is not None:
-        post = PostprocessConfig(args.min_component, post.min_et_voxels)
+    inference, post = settings
     bar = _bar(show_progress)
-    result = segment_case(case, loaded, settings, post, args.device, args.precision, progress=bar)
+    result = segment_case(case, loaded, inference, post, args.device, args.precision, progress=bar)
     if bar is not None:
         bar.close()
     t = time.perf_counter()
@@ -105,7 +114,12 @@ def _bar(show: bool):
     return update
 
 
-def _stats_payload(result, case, loaded, args) -> dict:
+def _stats_payload(result, case, loaded, settings: tuple) -> dict:
+    from dataclasses import asdict
+
+    from brainseg.config import to_plain
+
+    inference, post = settings
     return {
         **result.stats,
         "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
@@ -116,6 +130,7 @@ def _stats_payload(result, case, loaded, args) -> dict:
         "spacing_mm": list(case.spacing),
         "shape": list(case.shape),
         "checkpoint": str(loaded.path),
+        "settings": {"inference": to_plain(asdict(inference)), "postprocess": to_plain(asdict(post))},
     }
 
 
@@ -150,6 +165,7 @@ def _run_cohort(args, checkpoint: Path) -> int:
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     mine = cases[rank::world]
     loaded = load_checkpoint(checkpoint)
+    settings = run_settings(args, loaded)
     failures = 0
     iterator = mine
     if not args.no_progress:
@@ -163,8 +179,8 @@ def _run_cohort(args, checkpoint: Path) -> int:
             continue  # done by an earlier run: resuming
         try:
             case = load_case([folder])
-            result = _segment_one(args, case, loaded, target, show_progress=False)
-            _write_json(stats, _stats_payload(result, case, loaded, args))
+            result = _segment_one(args, case, loaded, settings, target, show_progress=False)
+            _write_json(stats, _stats_payload(result, case, loaded, settings))
         except BrainsegError as exc:
             failures += 1
             print(f"error: {folder.name}: {exc}", file=sys.stderr)

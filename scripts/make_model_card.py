@@ -37,7 +37,8 @@ def main() -> None:
         f"cropped to the brain, z-scored inside it, resampled to {cfg.preprocess.spacing[0]:g} mm.",
         f"- Inference defaults: windows {'x'.join(map(str, cfg.inference.patch_size))} on the {cfg.preprocess.spacing[0]:g} mm grid, "
         f"overlap {cfg.inference.overlap}, Gaussian weighting, TTA {cfg.inference.tta}; post-processing: "
-        f"components < {cfg.postprocess.min_component_voxels} voxels removed, ET rule {cfg.postprocess.min_et_voxels}.",
+        f"whole-tumour components < {cfg.postprocess.min_component_voxels} voxels or more than "
+        f"{cfg.postprocess.max_component_distance_mm:g} mm from the largest one removed, ET rule {cfg.postprocess.min_et_voxels}.",
         "",
         "## Training",
         f"- Data: {len(prov.get('train_cases', []))} BraTS 2018 training cases from `../shared/data/brats` "

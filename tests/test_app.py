@@ -354,16 +354,21 @@ def test_settings_default_to_the_chosen_checkpoints_own(app, models_dir):
     config = BrainsegConfig(
         model=ModelConfig(features=(4, 8)),
         inference=InferenceConfig(patch_size=(16, 16, 16), overlap=0.6, tta=True),
-        postprocess=PostprocessConfig(min_component_voxels=250),
+        postprocess=PostprocessConfig(min_component_voxels=250, max_component_distance_mm=0.0),
     )
     checkpoint.save_checkpoint(models_dir / "tuned.pt", UNet3D(config.model), config)
     app.run()
-    # the tiny fixtures were saved with the config defaults: overlap 0.5, no TTA, nothing removed
-    assert (app.slider(key="stride").value, app.checkbox(key="tta").value, app.number_input(key="min_component").value) == (0.5, False, 0)
+
+    def shown():
+        return (app.slider(key="stride").value, app.checkbox(key="tta").value, app.number_input(key="min_component").value,
+                app.number_input(key="max_distance").value)
+
+    # the tiny fixtures were saved with the config defaults: overlap 0.5, no TTA, nothing small removed, 10 mm
+    assert shown() == (0.5, False, 0, 10.0)
     choice = next(o for o in app.selectbox(key="checkpoint").options if o.endswith("tuned.pt"))
     app.selectbox(key="checkpoint").set_value(choice).run()
     assert not app.exception and not errors(app)
-    assert (app.slider(key="stride").value, app.checkbox(key="tta").value, app.number_input(key="min_component").value) == (0.4, True, 250)
+    assert shown() == (0.4, True, 250, 0.0)
     # a choice the user makes afterwards stands until another checkpoint is chosen
     app.number_input(key="min_component").set_value(30).run()
     assert app.number_input(key="min_component").value == 30

@@ -667,3 +667,16 @@ def test_a_huge_patch_size_is_one_error_line_not_an_allocation(tmp_path, tiny_ch
     assert capfd.readouterr().err.splitlines() == [f"error: --patch-size: got (8, 8, {2**40}); expected three whole numbers 1-512 (voxels)"]
     assert not (tmp_path / "seg.nii.gz").exists()
     assert {m: path.read_bytes() for m, path in paths.items()} == before  # the input scans are left as they were
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--max-component-distance", "-5", "--max-component-distance: got -5.0; expected a number >= 0"),
+    ("--min-component", "-1", "--min-component: got -1; expected a whole number >= 0"),
+])
+def test_a_post_processing_override_out_of_range_names_its_option(tmp_path, tiny_checkpoint, capfd, option, value, message):
+    good_case(tmp_path / "case")
+    status, shown = run_segment([str(tmp_path / "case"), "-o", str(tmp_path / "seg.nii.gz"), "--checkpoint", str(tiny_checkpoint),
+                                 "--no-progress", option, value])
+    assert status == 2 and shown == []
+    assert capfd.readouterr().err.splitlines() == [f"error: {message}"]
+    assert not (tmp_path / "seg.nii.gz").exists()

@@ -16,7 +16,8 @@ def test_segment_writes_label_map_on_input_grid_and_stats(tmp_path, tiny_checkpo
     write_case(tmp_path / "case")
     out = tmp_path / "out" / "seg.nii.gz"
     code = main(["segment", str(tmp_path / "case"), "-o", str(out), "--checkpoint", str(tiny_checkpoint),
-                 "--stats", str(tmp_path / "stats.json"), "--patch-size", "16", "16", "8", "--overlap", "0.5"])
+                 "--stats", str(tmp_path / "stats.json"), "--patch-size", "16", "16", "8", "--overlap", "0.5",
+                 "--max-component-distance", "25"])
     assert code == 0
     image = nib.load(out)
     assert image.shape == (40, 44, 36)
@@ -37,6 +38,9 @@ def test_segment_writes_label_map_on_input_grid_and_stats(tmp_path, tiny_checkpo
     assert stats["windows"] == _windows_on_model_grid((16, 16, 8), 0.5) == 16
     assert _windows_on_model_grid((16, 16, 16), 0.5) == 8  # the checkpoint's own patch would give another count
     assert {"preprocess", "windows", "save", "total"} <= set(stats["seconds"])
+    # the settings used are recorded: the checkpoint's, with the overrides given
+    assert stats["settings"] == {"inference": {"patch_size": [16, 16, 8], "overlap": 0.5, "batch_size": 1, "tta": False, "threshold": 0.5},
+                                 "postprocess": {"min_component_voxels": 0, "min_et_voxels": 0, "max_component_distance_mm": 25.0}}
     assert "WT whole tumour" in capsys.readouterr().out
 
 

@@ -29,3 +29,43 @@ def test_small_et_becomes_necrosis():
     out = clean_labels(labels, min_et_voxels=5)
     assert (out == ET).sum() == 0 and out[3, 3, 3] == NCR
     assert (clean_labels(labels, min_et_voxels=2) == ET).sum() == 2
+
+
+def _two_blobs(gap: int) -> np.ndarray:
+    """A 6x6x6 blob (216 voxels) and a 3x3x3 blob (27) on one row, ``gap`` empty voxels apart."""
+    mask = np.zeros((40, 12, 12), bool)
+    mask[2:8, 3:9, 3:9] = True
+    mask[8 + gap:11 + gap, 4:7, 4:7] = True
+    return mask
+
+
+def test_distant_components_go_and_near_ones_stay():
+    from brainseg.postprocess import remove_distant_components
+
+    mask = _two_blobs(gap=8)  # nearest voxels at x = 7 and x = 16: 9 mm apart at 1 mm spacing
+    assert remove_distant_components(mask, 9.0, (1, 1, 1)).sum() == 216 + 27
+    assert remove_distant_components(mask, 8.9, (1, 1, 1)).sum() == 216  # the smaller one goes
+    assert remove_distant_components(mask, 0.0, (1, 1, 1)).sum() == 216 + 27  # 0: off
+    # the same voxels 2 mm apart along x: 18 mm
+    assert remove_distant_components(mask, 10.0, (2, 1, 1)).sum() == 216
+    assert remove_distant_components(mask, 18.0, (2, 1, 1)).sum() == 216 + 27
+    assert remove_distant_components(mask, 10.0, (1, 2, 2)).sum() == 216 + 27  # y and z do not lengthen it
+
+
+def test_the_largest_component_is_the_anchor_wherever_it_lies():
+    from brainseg.postprocess import remove_distant_components
+
+    mask = _two_blobs(gap=20)[::-1].copy()  # the small blob first along x
+    kept = remove_distant_components(mask, 10.0, (1, 1, 1))
+    assert kept.sum() == 216 and kept[::-1][2:8, 3:9, 3:9].all()
+
+
+def test_clean_labels_removes_distant_tumour_with_all_its_labels():
+    labels = np.zeros((40, 12, 12), np.uint8)
+    labels[_two_blobs(gap=20)] = ED
+    labels[29, 5, 5] = ET  # inside the distant blob
+    labels[4, 5, 5] = NCR  # inside the main one
+    out = clean_labels(labels, max_component_distance_mm=10.0)
+    assert out[28:31].max() == 0
+    assert (out[2:8] == labels[2:8]).all()
+    assert (clean_labels(labels, max_component_distance_mm=25.0) == labels).all()

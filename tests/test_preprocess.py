@@ -89,3 +89,23 @@ def test_lps_and_ras_copies_give_the_same_model_input():
     full_a = paste(box_a, a.geometry)
     full_b = paste(box_a, b.geometry)
     np.testing.assert_array_equal(full_b, full_a[::-1, ::-1])
+
+
+def test_post_processing_measures_distance_in_the_reoriented_boxs_millimetres(tmp_path, tiny_checkpoint, monkeypatch):
+    """Stored S, L, P with 3, 1, 2 mm voxels: after reorienting to LPS the box's voxels are 1 x 2 x 3 mm,
+    and that is the spacing the distance rule must use."""
+    from brainseg import pipeline
+    from brainseg.checkpoint import load_checkpoint
+    from brainseg.io import load_case
+    from conftest import write_case
+
+    permuted = np.array([[0.0, -1.0, 0, 0], [0, 0, -2.0, 0], [3.0, 0, 0, 0], [0, 0, 0, 1]])
+    write_case(tmp_path / "case", affine=permuted, shape=(36, 40, 44))
+    case = load_case([tmp_path / "case"])
+    assert case.spacing == (3.0, 1.0, 2.0)
+    assert prepare(case, PreprocessConfig()).geometry.spacing == (1.0, 2.0, 3.0)
+    seen = []
+    real = pipeline.clean_labels
+    monkeypatch.setattr(pipeline, "clean_labels", lambda labels, *args: seen.append(args) or real(labels, *args))
+    pipeline.segment_case(case, load_checkpoint(tiny_checkpoint))
+    assert seen == [(0, 0, 10.0, (1.0, 2.0, 3.0))]
