@@ -11,7 +11,6 @@ import logging
 import os
 import time
 from pathlib import Path
-from dataclasses import replace
 from types import SimpleNamespace
 
 import streamlit as st
@@ -305,7 +304,7 @@ def run_section(inputs: SimpleNamespace | None, settings: SimpleNamespace) -> No
 def segment(case, loaded, settings: SimpleNamespace):
     """Run the pipeline with a progress bar; returns (segmentation, wall seconds, settings used)."""
     inference = pipeline.inference_settings(loaded, settings.patch, settings.overlap, settings.tta)
-    post = replace(loaded.config.postprocess, min_component_voxels=settings.min_component, max_component_distance_mm=settings.max_distance)
+    post = pipeline.postprocess_settings(loaded, settings.min_component, settings.max_distance)
     bar = st.progress(0.0, text=f"{loaded.name}: preparing the scans…")
     started = time.perf_counter()
 

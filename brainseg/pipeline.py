@@ -126,3 +126,9 @@ def inference_settings(loaded: LoadedModel, patch_size=None, overlap=None, tta=N
     if "threshold" in changes and loaded.config.model.output_mode != "regions":
         raise ValueError("threshold applies to region (sigmoid) outputs; this checkpoint's softmax labels take the argmax")
     return replace(loaded.config.inference, **changes)
+
+
+def postprocess_settings(loaded: LoadedModel, min_component_voxels=None, max_component_distance_mm=None) -> PostprocessConfig:
+    """The checkpoint's post-processing with any user overrides applied (SettingError if out of range)."""
+    overrides = {"min_component_voxels": min_component_voxels, "max_component_distance_mm": max_component_distance_mm}
+    return replace(loaded.config.postprocess, **{key: value for key, value in overrides.items() if value is not None})

@@ -5,7 +5,6 @@ import json
 import os
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from brainseg.errors import InputError
@@ -65,12 +64,10 @@ def _refuse_overwriting_inputs(outputs: list[Path], inputs: list[str]) -> None:
 def run_settings(args, loaded) -> tuple:
     """The checkpoint's inference and post-processing settings with the command's overrides, checked
     before any case is segmented (SettingError names the setting)."""
-    from brainseg.pipeline import inference_settings
+    from brainseg.pipeline import inference_settings, postprocess_settings
 
     inference = inference_settings(loaded, args.patch_size, args.overlap, True if args.tta else None, threshold=args.threshold)
-    overrides = {"min_component_voxels": args.min_component, "max_component_distance_mm": args.max_component_distance}
-    post = replace(loaded.config.postprocess, **{k: v for k, v in overrides.items() if v is not None})
-    return inference, post
+    return inference, postprocess_settings(loaded, args.min_component, args.max_component_distance)
 
 
 def _segment_one(args, case, loaded, settings: tuple, out: Path, show_progress: bool):
