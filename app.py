@@ -21,7 +21,7 @@ from brainseg.checkpoint import DEFAULT_DIR, discover, load_checkpoint
 from brainseg.config import BrainsegConfig
 from brainseg.errors import BrainsegError
 from brainseg.io import assemble_case, convention_from_names, labels_bytes, modality_from_name, probabilities_bytes, read_label_map, read_reference, read_scan
-from brainseg.labels import CONVENTIONS, ED, ET, LABEL_NAMES, NCR, REGIONS, from_internal
+from brainseg.labels import CONVENTIONS, ED, ET, LABEL_NAMES, NCR, READABLE, REGIONS, from_internal
 from brainseg.metrics import evaluate, slice_area_mm2, slice_stats, volume_stats
 
 log = logging.getLogger("brainseg.app")
@@ -32,7 +32,10 @@ SAMPLE_DIR = ROOT / "assets" / "sample"
 STRIDE_RANGE = (0.1, 1.0)  # share of the patch between window starts: overlap 0.9 to 0
 PATCH_SIZES = {"Model default (as trained)": None, "96x96x48": (96, 96, 48), "128x128x64": (128, 128, 64), "160x160x80": (160, 160, 80)}
 ROLES = {"flair": "FLAIR", "t1": "T1", "t1ce": "T1ce", "t2": "T2", "truth": "ground truth", "ignore": "ignore"}
-CONVENTION_TITLES = {"brats2018": "BraTS 2018-2021 (ET = 4)", "brats2023": "BraTS 2023+ (ET = 3)"}
+CONVENTION_TITLES = {"brats2018": "BraTS 2018-2021 (ET = 4)", "brats2023": "BraTS 2023+ (ET = 3)",
+                     "msd": "Decathlon Task01 (1 ED, 2 NCR, 3 ET)",
+                     "brats2024": "BraTS 2024 post-treatment (4 = resection cavity)",
+                     "auto": "from its values (ET = 3 or 4)"}
 NOTICE = (
     "**Research use only.** brainseg is not a medical device; its segmentations must not be used for "
     "diagnosis or treatment decisions."
@@ -322,11 +325,12 @@ def segment(case, loaded, settings: SimpleNamespace):
     return segmentation, seconds, used
 
 
-def set_truth(result, name: str, data: bytes) -> None:
-    """Attach a reference segmentation to a result (errors are shown, the result is kept)."""
+def set_truth(result, name: str, data: bytes, convention: str | None = None) -> None:
+    """Attach a reference segmentation, read in ``convention`` (None: guessed), to a result (errors are
+    shown, the result and any earlier reference are kept)."""
     with attempt(f"Reading the ground truth {name}"):
-        labels, convention = read_reference(data, name, result.case)
-        result.truth = SimpleNamespace(name=name, labels=labels, convention=convention)
+        labels, read_as = read_reference(data, name, result.case, convention)
+        result.truth = SimpleNamespace(name=name, data=data, labels=labels, convention=read_as, chosen=convention)
         result.cache.pop("evaluation", None)
 
 
@@ -497,9 +501,13 @@ def downloads(result, display: render.Display, convention: str, stats: dict) -> 
 def truth_section(result, display: render.Display) -> None:
     st.markdown("#### Ground truth (optional)")
     upload = st.file_uploader("Reference segmentation of this case (.nii, .nii.gz or .npy)", type=["nii", "gz", "npy"], key="truth_upload")
+    choice = st.selectbox("Reference label values", ("auto", *READABLE), format_func=CONVENTION_TITLES.get, key="truth_convention")
+    convention = None if choice == "auto" else choice
     if upload is not None and st.session_state.get("truth_file") != (result.id, upload.file_id):
         st.session_state["truth_file"] = (result.id, upload.file_id)
-        set_truth(result, upload.name, upload.getvalue())
+        set_truth(result, upload.name, upload.getvalue(), convention)
+    elif result.truth is not None and result.truth.chosen != convention:
+        set_truth(result, result.truth.name, result.truth.data, convention)
     if result.truth is None:
         return
     with attempt("Comparing with the ground truth"):

@@ -12,6 +12,8 @@ import os
 import sys
 from pathlib import Path
 
+from brainseg.labels import CONVENTIONS, READABLE
+
 log = logging.getLogger("brainseg")
 
 
@@ -41,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--save-probabilities", action="store_true",
                      help="also write the network's probabilities beside each label map as a 4D float NIfTI "
                           "(seg.nii.gz -> seg_probabilities.nii.gz); channels WT,TC,ET (or background,NCR,ED,ET)")
+    seg.add_argument("--labels", choices=tuple(CONVENTIONS),
+                     help="label values of the output: brats2018 (ET = 4), brats2023 (ET = 3) or msd (1 edema, "
+                          "2 non-enhancing, 3 enhancing); default: brats2023 for BraTS 2023+ file names, else brats2018")
     _add_inference_options(seg)
     seg.add_argument("--threshold", type=float, help="sigmoid level a voxel must exceed to join WT/TC/ET (default from the checkpoint, 0.5)")
 
@@ -49,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("reference")
     ev.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ev.add_argument("--csv", help="per-case table as CSV (folders)")
+    for who in ("reference", "prediction"):
+        ev.add_argument(f"--{who}-labels", default="auto", choices=("auto", *READABLE),
+                        help=f"label convention of the {who} files; auto: brats2023 when a map holds 3, else "
+                             f"brats2018. brats2024: post-treatment maps, 4 = resection cavity (not tumour); "
+                             f"msd: Decathlon Task01, 1 edema, 2 non-enhancing, 3 enhancing")
 
     tr = sub.add_parser("train", help="train a U-Net on labelled BraTS cases")
     tr.add_argument("--data", required=True, help="folder of labelled case folders")

@@ -28,16 +28,18 @@ def load_labels(path: Path) -> tuple[np.ndarray, tuple[float, ...], str]:
     return internal, labels.spacing, convention
 
 
-def evaluate_files(pred_path: Path, ref_path: Path) -> dict:
+def evaluate_files(pred_path: Path, ref_path: Path, pred_convention: str | None = None,
+                   ref_convention: str | None = None) -> dict:
     """Metrics of one prediction against its reference.
 
-    Raises InputError naming both files when the prediction is not on the reference's grid.
+    Each file's label convention is the one given (``labels.READABLE``) or, when None, guessed from its
+    values. Raises InputError naming both files when the prediction is not on the reference's grid.
     """
     pred, ref = read_label_map(pred_path), read_label_map(ref_path)
     check_same_grid(ref.name, ref.values.shape, ref.affine, pred.name, pred.values.shape, pred.affine,
                     "a prediction on the reference's grid", pred.has_geometry and ref.has_geometry)
-    pred_labels, _ = pred.internal()
-    ref_labels, convention = ref.internal()
+    pred_labels, _ = pred.internal(pred_convention)
+    ref_labels, convention = ref.internal(ref_convention)
     return evaluate(pred_labels, ref_labels, ref.spacing, convention)
 
 
@@ -125,15 +127,16 @@ def run_evaluate(args) -> int:
             f"{pred} is {_kind(pred)} but {ref} is {_kind(ref)}; give two files (a prediction and its "
             f"reference) or two folders"
         )
+    conventions = _convention(args.prediction_labels), _convention(args.reference_labels)
     if pred.is_file():
-        result = evaluate_files(pred, ref)
+        result = evaluate_files(pred, ref, *conventions)
         if args.json:
             print(json.dumps(result, indent=2))
         else:
             _print_table({"case": result})
         return 0
     pairing = pair_folders(pred, ref)
-    results = {case_id: evaluate_files(p, r) for case_id, p, r in pairing.pairs}
+    results = {case_id: evaluate_files(p, r, *conventions) for case_id, p, r in pairing.pairs}
     summary = {r: {m: summarise([res["regions"][r][m] for res in results.values()]) for m in METRICS} for r in REGIONS}
     if args.csv:
         _write_csv(Path(args.csv), results)
@@ -145,6 +148,10 @@ def run_evaluate(args) -> int:
             print(f"{stat:<28}" + "".join(f"{summary[r]['dice'][stat]:>8.4f}{summary[r]['hd95'][stat]:>9.2f}" for r in REGIONS))
         print(pairing.describe())
     return 0
+
+
+def _convention(option: str) -> str | None:
+    return None if option == "auto" else option
 
 
 def _is_label_map_name(name: str) -> bool:

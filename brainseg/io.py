@@ -57,7 +57,8 @@ class Case:
         affine: 4x4 voxel-to-world (RAS+, mm) matrix shared by all modalities.
         header: header of the first modality (None for .npy input), used to write outputs.
         sources: modality -> file name it came from.
-        convention: label convention for outputs ("brats2018" or "brats2023"), from the file names.
+        convention: label convention for outputs (one of ``labels.CONVENTIONS``); from the file names
+            unless the caller chooses.
     """
 
     images: dict[str, np.ndarray]
@@ -379,9 +380,11 @@ class LabelMap(NamedTuple):
         """False for a .npy file: it has no voxel-to-world matrix, only a shape."""
         return not self.name.lower().endswith(".npy")
 
-    def internal(self) -> tuple[np.ndarray, str]:
-        """Internal labels 0-3 (uint8) and the convention the file was written in."""
-        convention = guess_convention(self.values, self.name)
+    def internal(self, convention: str | None = None) -> tuple[np.ndarray, str]:
+        """Internal labels 0-3 (uint8) and the convention the file was written in: ``convention`` (one of
+        ``labels.READABLE``) or, when None, the one its values suggest (BraTS 2018-2021 or 2023+)."""
+        if convention is None:
+            convention = guess_convention(self.values, self.name)
         return to_internal(self.values, convention, self.name), convention
 
 
@@ -411,9 +414,11 @@ def read_label_map(source: bytes | str | Path, name: str | None = None, case: Ca
     return labels
 
 
-def read_reference(source: bytes | str | Path, name: str | None, case: Case) -> tuple[np.ndarray, str]:
-    """A reference segmentation for ``case``: (internal labels uint8, the convention it was written in)."""
-    return read_label_map(source, name, case).internal()
+def read_reference(source: bytes | str | Path, name: str | None, case: Case,
+                   convention: str | None = None) -> tuple[np.ndarray, str]:
+    """A reference segmentation for ``case``: (internal labels uint8, the convention it was written in:
+    ``convention`` or, when None, guessed from its values)."""
+    return read_label_map(source, name, case).internal(convention)
 
 
 def _label_values(array: np.ndarray, name: str) -> np.ndarray:

@@ -1,7 +1,9 @@
 """Label conventions and BraTS regions.
 
 Inside brainseg a label map always uses 0 background, 1 NCR, 2 ED, 3 ET. Files use BraTS 2018-2021
-(ET = 4) or BraTS 2023+ (ET = 3); conversion is explicit and unexpected values are refused.
+(ET = 4), BraTS 2023+ (ET = 3) or the Medical Segmentation Decathlon's Task01 order (1 ED, 2 NCR, 3 ET);
+BraTS 2024 post-treatment maps (4 = resection cavity) can be read too. Conversion is explicit and
+unexpected values are refused.
 """
 from __future__ import annotations
 
@@ -16,11 +18,17 @@ REGION_LABELS = {"WT": (NCR, ED, ET), "TC": (NCR, ET), "ET": (ET,)}
 # what each probability channel holds, by channel count: sigmoid regions or softmax labels
 PROBABILITY_CHANNELS = {3: REGIONS, 4: ("background", "NCR", "ED", "ET")}
 
-# file value of each internal label, per convention
+# file value of each internal label, per convention brainseg reads and writes
 CONVENTIONS = {
     "brats2018": {BACKGROUND: 0, NCR: 1, ED: 2, ET: 4},
     "brats2023": {BACKGROUND: 0, NCR: 1, ED: 2, ET: 3},
+    "msd": {BACKGROUND: 0, NCR: 2, ED: 1, ET: 3},  # MSD Task01: 1 edema, 2 non-enhancing, 3 enhancing
 }
+# conventions brainseg only reads: name -> (the convention its tumour labels follow, file values that
+# are not tumour and read as background). BraTS 2024 post-treatment adds 4 = resection cavity, which
+# none of WT, TC and ET includes.
+READ_ONLY = {"brats2024": ("brats2023", (4,))}
+READABLE = (*CONVENTIONS, *READ_ONLY)
 # every value a label map file may hold, in either convention
 FILE_LABELS = tuple(sorted({value for mapping in CONVENTIONS.values() for value in mapping.values()}))
 
@@ -28,21 +36,28 @@ FILE_LABELS = tuple(sorted({value for mapping in CONVENTIONS.values() for value 
 def to_internal(labels: np.ndarray, convention: str, source: str = "label map") -> np.ndarray:
     """Map a label map read from a file to internal labels 0-3.
 
-    Raises InputError naming ``source`` when it holds a value the convention does not define.
+    ``convention`` is one of ``READABLE``. Raises InputError naming ``source`` when the map holds a
+    value the convention does not define.
     """
-    mapping = _mapping(convention)
+    read = {file_value: internal for internal, file_value in _mapping(written_as(convention)).items()}
+    read.update({file_value: BACKGROUND for file_value in READ_ONLY.get(convention, ("", ()))[1]})
     values = np.unique(labels)
-    allowed = set(mapping.values())
-    bad = [v for v in values.tolist() if v not in allowed]
+    bad = [v for v in values.tolist() if v not in read]
     if bad:
         raise InputError(
-            f"{source}: unexpected label values {bad[:5]}; {convention} label maps hold only "
-            f"{sorted(allowed)}"
+            f"{source}: unexpected label values {bad[:5]}; {convention} label maps hold only {sorted(read)}"
         )
-    lut = np.zeros(max(allowed) + 1, dtype=np.uint8)
-    for internal, file_value in mapping.items():
+    lut = np.zeros(max(read) + 1, dtype=np.uint8)
+    for file_value, internal in read.items():
         lut[file_value] = internal
     return lut[labels.astype(np.int64)]
+
+
+def written_as(convention: str) -> str:
+    """The writable convention whose values a readable one uses for tumour labels."""
+    if convention not in READABLE:
+        raise ValueError(f"unknown label convention {convention!r}; expected one of {list(READABLE)}")
+    return READ_ONLY.get(convention, (convention, ()))[0]
 
 
 def from_internal(labels: np.ndarray, convention: str) -> np.ndarray:
@@ -61,7 +76,8 @@ def guess_convention(labels: np.ndarray, source: str = "label map") -> str:
     if 4 in values and 3 in values:
         raise InputError(
             f"{source}: holds both labels 3 and 4; expected one of them for enhancing tumour "
-            f"(4 in BraTS 2018-2021 label maps, 3 in BraTS 2023+)"
+            f"(4 in BraTS 2018-2021 label maps, 3 in BraTS 2023+); a BraTS 2024 post-treatment map, where 4 "
+            f"is resection cavity, has to be named as convention brats2024"
         )
     return "brats2023" if 3 in values else "brats2018"
 

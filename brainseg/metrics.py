@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from brainseg.labels import CONVENTIONS, LABEL_NAMES, REGIONS, region_counts, region_masks
+from brainseg.labels import CONVENTIONS, LABEL_NAMES, REGIONS, region_counts, region_masks, written_as
 
 # BraTS scores HD95 as the volume's diagonal when exactly one of prediction and reference is empty
 HD95_ONE_EMPTY = 373.13
@@ -86,6 +86,7 @@ def evaluate(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], conven
     Args:
         pred, ref: internal label maps of one shape.
         spacing: voxel size in mm, for HD95.
+        convention: the reference's label convention (``labels.READABLE``): per-label keys are its values.
     Returns:
         {"regions": {"WT"|"TC"|"ET": metrics}, "labels": {file value: metrics}}
     """
@@ -94,7 +95,7 @@ def evaluate(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], conven
     pred_regions, ref_regions = region_masks(pred), region_masks(ref)
     out = {"regions": {r: mask_metrics(pred_regions[r], ref_regions[r], spacing) for r in REGIONS}, "labels": {}}
     for internal in LABEL_NAMES:
-        key = str(CONVENTIONS[convention][internal])
+        key = str(CONVENTIONS[written_as(convention)][internal])
         out["labels"][key] = mask_metrics(pred == internal, ref == internal, spacing)
     return out
 

@@ -16,40 +16,38 @@ def _components(mask: np.ndarray) -> tuple[np.ndarray, int]:
         labelled, n = cc3d.connected_components(mask.astype(np.uint8), connectivity=26, return_N=True)
         return labelled, int(n)
     except ImportError:  # cc3d is 6x faster; scipy gives the same components
-        from scipy import ndimage
-
         return ndimage.label(mask, structure=np.ones((3, 3, 3)))
 
 
 def remove_small_components(mask: np.ndarray, min_voxels: int) -> np.ndarray:
     """A copy of a boolean mask without 26-connected components smaller than ``min_voxels``."""
-    if min_voxels <= 0 or not mask.any():
-        return mask.copy()
-    labelled, n = _components(mask)
-    sizes = np.bincount(labelled.ravel(), minlength=n + 1)
-    keep = sizes >= min_voxels
-    keep[0] = False
-    return keep[labelled]
+    return _kept_components(mask, min_voxels, 0.0, (1.0, 1.0, 1.0))
 
 
 def remove_distant_components(mask: np.ndarray, max_distance_mm: float, spacing: Sequence[float]) -> np.ndarray:
     """A copy of a boolean mask keeping its largest 26-connected component and the components that come
     within ``max_distance_mm`` of it (nearest voxel to nearest voxel); 0 keeps everything."""
-    if max_distance_mm <= 0 or not mask.any():
+    return _kept_components(mask, 0, max_distance_mm, spacing)
+
+
+def _kept_components(mask: np.ndarray, min_voxels: int, max_distance_mm: float,
+                     spacing: Sequence[float]) -> np.ndarray:
+    """A copy of ``mask`` without components smaller than ``min_voxels``, then without those farther than
+    ``max_distance_mm`` from the largest one left (0 turns either rule off); labels components once."""
+    if (min_voxels <= 0 and max_distance_mm <= 0) or not mask.any():
         return mask.copy()
     labelled, n = _components(mask)
-    if n == 1:
-        return mask.copy()
     sizes = np.bincount(labelled.ravel(), minlength=n + 1)
     sizes[0] = 0
-    # every component lies in the mask's bounding box, so distances measured inside it are exact
-    box = ndimage.find_objects(mask.astype(np.uint8))[0]
-    inside = labelled[box]
+    keep = sizes >= max(min_voxels, 1)
+    if max_distance_mm <= 0 or keep.sum() <= 1:
+        return keep[labelled]
+    # the kept components lie in their bounding box, so distances measured inside it are exact
+    box = ndimage.find_objects(keep[labelled].astype(np.uint8))[0]
+    inside = np.where(keep[labelled[box]], labelled[box], 0)
     distance = ndimage.distance_transform_edt(inside != sizes.argmax(), sampling=spacing)
     nearest = np.asarray(ndimage.minimum(distance, inside, index=np.arange(n + 1)))
-    keep = nearest <= max_distance_mm
-    keep[0] = False
-    return keep[labelled]
+    return (keep & (nearest <= max_distance_mm))[labelled]
 
 
 def clean_labels(labels: np.ndarray, min_component_voxels: int = 0, min_et_voxels: int = 0,
@@ -69,12 +67,8 @@ def clean_labels(labels: np.ndarray, min_component_voxels: int = 0, min_et_voxel
         a new label map.
     """
     out = labels.copy()
-    if min_component_voxels > 0:
-        keep = remove_small_components(out != BACKGROUND, min_component_voxels)
-        out[~keep] = BACKGROUND
-    if max_component_distance_mm > 0:
-        keep = remove_distant_components(out != BACKGROUND, max_component_distance_mm, spacing)
-        out[~keep] = BACKGROUND
+    keep = _kept_components(out != BACKGROUND, min_component_voxels, max_component_distance_mm, spacing)
+    out[~keep] = BACKGROUND
     if min_et_voxels > 0:
         et = out == ET
         if 0 < et.sum() < min_et_voxels:

@@ -36,7 +36,7 @@ def run_segment(args) -> int:
     from brainseg.io import load_case
 
     t = time.perf_counter()
-    case = load_case(args.inputs)
+    case = _with_labels(load_case(args.inputs), args.labels)
     load_seconds = time.perf_counter() - t
     loaded = load_checkpoint(checkpoint)
     settings = run_settings(args, loaded)
@@ -59,6 +59,14 @@ def _refuse_overwriting_inputs(outputs: list[Path], inputs: list[str]) -> None:
     for out in outputs:
         if out.exists() and any(p.exists() and out.samefile(p) for p in paths):
             raise InputError(f"{out}: this is one of the input scans; choose another output path")
+
+
+def _with_labels(case, convention: str | None):
+    """The case with the output label convention the command names; None keeps the one its file names
+    suggest."""
+    if convention is not None:
+        case.convention = convention
+    return case
 
 
 def run_settings(args, loaded) -> tuple:
@@ -175,7 +183,7 @@ def _run_cohort(args, checkpoint: Path) -> int:
         if target.exists() and stats.exists() and (not args.save_probabilities or probabilities_path(target).exists()):
             continue  # done by an earlier run: resuming
         try:
-            case = load_case([folder])
+            case = _with_labels(load_case([folder]), args.labels)
             result = _segment_one(args, case, loaded, settings, target, show_progress=False)
             _write_json(stats, _stats_payload(result, case, loaded, settings))
         except BrainsegError as exc:

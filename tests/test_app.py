@@ -217,6 +217,23 @@ def test_ground_truth_upload_scores_and_error_overlay(app):
     assert scores["dice"].tolist() == [round(432 / 728, 4), 1.0, 1.0]
 
 
+def test_reference_label_values_can_be_named(app):
+    """A Decathlon-ordered reference (1 edema, 2 core) reads right once named; a wrong choice is an error
+    that keeps the reference and scores already shown."""
+    run_case(app)
+    msd = from_internal(expected_labels(), "msd")
+    app.file_uploader(key="truth_upload").set_value(("case7_msd.nii.gz", nifti(msd), "application/gzip")).run()
+    guessed = table(app, "hd95_mm")["dice"].tolist()  # read as BraTS 2023+: edema and core swapped
+    assert guessed[0] == 1.0 and guessed[1] < 0.8
+    app.selectbox(key="truth_convention").set_value("msd").run()
+    assert not app.exception and not errors(app)
+    assert table(app, "hd95_mm")["dice"].tolist() == [1.0, 1.0, 1.0]
+    assert any("Decathlon Task01" in c.value for c in app.caption)
+    app.selectbox(key="truth_convention").set_value("brats2018").run()  # MSD's 3 is no BraTS 2018 label
+    assert any("case7_msd.nii.gz: unexpected label values [3]" in e for e in errors(app))
+    assert table(app, "hd95_mm")["dice"].tolist() == [1.0, 1.0, 1.0] and not app.exception
+
+
 def test_segmentation_dropped_with_the_scans_becomes_the_ground_truth(app):
     truth = ("case7_seg.nii.gz", nifti(from_internal(expected_labels(), "brats2018")), "application/gzip")
     upload(app, scan_files() + [truth])

@@ -149,6 +149,50 @@ def test_evaluate_files_and_folders(tmp_path, capsys):
     assert float(rows[0]["dice_ET"]) == 1.0
 
 
+def test_evaluate_reads_the_label_conventions_it_is_told(tmp_path, capsys):
+    """A Decathlon reference (1 edema, 2 non-enhancing, 3 enhancing) and a BraTS 2024 one (4 = resection
+    cavity) against a perfect prediction in brainseg's BraTS 2018 values."""
+    pred = np.zeros((20, 20, 20), np.uint8)
+    pred[4:12, 4:12, 4:12] = 2  # edema
+    pred[6:10, 6:10, 6:10] = 1  # necrotic core
+    pred[7:9, 7:9, 7:9] = 4  # enhancing
+    msd = np.choose(pred, [0, 2, 1, 0, 3]).astype(np.uint8)  # 2018 value -> MSD value
+    post = pred.copy()
+    post[post == 4] = 3
+    post[14:18, 14:18, 14:18] = 4  # a resection cavity away from the tumour
+    p = _save_labels(tmp_path / "p.nii.gz", pred)
+    scores = {}
+    for name, ref, option in (("msd", msd, "msd"), ("msd-guessed", msd, "auto"), ("post", post, "brats2024")):
+        r = _save_labels(tmp_path / f"{name}.nii.gz", ref)
+        assert main(["evaluate", str(p), str(r), "--json", "--reference-labels", option]) == 0
+        scores[name] = {k: v["dice"] for k, v in json.loads(capsys.readouterr().out)["regions"].items()}
+    assert scores["msd"] == scores["post"] == {"WT": 1.0, "TC": 1.0, "ET": 1.0}
+    # read as BraTS 2023 (the guess: it holds 3), the Decathlon map's edema would be core
+    tc_pred, tc_wrong = np.isin(pred, (1, 4)), np.isin(msd, (1, 3))
+    assert scores["msd-guessed"]["TC"] == pytest.approx(2 * (tc_pred & tc_wrong).sum() / (tc_pred.sum() + tc_wrong.sum()))
+    assert scores["msd-guessed"]["TC"] < 0.5
+    # the prediction's convention can be named too; a wrong one is refused with the values it found
+    assert main(["evaluate", str(p), str(r), "--reference-labels", "brats2024", "--prediction-labels", "brats2023"]) == 2
+    assert "p.nii.gz: unexpected label values [4]; brats2023 label maps hold only [0, 1, 2, 3]" in capsys.readouterr().err
+
+
+def test_segment_writes_the_label_values_it_is_told(tmp_path, tiny_checkpoint):
+    write_case(tmp_path / "case")
+    outputs = {}
+    for option in (None, "msd"):
+        out = tmp_path / f"{option}.nii.gz"
+        extra = ["--labels", option] if option else []
+        assert main(["segment", str(tmp_path / "case"), "-o", str(out), "--checkpoint", str(tiny_checkpoint),
+                     "--stats", str(tmp_path / f"{option}.json"), "--no-progress", *extra]) == 0
+        outputs[option] = np.asarray(nib.load(out).dataobj)
+    assert np.count_nonzero(outputs[None]) > 0
+    np.testing.assert_array_equal(outputs["msd"], np.choose(outputs[None], [0, 2, 1, 0, 3]))
+    stats = json.loads((tmp_path / "msd.json").read_text())
+    assert stats["label_convention"] == "msd"
+    assert stats["labels"]["1"]["name"] == "edema" and stats["labels"]["2"]["name"] == "necrotic core"
+    assert stats["labels"]["1"]["voxels"] == np.count_nonzero(outputs["msd"] == 1)
+
+
 def _evaluate_label_map() -> np.ndarray:
     labels = np.zeros((20, 20, 20), np.uint8)
     labels[5:10, 5:10, 5:10] = 2

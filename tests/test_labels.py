@@ -33,3 +33,22 @@ def test_regions_nest_and_invert():
 def test_both_3_and_4_refused_naming_the_file():
     with pytest.raises(InputError, match=r"^ref_seg.nii.gz: holds both labels 3 and 4; expected one of them"):
         guess_convention(np.array([0, 3, 4]), "ref_seg.nii.gz")
+
+
+def test_decathlon_order_swaps_edema_and_core():
+    msd = np.array([0, 1, 2, 3])  # MSD Task01: 1 edema, 2 non-enhancing tumour, 3 enhancing
+    internal = to_internal(msd, "msd")
+    np.testing.assert_array_equal(internal, [0, 2, 1, 3])  # internal: 1 NCR, 2 ED, 3 ET
+    np.testing.assert_array_equal(region_masks(internal)["TC"], [0, 0, 1, 1])  # core: non-enhancing + enhancing
+    np.testing.assert_array_equal(from_internal(internal, "msd"), msd)
+
+
+def test_brats2024_resection_cavity_is_not_tumour():
+    file_2024 = np.array([0, 1, 2, 3, 4])  # 4: resection cavity
+    internal = to_internal(file_2024, "brats2024")
+    np.testing.assert_array_equal(internal, [0, 1, 2, 3, 0])
+    np.testing.assert_array_equal(region_masks(internal)["WT"], [0, 1, 1, 1, 0])
+    with pytest.raises(InputError, match=r"holds both labels 3 and 4.*brats2024"):
+        guess_convention(file_2024, "post_seg.nii.gz")
+    with pytest.raises(InputError, match=r"x.nii: unexpected label values \[4\]; brats2023 label maps hold only \[0, 1, 2, 3\]"):
+        to_internal(file_2024, "brats2023", "x.nii")
