@@ -15,6 +15,8 @@ from pathlib import Path
 from brainseg.labels import CONVENTIONS, READABLE
 
 log = logging.getLogger("brainseg")
+READ_LABELS_HELP = ("auto: brats2023 when a map holds 3, else brats2018; brats2024: post-treatment maps, "
+                    "4 = resection cavity (not tumour); msd: Decathlon Task01, 1 edema, 2 non-enhancing, 3 enhancing")
 
 
 def _add_inference_options(p: argparse.ArgumentParser) -> None:
@@ -56,9 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--csv", help="per-case table as CSV (folders)")
     for who in ("reference", "prediction"):
         ev.add_argument(f"--{who}-labels", default="auto", choices=("auto", *READABLE),
-                        help=f"label convention of the {who} files; auto: brats2023 when a map holds 3, else "
-                             f"brats2018. brats2024: post-treatment maps, 4 = resection cavity (not tumour); "
-                             f"msd: Decathlon Task01, 1 edema, 2 non-enhancing, 3 enhancing")
+                        help=f"label convention of the {who} files; {READ_LABELS_HELP}")
 
     tr = sub.add_parser("train", help="train a U-Net on labelled BraTS cases")
     tr.add_argument("--data", required=True, help="folder of labelled case folders")
@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", help="state.pt of an earlier run")
     tr.add_argument("--init", help="start from this checkpoint's weights and settings (fresh optimiser and schedule)")
     tr.add_argument("--time-limit", type=float, default=0.0, help="minutes; validate, save and stop when reached")
+    tr.add_argument("--labels", default="auto", choices=("auto", *READABLE),
+                    help=f"label convention of the segmentations; {READ_LABELS_HELP}")
 
     be = sub.add_parser("bench", help="time the pipeline stage by stage on a real case")
     be.add_argument("case", help="a case folder")
@@ -167,7 +169,7 @@ def _run_training(args) -> Path:
         patch_size=tuple(args.patch_size), lr=args.lr, val_every=args.val_every, patience=args.patience,
         validation=tuple(args.validation) if args.validation is not None else DEFAULT_VALIDATION,
         augment=not args.no_augment, threads=args.threads, seed=args.seed, resume=args.resume or "", init=args.init or "",
-        time_limit_minutes=args.time_limit,
+        time_limit_minutes=args.time_limit, labels=args.labels,
     )
     return train(tc, config)
 

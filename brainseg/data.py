@@ -54,16 +54,17 @@ def find_cases(root: str | Path) -> list[Path]:
     return cases
 
 
-def load_reference(folder: Path) -> tuple[Case, np.ndarray]:
+def load_reference(folder: Path, convention: str | None = None) -> tuple[Case, np.ndarray]:
     """A labelled case at full resolution: the scans and internal labels (X, Y, Z) uint8.
 
-    The segmentation is checked as the app and ``brainseg evaluate`` check one (io.read_label_map).
+    The segmentation is checked as the app and ``brainseg evaluate`` check one (io.read_label_map) and
+    read in ``convention`` (``labels.READABLE``; None: guessed from its values).
     """
     case = load_case([folder])
     seg_path = segmentation_file(folder)
     if seg_path is None:
         raise InputError(f"{folder}: no segmentation file; expected one named like CASE_seg.nii.gz beside the scans")
-    labels, _ = read_label_map(seg_path, case=case).internal()
+    labels, _ = read_label_map(seg_path, case=case).internal(convention)
     return case, labels
 
 
@@ -85,9 +86,12 @@ def to_training_case(case: Case, labels: np.ndarray, config: PreprocessConfig, c
     return TrainingCase(case_id, image, target, np.any(image != 0, axis=0))
 
 
-def load_training_cases(folders: list[Path], config: PreprocessConfig, cache_dir: Path | None = None) -> list[TrainingCase]:
-    """Preprocess labelled cases onto the model grid, caching the arrays in ``cache_dir``."""
-    key = hashlib.sha1(json.dumps([config.spacing, config.orientation, config.modalities, config.crop_margin, "soft"]).encode()).hexdigest()[:10]
+def load_training_cases(folders: list[Path], config: PreprocessConfig, cache_dir: Path | None = None,
+                        convention: str | None = None) -> list[TrainingCase]:
+    """Preprocess labelled cases onto the model grid, caching the arrays in ``cache_dir``; segmentations
+    are read in ``convention`` (None: guessed per file)."""
+    settings = [config.spacing, config.orientation, config.modalities, config.crop_margin, "soft"]
+    key = hashlib.sha1(json.dumps(settings + ([convention] if convention else [])).encode()).hexdigest()[:10]
     out = []
     for folder in folders:
         cached = cache_dir / f"{folder.name}-{key}.npz" if cache_dir else None
@@ -95,7 +99,7 @@ def load_training_cases(folders: list[Path], config: PreprocessConfig, cache_dir
             data = np.load(cached)
             out.append(TrainingCase(folder.name, data["image"], data["target"], data["brain"]))
             continue
-        case, labels = load_reference(folder)
+        case, labels = load_reference(folder, convention)
         item = to_training_case(case, labels, config, folder.name)
         if cached is not None:
             cached.parent.mkdir(parents=True, exist_ok=True)

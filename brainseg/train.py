@@ -20,13 +20,14 @@ import torch.distributed as dist
 
 from brainseg import __version__
 from brainseg.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
-from brainseg.config import BrainsegConfig, SettingError, require_number, require_patch_size, require_whole, to_plain
+from brainseg.config import (BrainsegConfig, SettingError, require_choice, require_number, require_patch_size,
+                             require_whole, to_plain)
 from brainseg.data import TrainingCase, find_cases, load_reference, load_training_cases, sample_patch
 from brainseg.errors import InputError
 from brainseg.inference import cpu_supports_bf16
 from brainseg.losses import dice_ce_loss
 from brainseg.metrics import dice, hd95
-from brainseg.labels import REGIONS, region_masks
+from brainseg.labels import READABLE, REGIONS, region_masks
 from brainseg.model import UNet3D
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class TrainConfig:
     init: str = ""  # brainseg checkpoint whose weights (and model/preprocessing settings) start a fresh run
     amp: bool = True
     time_limit_minutes: float = 0.0  # stop (after validating) once this much time has passed; 0 = none
+    labels: str = "auto"  # label convention of the data's segmentations (labels.READABLE); auto: guessed per file
 
     def __post_init__(self) -> None:
         """Check every value before any data is read; ``SettingError`` names the field."""
@@ -69,6 +71,12 @@ class TrainConfig:
             require_number(name, getattr(self, name), 0.0)
         require_number("grad_clip", self.grad_clip, 0.0, low_open=True)
         require_number("tumour_share", self.tumour_share, 0.0, 1.0)
+        require_choice("labels", self.labels, ("auto", *READABLE), "label convention")
+
+    @property
+    def label_convention(self) -> str | None:
+        """The convention segmentations are read in; None: guessed from each file's values."""
+        return None if self.labels == "auto" else self.labels
 
 
 @dataclass
@@ -239,8 +247,8 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None)
         (out_dir / "split.json").write_text(json.dumps(split, indent=2))
         (out_dir / "config.json").write_text(json.dumps({"train": to_plain(asdict(train_config)), "model": config.to_dict()}, indent=2))
     cache = out_dir / "cache"
-    train_cases = load_training_cases(train_folders, config.preprocess, cache)
-    val_cases = [(f.name, *load_reference(f)) for f in val_folders] if ddp.main else []
+    train_cases = load_training_cases(train_folders, config.preprocess, cache, train_config.label_convention)
+    val_cases = [(f.name, *load_reference(f, train_config.label_convention)) for f in val_folders] if ddp.main else []
 
     net = model
     if ddp.world > 1:

@@ -122,6 +122,40 @@ def test_train_writes_checkpoints_logs_and_resumes(small_data, tmp_path):
 
 
 @needs_data()
+def test_training_reads_segmentations_in_the_convention_it_is_told(tmp_path):
+    """One real case with its segmentation rewritten as Decathlon Task01 and as BraTS 2024 post-treatment
+    (a resection cavity added outside the tumour) gives the same targets as the original once named."""
+    import nibabel as nib
+
+    from brainseg.data import load_training_cases
+    from brainseg.labels import from_internal, to_internal
+
+    case = CASES[0]
+    seg = nib.load(BRATS / case / f"{case}_seg.nii.gz")
+    internal = to_internal(np.asarray(seg.dataobj), "brats2018")
+    post = from_internal(internal, "brats2023")
+    post[20:40, 20:40, 20:40][post[20:40, 20:40, 20:40] == 0] = 4
+    assert (post == 4).sum() > 1000
+    folders = {}
+    for name, values in (("msd", from_internal(internal, "msd")), ("brats2024", post)):
+        folder = tmp_path / name / case
+        folder.mkdir(parents=True)
+        for modality in ("flair", "t1", "t1ce", "t2"):
+            os.symlink(BRATS / case / f"{case}_{modality}.nii.gz", folder / f"{case}_{modality}.nii.gz")
+        nib.save(nib.Nifti1Image(values, seg.affine), folder / f"{case}_seg.nii.gz")
+        folders[name] = folder
+    config = PreprocessConfig()
+    truth = load_training_cases([BRATS / case], config)[0].target
+    for name, folder in folders.items():
+        named = load_training_cases([folder], config, tmp_path / "cache", name)[0].target
+        np.testing.assert_array_equal(named, truth, err_msg=name)
+    guessed = load_training_cases([folders["msd"]], config, tmp_path / "cache")[0].target  # read as BraTS 2023+
+    assert not np.array_equal(guessed, truth)  # and not a cached copy of the named read
+    with pytest.raises(SettingError, match=r"^labels: unknown label convention 'brats2019'"):
+        TrainConfig(labels="brats2019")
+
+
+@needs_data()
 def test_init_starts_from_a_checkpoints_weights_and_settings(small_data, tmp_path, tiny_checkpoint):
     out = tmp_path / "init"
     # lr 0: AdamW leaves the weights where they started, so the run's checkpoint must equal the source
