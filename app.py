@@ -296,12 +296,12 @@ def run_section(inputs: SimpleNamespace | None, settings: SimpleNamespace) -> No
         segmentation, seconds, used = segment(inputs.case, loaded, settings)
         result = SimpleNamespace(
             id=_next_run_id(), case=inputs.case, key=inputs.key, segmentation=segmentation, model=loaded.name,
-            model_path=settings.path, settings=settings, settings_used=used, seconds=seconds, cache={}, truth=None, comparison=None,
+            model_path=settings.path, settings=settings, settings_used=used, seconds=seconds, cache={}, truth=None, truth_source=None, comparison=None,
             ranges={m: render.intensity_range(v) for m, v in inputs.case.images.items()},
         )
         st.session_state["result"] = result
         if inputs.truth is not None:
-            set_truth(result, inputs.truth.name, inputs.truth.data)
+            set_truth(result, inputs.truth.name, inputs.truth.data, reference_convention())
 
 
 def segment(case, loaded, settings: SimpleNamespace):
@@ -327,11 +327,19 @@ def segment(case, loaded, settings: SimpleNamespace):
 
 def set_truth(result, name: str, data: bytes, convention: str | None = None) -> None:
     """Attach a reference segmentation, read in ``convention`` (None: guessed), to a result (errors are
-    shown, the result and any earlier reference are kept)."""
+    shown, the result and any earlier reference are kept). The file is kept either way, so another
+    choice of label values can read it again."""
+    result.truth_source = SimpleNamespace(name=name, data=data, tried=convention)
     with attempt(f"Reading the ground truth {name}"):
         labels, read_as = read_reference(data, name, result.case, convention)
-        result.truth = SimpleNamespace(name=name, data=data, labels=labels, convention=read_as, chosen=convention)
+        result.truth = SimpleNamespace(name=name, labels=labels, convention=read_as, chosen=convention)
         result.cache.pop("evaluation", None)
+
+
+def reference_convention() -> str | None:
+    """The label values the user says references hold; None: guess from the values."""
+    choice = st.session_state.get("truth_convention", "auto")
+    return None if choice == "auto" else choice
 
 
 # ---------------------------------------------------------------- results
@@ -501,13 +509,14 @@ def downloads(result, display: render.Display, convention: str, stats: dict) -> 
 def truth_section(result, display: render.Display) -> None:
     st.markdown("#### Ground truth (optional)")
     upload = st.file_uploader("Reference segmentation of this case (.nii, .nii.gz or .npy)", type=["nii", "gz", "npy"], key="truth_upload")
-    choice = st.selectbox("Reference label values", ("auto", *READABLE), format_func=CONVENTION_TITLES.get, key="truth_convention")
-    convention = None if choice == "auto" else choice
+    st.selectbox("Reference label values", ("auto", *READABLE), format_func=CONVENTION_TITLES.get, key="truth_convention")
+    convention = reference_convention()
+    source = result.truth_source
     if upload is not None and st.session_state.get("truth_file") != (result.id, upload.file_id):
         st.session_state["truth_file"] = (result.id, upload.file_id)
         set_truth(result, upload.name, upload.getvalue(), convention)
-    elif result.truth is not None and result.truth.chosen != convention:
-        set_truth(result, result.truth.name, result.truth.data, convention)
+    elif source is not None and convention != (result.truth.chosen if result.truth is not None else source.tried):
+        set_truth(result, source.name, source.data, convention)
     if result.truth is None:
         return
     with attempt("Comparing with the ground truth"):

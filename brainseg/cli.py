@@ -16,7 +16,8 @@ from brainseg.labels import CONVENTIONS, READABLE
 
 log = logging.getLogger("brainseg")
 READ_LABELS_HELP = ("auto: brats2023 when a map holds 3, else brats2018; brats2024: post-treatment maps, "
-                    "4 = resection cavity (not tumour); msd: Decathlon Task01, 1 edema, 2 non-enhancing, 3 enhancing")
+                    "4 = resection cavity (not tumour; auto would read it as enhancing tumour in a map without 3); "
+                    "msd: Decathlon Task01, 1 edema, 2 non-enhancing, 3 enhancing")
 
 
 def _add_inference_options(p: argparse.ArgumentParser) -> None:

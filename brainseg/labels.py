@@ -29,7 +29,7 @@ CONVENTIONS = {
 # none of WT, TC and ET includes.
 READ_ONLY = {"brats2024": ("brats2023", (4,))}
 READABLE = (*CONVENTIONS, *READ_ONLY)
-# every value a label map file may hold, in either convention
+# every value a label map file may hold, in any convention
 FILE_LABELS = tuple(sorted({value for mapping in CONVENTIONS.values() for value in mapping.values()}))
 
 
@@ -76,8 +76,9 @@ def guess_convention(labels: np.ndarray, source: str = "label map") -> str:
     if 4 in values and 3 in values:
         raise InputError(
             f"{source}: holds both labels 3 and 4; expected one of them for enhancing tumour "
-            f"(4 in BraTS 2018-2021 label maps, 3 in BraTS 2023+); a BraTS 2024 post-treatment map, where 4 "
-            f"is resection cavity, has to be named as convention brats2024"
+            f"(4 in BraTS 2018-2021 label maps, 3 in BraTS 2023+); for a BraTS 2024 post-treatment map, where 4 "
+            f"is resection cavity, name its labels brats2024 (evaluate --reference-labels, train --labels, or "
+            f"'Reference label values' in the app)"
         )
     return "brats2023" if 3 in values else "brats2018"
 

@@ -96,6 +96,26 @@ def _segment_one(args, case, loaded, settings: tuple, out: Path, show_progress: 
     return result
 
 
+def _done_before(folder: Path, target: Path, stats: Path, args) -> bool:
+    """Whether an earlier run left this case's outputs, in the label values this run would write.
+
+    The statistics are written last, so a run stopped before them does the case again; so does a run
+    asked for other label values, since one folder in two conventions would be scored wrongly."""
+    from brainseg.io import case_files, convention_from_names
+
+    if not (target.exists() and stats.exists() and (not args.save_probabilities or probabilities_path(target).exists())):
+        return False
+    try:
+        written = json.loads(stats.read_text()).get("label_convention")
+    except (OSError, ValueError, AttributeError):
+        return False
+    wanted = args.labels or convention_from_names(p.name for p in case_files(folder).values())
+    if written != wanted:
+        print(f"{folder.name}: redone, its label map holds {written} values and this run writes {wanted}", file=sys.stderr)
+        return False
+    return True
+
+
 def probabilities_path(labels_path: Path) -> Path:
     """Where the probabilities of a label map go: "seg.nii.gz" -> "seg_probabilities.nii.gz"."""
     name = labels_path.name
@@ -179,10 +199,10 @@ def _run_cohort(args, checkpoint: Path) -> int:
         iterator = tqdm(mine, desc=f"cases (rank {rank}/{world})" if world > 1 else "cases", file=sys.stderr)
     for folder in iterator:
         target, stats = out_dir / f"{folder.name}_seg.nii.gz", out_dir / f"{folder.name}_stats.json"
-        # the statistics are written last, so a run stopped before them does this case again
-        if target.exists() and stats.exists() and (not args.save_probabilities or probabilities_path(target).exists()):
-            continue  # done by an earlier run: resuming
         try:
+            if _done_before(folder, target, stats, args):
+                continue  # resuming
+
             case = _with_labels(load_case([folder]), args.labels)
             result = _segment_one(args, case, loaded, settings, target, show_progress=False)
             _write_json(stats, _stats_payload(result, case, loaded, settings))

@@ -242,6 +242,21 @@ def test_segmentation_dropped_with_the_scans_becomes_the_ground_truth(app):
     assert table(app, "hd95_mm")["dice"].tolist() == [1.0, 1.0, 1.0]
 
 
+def test_a_dropped_reference_the_guess_cannot_read_is_read_once_its_values_are_named(app):
+    """A BraTS 2024 post-treatment map holds 3 (ET) and 4 (resection cavity): refused as guessed, kept,
+    and scored once the user names its label values (the cavity is not tumour)."""
+    post = from_internal(expected_labels(), "brats2023")
+    post[0:3, 0:3, 0:3] = 4  # a cavity in a corner, away from the tumour
+    upload(app, scan_files() + [("case7_seg.nii.gz", nifti(post), "application/gzip")])
+    app.button(key="run").click().run()
+    assert any("holds both labels 3 and 4" in e and "brats2024" in e for e in errors(app))
+    assert metrics(app)["WT volume"] == "4.10 mL"  # the segmentation is shown all the same
+    app.selectbox(key="truth_convention").set_value("brats2024").run()
+    assert not app.exception and not errors(app)
+    assert table(app, "hd95_mm")["dice"].tolist() == [1.0, 1.0, 1.0]
+    assert any("BraTS 2024 post-treatment" in c.value for c in app.caption)
+
+
 def test_compare_two_checkpoints(app):
     run_case(app)
     app.selectbox(key="compare_checkpoint").set_value(next(o for o in app.selectbox(key="compare_checkpoint").options if o.endswith("second.pt")))

@@ -85,6 +85,14 @@ def test_cohort_mode_resumes_and_splits_by_rank(tmp_path, tiny_checkpoint, monke
     assert c_stats["regions"] == a_stats["regions"]  # same synthetic images, same result
     assert c_stats["regions"]["WT"]["voxels"] == np.count_nonzero(np.asarray(nib.load(out / "c_seg.nii.gz").dataobj)) > 0
     assert (out / "a_seg.nii.gz").stat().st_mtime_ns == before
+    # other label values asked for: every case is redone, so the folder never holds two conventions
+    brats = np.asarray(nib.load(out / "a_seg.nii.gz").dataobj)
+    assert main(args + ["--labels", "msd"]) == 0
+    for name in ("a", "b", "c"):
+        assert json.loads((out / f"{name}_stats.json").read_text())["label_convention"] == "msd"
+    np.testing.assert_array_equal(np.asarray(nib.load(out / "a_seg.nii.gz").dataobj), np.choose(brats, [0, 2, 1, 0, 3]))
+    again = (out / "a_seg.nii.gz").stat().st_mtime_ns
+    assert main(args + ["--labels", "msd"]) == 0 and (out / "a_seg.nii.gz").stat().st_mtime_ns == again
 
 
 def test_save_probabilities_beside_each_label_map(tmp_path, tiny_checkpoint):

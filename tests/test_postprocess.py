@@ -74,7 +74,7 @@ def test_clean_labels_removes_distant_tumour_with_all_its_labels():
 def test_both_rules_together_match_them_in_turn():
     labels = np.zeros((40, 12, 12), np.uint8)
     labels[_two_blobs(gap=20)] = ED  # 216 voxels at x 2-7, 27 at x 28-30
-    labels[9, 1, 1] = ET  # one voxel 2 mm from the large blob
+    labels[9, 1, 1] = ET  # one voxel about 3.5 mm from the large blob
     both = clean_labels(labels, min_component_voxels=10, max_component_distance_mm=10.0)
     assert (both > 0).sum() == 216 and (both[2:8] == labels[2:8]).all()
     in_turn = clean_labels(clean_labels(labels, min_component_voxels=10), max_component_distance_mm=10.0)
