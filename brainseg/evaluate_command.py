@@ -38,9 +38,12 @@ def evaluate_files(pred_path: Path, ref_path: Path, pred_convention: str | None 
     pred, ref = read_label_map(pred_path), read_label_map(ref_path)
     check_same_grid(ref.name, ref.values.shape, ref.affine, pred.name, pred.values.shape, pred.affine,
                     "a prediction on the reference's grid", pred.has_geometry and ref.has_geometry)
-    pred_labels, _ = pred.internal(pred_convention)
+    pred_labels, pred_read_as = pred.internal(pred_convention)
     ref_labels, convention = ref.internal(ref_convention)
-    return evaluate(pred_labels, ref_labels, ref.spacing, convention)
+    # which values were read how, so a guessed convention can be checked afterwards
+    return {**evaluate(pred_labels, ref_labels, ref.spacing, convention),
+            "label_conventions": {"prediction": pred_read_as, "reference": convention,
+                                  "guessed": [who for who, given in (("prediction", pred_convention), ("reference", ref_convention)) if given is None]}}
 
 
 @dataclass
@@ -134,6 +137,7 @@ def run_evaluate(args) -> int:
             print(json.dumps(result, indent=2))
         else:
             _print_table({"case": result})
+            print(_conventions_line([result]))
         return 0
     pairing = pair_folders(pred, ref)
     results = {case_id: evaluate_files(p, r, *conventions) for case_id, p, r in pairing.pairs}
@@ -147,7 +151,18 @@ def run_evaluate(args) -> int:
         for stat in ("mean", "median"):
             print(f"{stat:<28}" + "".join(f"{summary[r]['dice'][stat]:>8.4f}{summary[r]['hd95'][stat]:>9.2f}" for r in REGIONS))
         print(pairing.describe())
+        print(_conventions_line(list(results.values())))
     return 0
+
+
+def _conventions_line(results: list[dict]) -> str:
+    """How the label values were read, e.g. "labels read as: prediction brats2018 (guessed), reference msd"."""
+    parts = []
+    for who in ("prediction", "reference"):
+        seen = sorted({r["label_conventions"][who] for r in results})
+        guessed = any(who in r["label_conventions"]["guessed"] for r in results)
+        parts.append(f"{who} {'/'.join(seen)}" + (" (guessed from the values)" if guessed else ""))
+    return "labels read as: " + ", ".join(parts)
 
 
 def _convention(option: str) -> str | None:

@@ -173,8 +173,14 @@ def test_evaluate_reads_the_label_conventions_it_is_told(tmp_path, capsys):
     for name, ref, option in (("msd", msd, "msd"), ("msd-guessed", msd, "auto"), ("post", post, "brats2024")):
         r = _save_labels(tmp_path / f"{name}.nii.gz", ref)
         assert main(["evaluate", str(p), str(r), "--json", "--reference-labels", option]) == 0
-        scores[name] = {k: v["dice"] for k, v in json.loads(capsys.readouterr().out)["regions"].items()}
+        result = json.loads(capsys.readouterr().out)
+        scores[name] = {k: v["dice"] for k, v in result["regions"].items()}
+        read_as = result["label_conventions"]
+        assert read_as["prediction"] == "brats2018" and read_as["reference"] == ("brats2023" if option == "auto" else option)
+        assert read_as["guessed"] == (["prediction", "reference"] if option == "auto" else ["prediction"])
     assert scores["msd"] == scores["post"] == {"WT": 1.0, "TC": 1.0, "ET": 1.0}
+    assert main(["evaluate", str(p), str(tmp_path / "msd.nii.gz"), "--reference-labels", "msd"]) == 0
+    assert "labels read as: prediction brats2018 (guessed from the values), reference msd" in capsys.readouterr().out
     # read as BraTS 2023 (the guess: it holds 3), the Decathlon map's edema would be core
     tc_pred, tc_wrong = np.isin(pred, (1, 4)), np.isin(msd, (1, 3))
     assert scores["msd-guessed"]["TC"] == pytest.approx(2 * (tc_pred & tc_wrong).sum() / (tc_pred.sum() + tc_wrong.sum()))
@@ -243,10 +249,11 @@ def test_evaluate_folders_reports_what_the_summary_leaves_out(tmp_path, capsys, 
         f"1 prediction files in {pred} match no reference case in {ref}: x9_seg.nii.gz",
     ]
     assert main(["evaluate", str(pred), str(ref)]) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == (
+    assert capsys.readouterr().out.splitlines()[-2:] == [
         "scored 1 of 7 reference cases; no prediction for c2, c3, c4, c5, c6 and 1 more; "
-        "predictions matching no case: x9_seg.nii.gz"
-    )
+        "predictions matching no case: x9_seg.nii.gz",
+        "labels read as: prediction brats2018 (guessed from the values), reference brats2018 (guessed from the values)",
+    ]
 
 
 def test_evaluate_folders_with_no_case_in_common_is_an_error(tmp_path, capsys):
