@@ -88,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("case", help="a case folder")
     be.add_argument("--checkpoint")
     be.add_argument("--repeats", type=int, default=3)
-    be.add_argument("--compare", nargs="*", default=["monai", "uniform"], help="baselines to time alongside: monai, uniform")
+    be.add_argument("--compare", nargs="*", default=["monai", "uniform"], choices=["monai", "uniform"],
+                    help="baselines to time alongside (none: give the option with no names)")
     be.add_argument("--json", help="write the figures here")
     be.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     return parser
@@ -99,14 +100,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # nibabel prints its header repairs to stderr on its own; a refused file is reported in one line
     logging.getLogger("nibabel").setLevel(logging.INFO if args.verbose else logging.CRITICAL)
-    from brainseg.errors import BrainsegError
+    from brainseg.errors import BrainsegError, describe_error
 
     try:
         return {"segment": _segment, "evaluate": _evaluate, "train": _train, "bench": _bench}[args.command](args)
     except (BrainsegError, ValueError) as exc:  # ValueError: settings out of range, reported by the library
         return _fail(str(exc))
     except OSError as exc:  # an unreadable input, an output folder that cannot be written, a full disk
-        return _fail(f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc))
+        return _fail(describe_error(exc))
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

@@ -11,3 +11,10 @@ class InputError(BrainsegError):
 
 class CheckpointError(BrainsegError):
     """A checkpoint file cannot be loaded as a brainseg model."""
+
+
+def describe_error(exc: Exception) -> str:
+    """One line for a user: an OSError as "FILE: reason" when it names its file, else its text."""
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc)

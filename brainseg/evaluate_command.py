@@ -4,12 +4,13 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from brainseg.errors import InputError
+from brainseg.errors import BrainsegError, InputError, describe_error
 from brainseg.io import check_same_grid, read_label_map, segmentation_file, strip_suffix
 from brainseg.labels import REGIONS
 from brainseg.metrics import evaluate, summarise
@@ -55,17 +56,21 @@ class Pairing:
     unmatched_references: list[str]  # case ids without a prediction
     unmatched_predictions: list[str]  # prediction file names named like no reference case
 
-    def summary(self) -> dict:
+    def summary(self, failed: list[str] = ()) -> dict:
+        """What the means cover; ``failed``: paired cases whose files could not be scored."""
         return {
-            "scored": len(self.pairs),
+            "scored": len(self.pairs) - len(failed),
+            "errors": list(failed),
             "references": self.references,
             "unmatched_references": self.unmatched_references,
             "unmatched_predictions": self.unmatched_predictions,
         }
 
-    def describe(self) -> str:
+    def describe(self, failed: list[str] = ()) -> str:
         """One line for the printed table: what the means cover."""
-        text = f"scored {len(self.pairs)} of {self.references} reference cases"
+        text = f"scored {len(self.pairs) - len(failed)} of {self.references} reference cases"
+        if failed:
+            text += f"; errors (above) in {_few(list(failed))}"
         if self.unmatched_references:
             text += f"; no prediction for {_few(self.unmatched_references)}"
         if self.unmatched_predictions:
@@ -140,19 +145,27 @@ def run_evaluate(args) -> int:
             print(_conventions_line([result]))
         return 0
     pairing = pair_folders(pred, ref)
-    results = {case_id: evaluate_files(p, r, *conventions) for case_id, p, r in pairing.pairs}
+    results, failed = {}, []
+    for case_id, p, r in pairing.pairs:
+        try:  # one bad file costs its case, not the cohort's scores
+            results[case_id] = evaluate_files(p, r, *conventions)
+        except (BrainsegError, OSError) as exc:
+            failed.append(case_id)
+            print(f"error: {case_id}: {describe_error(exc)}", file=sys.stderr)
+    if not results:
+        return 2
     summary = {r: {m: summarise([res["regions"][r][m] for res in results.values()]) for m in METRICS} for r in REGIONS}
     if args.csv:
         _write_csv(Path(args.csv), results)
     if args.json:
-        print(json.dumps({"cases": results, "summary": summary, "matching": pairing.summary()}, indent=2))
+        print(json.dumps({"cases": results, "summary": summary, "matching": pairing.summary(failed)}, indent=2))
     else:
         _print_table(results)
         for stat in ("mean", "median"):
             print(f"{stat:<28}" + "".join(f"{summary[r]['dice'][stat]:>8.4f}{summary[r]['hd95'][stat]:>9.2f}" for r in REGIONS))
-        print(pairing.describe())
+        print(pairing.describe(failed))
         print(_conventions_line(list(results.values())))
-    return 0
+    return 2 if failed else 0
 
 
 def _conventions_line(results: list[dict]) -> str:

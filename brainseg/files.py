@@ -4,7 +4,9 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
+
+from brainseg.errors import InputError
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None], suffix: str = ".tmp") -> Path:
@@ -25,3 +27,19 @@ def atomic_write(path: str | Path, write: Callable[[str], None], suffix: str = "
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def check_can_create(paths: Iterable[str | Path]) -> None:
+    """Refuse, before any work, output paths whose folder cannot exist: an existing file stands where
+    a folder would go, or the output is itself a folder.
+
+    Raises InputError naming the path in the way.
+    """
+    for path in map(Path, paths):
+        if path.is_dir():
+            raise InputError(f"{path}: is a folder; expected a file name to write")
+        for parent in path.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise InputError(f"{parent}: is a file, not a folder; cannot write {path} inside it")
+                break

@@ -452,10 +452,13 @@ def _read_bytes(path: Path) -> bytes:
     """A file's bytes; refuses a missing file, and one too large to be a scan before reading it."""
     if not path.is_file():
         raise InputError(f"{path}: no such file")
-    size = path.stat().st_size
-    if size > MAX_BYTES:
-        raise InputError(f"{path.name}: {size / 1e9:.1f} GB is too large; expected at most {MAX_BYTES / 1e9:.0f} GB")
-    return path.read_bytes()
+    try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise InputError(f"{path.name}: {size / 1e9:.1f} GB is too large; expected at most {MAX_BYTES / 1e9:.0f} GB")
+        return path.read_bytes()
+    except OSError as exc:  # permission denied, an I/O error on a failing disk or network share
+        raise InputError(f"{path}: cannot be read ({exc.strerror or exc}); expected a readable file") from None
 
 
 def _gunzip(data: bytes, name: str) -> bytes:

@@ -7,7 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from brainseg.errors import InputError
+from brainseg.errors import InputError, describe_error
+from brainseg.files import check_can_create
 
 
 def is_cohort(inputs: list[str]) -> bool:
@@ -32,6 +33,7 @@ def run_segment(args) -> int:
     if not out.name.endswith((".nii", ".nii.gz")):
         raise InputError(f"{out}: output must end in .nii.gz or .nii (or give a folder of case folders as input)")
     outputs = [out] + ([Path(args.stats)] if args.stats else []) + ([probabilities_path(out)] if args.save_probabilities else [])
+    check_can_create(outputs)
     _refuse_overwriting_inputs(outputs, args.inputs)
     from brainseg.io import load_case
 
@@ -186,12 +188,15 @@ def _run_cohort(args, checkpoint: Path) -> int:
     root, out_dir = Path(args.inputs[0]), Path(args.output)
     if out_dir.name.endswith((".nii", ".nii.gz")):
         raise InputError(f"{out_dir}: with a folder of cases as input, -o must be a folder")
-    cases = sorted(p for p in root.iterdir() if p.is_dir())
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir}: is a file; with a folder of cases as input, -o must be a folder")
+    check_can_create([out_dir / "case_seg.nii.gz"])
+    cases = case_folders(root, out_dir)
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     mine = cases[rank::world]
     loaded = load_checkpoint(checkpoint)
     settings = run_settings(args, loaded)
-    failures = 0
+    failures, resumed = 0, 0
     iterator = mine
     if not args.no_progress:
         from tqdm import tqdm
@@ -201,13 +206,23 @@ def _run_cohort(args, checkpoint: Path) -> int:
         target, stats = out_dir / f"{folder.name}_seg.nii.gz", out_dir / f"{folder.name}_stats.json"
         try:
             if _done_before(folder, target, stats, args):
-                continue  # resuming
-
+                resumed += 1
+                continue
             case = _with_labels(load_case([folder]), args.labels)
             result = _segment_one(args, case, loaded, settings, target, show_progress=False)
             _write_json(stats, _stats_payload(result, case, loaded, settings))
-        except BrainsegError as exc:
+        except (BrainsegError, OSError) as exc:  # OSError: a write that failed; the next case may still work
             failures += 1
-            print(f"error: {folder.name}: {exc}", file=sys.stderr)
-    print(f"{len(mine) - failures} of {len(mine)} cases segmented into {out_dir}" + (f" (rank {rank} of {world})" if world > 1 else ""))
+            print(f"error: {folder.name}: {describe_error(exc)}", file=sys.stderr)
+    done = f"{len(mine) - failures} of {len(mine)} cases segmented into {out_dir}"
+    done += f" ({resumed} by an earlier run)" if resumed else ""
+    print(done + (f" (rank {rank} of {world})" if world > 1 else ""))
     return 2 if failures else 0
+
+
+def case_folders(root: Path, out_dir: Path) -> list[Path]:
+    """The case folders of a cohort: its subfolders, less hidden ones (.ipynb_checkpoints, .git) and
+    the output folder when it lies inside."""
+    out = out_dir.resolve()
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.resolve() != out)
+

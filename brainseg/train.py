@@ -24,6 +24,7 @@ from brainseg.config import (BrainsegConfig, SettingError, require_choice, requi
                              require_whole, to_plain)
 from brainseg.data import TrainingCase, find_cases, load_reference, load_training_cases, sample_patch
 from brainseg.errors import InputError
+from brainseg.files import check_can_create
 from brainseg.inference import cpu_supports_bf16
 from brainseg.losses import dice_ce_loss
 from brainseg.metrics import dice, hd95
@@ -170,10 +171,29 @@ def check_patch_size(patch_size: tuple[int, int, int], model: UNet3D) -> None:
 
 
 def _resume(train_config: TrainConfig, model: UNet3D, optimizer: torch.optim.Optimizer) -> tuple[int, float, float]:
-    """Load ``state.pt`` of an earlier run into the model and optimiser; returns (step, best score, seconds)."""
-    state = torch.load(train_config.resume, map_location="cpu", weights_only=True)
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
+    """Load ``state.pt`` of an earlier run into the model and optimiser; returns (step, best score, seconds).
+
+    Raises InputError naming the file when it is missing, is not a training state, or holds weights of
+    another network than the options build.
+    """
+    path = Path(train_config.resume)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file; expected the state.pt of an earlier run's folder")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for files that are not its own
+        raise InputError(f"{path}: not a training state written by brainseg train ({type(exc).__name__}); "
+                         f"expected the state.pt of a run folder") from None
+    if not isinstance(state, dict) or not {"model", "optimizer", "step", "best_score"} <= set(state):
+        raise InputError(f"{path}: holds no training state; expected the state.pt of a run folder (best.pt and "
+                         f"last.pt are checkpoints: start a new run from one with --init)")
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError):
+        raise InputError(f"{path}: its weights do not fit the network these options build; resume with the "
+                         f"model options of the run that wrote it (its config.json: norm, residual, "
+                         f"output mode, spacing)") from None
     step = int(state["step"])
     if step >= train_config.max_steps:
         raise SettingError("max_steps", f"got {train_config.max_steps}, but {train_config.resume} has done {step} "
@@ -218,6 +238,7 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None)
     # zero padding shift the statistics (validation Dice fell from 0.86 to 0.47 WT on one case)
     config = replace(config, inference=replace(config.inference, patch_size=tuple(train_config.patch_size)))
     out_dir = Path(train_config.output)
+    check_can_create([out_dir / "config.json"])
     if train_config.threads:
         torch.set_num_threads(train_config.threads)
     rng = np.random.default_rng(train_config.seed + 1000 * ddp.rank)

@@ -95,6 +95,47 @@ def test_cohort_mode_resumes_and_splits_by_rank(tmp_path, tiny_checkpoint, monke
     assert main(args + ["--labels", "msd"]) == 0 and (out / "a_seg.nii.gz").stat().st_mtime_ns == again
 
 
+def test_cohort_goes_on_past_an_unreadable_case_and_skips_what_is_not_a_case(tmp_path, tiny_checkpoint, monkeypatch, capsys):
+    from pathlib import Path
+
+    for name in ("a", "b", "c"):
+        write_case(tmp_path / "cohort" / name, prefix=f"{name}_")
+    (tmp_path / "cohort" / ".ipynb_checkpoints").mkdir()
+    out = tmp_path / "cohort" / "preds"  # the output folder inside the input folder
+    real_read = Path.read_bytes
+
+    def failing_disk(path):
+        if path.name == "b_t2.nii.gz":
+            raise OSError(5, "Input/output error")
+        return real_read(path)
+
+    monkeypatch.setattr(Path, "read_bytes", failing_disk)
+    args = ["segment", str(tmp_path / "cohort"), "-o", str(out), "--checkpoint", str(tiny_checkpoint), "--no-progress"]
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines() == [
+        f"error: b: {tmp_path / 'cohort' / 'b' / 'b_t2.nii.gz'}: cannot be read (Input/output error); expected a readable file"]
+    assert sorted(p.name for p in out.glob("*_seg.nii.gz")) == ["a_seg.nii.gz", "c_seg.nii.gz"]
+    assert f"2 of 3 cases segmented into {out}" in captured.out
+    monkeypatch.setattr(Path, "read_bytes", real_read)
+    assert main(args) == 0  # resumed: only b is done now, and preds/ is still not a case
+    assert f"3 of 3 cases segmented into {out} (2 by an earlier run)" in capsys.readouterr().out
+
+
+def test_single_case_output_through_a_file_is_refused_before_inference(tmp_path, tiny_checkpoint, capsys, monkeypatch):
+    import brainseg.pipeline
+
+    write_case(tmp_path / "case")
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setattr(brainseg.pipeline, "segment_case", lambda *a, **k: pytest.fail("segmented before the check"))
+    out = tmp_path / "out" / "seg.nii.gz"
+    status = main(["segment", str(tmp_path / "case"), "-o", str(out), "--checkpoint", str(tiny_checkpoint),
+                   "--save-probabilities", "--stats", str(tmp_path / "afile" / "stats.json")])
+    assert status == 2
+    assert f"error: {tmp_path / 'afile'}: is a file, not a folder; cannot write" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_save_probabilities_beside_each_label_map(tmp_path, tiny_checkpoint):
     write_case(tmp_path / "case")
     out = tmp_path / "seg.nii.gz"
@@ -240,7 +281,7 @@ def test_evaluate_folders_reports_what_the_summary_leaves_out(tmp_path, capsys, 
     assert result["cases"]["c1"]["regions"]["ET"]["dice"] == 1.0  # label 4 untouched
     assert result["summary"]["WT"]["dice"]["mean"] == pytest.approx(wt_dice)
     assert result["matching"] == {
-        "scored": 1, "references": 7,
+        "scored": 1, "references": 7, "errors": [],
         "unmatched_references": ["c2", "c3", "c4", "c5", "c6", "c7"], "unmatched_predictions": ["x9_seg.nii.gz"],
     }
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
@@ -254,6 +295,23 @@ def test_evaluate_folders_reports_what_the_summary_leaves_out(tmp_path, capsys, 
         "predictions matching no case: x9_seg.nii.gz",
         "labels read as: prediction brats2018 (guessed from the values), reference brats2018 (guessed from the values)",
     ]
+
+
+def test_evaluate_folders_score_the_cases_a_bad_file_leaves(tmp_path, capsys):
+    pred, ref = tmp_path / "p", tmp_path / "r"
+    for case in ("c1", "c2", "c3"):
+        _save_labels(ref / case / f"{case}_seg.nii.gz")
+        _save_labels(pred / f"{case}_seg.nii.gz")
+    _save_labels(pred / "c2_seg.nii.gz", _evaluate_label_map()[:, :, :18])  # another grid
+    assert main(["evaluate", str(pred), str(ref), "--json"]) == 2
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert list(result["cases"]) == ["c1", "c3"] and result["matching"]["errors"] == ["c2"]
+    assert result["matching"]["scored"] == 2 and result["summary"]["WT"]["dice"]["mean"] == 1.0
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: c2: ") and "c2_seg.nii.gz" in lines[0]
+    assert main(["evaluate", str(pred), str(ref)]) == 2
+    assert "scored 2 of 3 reference cases; errors (above) in c2" in capsys.readouterr().out
 
 
 def test_evaluate_folders_with_no_case_in_common_is_an_error(tmp_path, capsys):
@@ -279,12 +337,12 @@ def test_evaluate_refuses_a_prediction_off_the_reference_grid(tmp_path, capsys, 
         moved[:3, 3] += (0.0, 0.0, 2.0)
     ref = _save_labels(tmp_path / "r" / "c1" / "c1_seg.nii.gz")
     pred = _save_labels(tmp_path / "p" / "c1_seg.nii.gz", affine=moved)
-    for args in ([str(pred), str(ref)], [str(pred.parent), str(tmp_path / "r")]):
+    for args, case in (([str(pred), str(ref)], ""), ([str(pred.parent), str(tmp_path / "r")], "c1: ")):
         assert main(["evaluate", *args]) == 2
         captured = capsys.readouterr()
         assert captured.out == ""
         assert captured.err.startswith(
-            f"error: {pred}: its voxel-to-world matrix differs from {ref}'s by up to 2 mm; "
+            f"error: {case}{pred}: its voxel-to-world matrix differs from {ref}'s by up to 2 mm; "
             f"expected a prediction on the reference's grid"
         )
 

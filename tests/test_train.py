@@ -210,6 +210,38 @@ def test_bad_train_option_is_one_error_line_naming_it_before_data_is_read(option
     assert not (tmp_path / "run").exists()
 
 
+def _bad_states(tmp_path):
+    """(file, extra options, expected error) for --resume mistakes users make."""
+    model = UNet3D(ModelConfig())
+    state = {"model": model.state_dict(), "optimizer": torch.optim.AdamW(model.parameters()).state_dict(),
+             "step": 1, "best_score": 0.5}
+    torch.save(state, tmp_path / "state.pt")
+    torch.save({"format": "brainseg", "weights": model.state_dict()}, tmp_path / "best.pt")
+    (tmp_path / "garbage.pt").write_bytes(b"not a torch file at all" * 10)
+    return [
+        (tmp_path / "garbage.pt", [], "not a training state written by brainseg train"),
+        (tmp_path / "best.pt", [], "holds no training state; expected the state.pt of a run folder (best.pt and last.pt are checkpoints"),
+        (tmp_path / "state.pt", ["--residual"], "its weights do not fit the network these options build"),
+        (tmp_path / "missing.pt", [], "no such file; expected the state.pt of an earlier run's folder"),
+    ]
+
+
+def test_resume_mistakes_are_one_error_line_naming_the_file(tmp_path, capsys):
+    for path, options, message in _bad_states(tmp_path):
+        status = main(["train", "--data", str(tmp_path / "no-data"), "--output", str(tmp_path / "run"),
+                       "--max-steps", "5", "--resume", str(path), *options])
+        err = capsys.readouterr().err
+        assert status == 2 and err.startswith(f"error: {path}: ") and message in err, err
+        assert len(err.strip().splitlines()) == 1, err
+
+
+def test_an_output_path_through_a_file_is_refused_before_any_work(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    status = main(["train", "--data", str(tmp_path / "no-data"), "--output", str(tmp_path / "afile")])
+    assert status == 2
+    assert f"error: {tmp_path / 'afile'}: is a file, not a folder" in capsys.readouterr().err
+
+
 def test_train_config_names_the_field_out_of_range():
     with pytest.raises(SettingError, match=r"^val_every: got 0; expected a whole number >= 1$") as refused:
         TrainConfig(val_every=0)
