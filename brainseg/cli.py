@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("prediction")
     ev.add_argument("reference")
     ev.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    ev.add_argument("--csv", help="per-case table as CSV (folders)")
+    ev.add_argument("--csv", help="per-case table as CSV")
     for who in ("reference", "prediction"):
         ev.add_argument(f"--{who}-labels", default="auto", choices=("auto", *READABLE),
                         help=f"label convention of the {who} files; {READ_LABELS_HELP}")

@@ -87,7 +87,7 @@ def reference_cases(ref_dir: Path) -> dict[str, Path]:
             if seg is not None:
                 refs[p.name] = seg
         elif p.name.endswith((".nii", ".nii.gz")):
-            refs[strip_suffix(p.name).removesuffix("_seg").removesuffix("-seg")] = p
+            refs[_case_id(p.name)] = p
     if not refs:
         raise InputError(
             f"{ref_dir}: no reference cases; expected case folders holding a CASE_seg.nii.gz, or label map files"
@@ -112,9 +112,11 @@ def pair_folders(pred_dir: Path, ref_dir: Path) -> Pairing:
     predictions = sorted(p.name for p in pred_dir.iterdir() if p.is_file() and _is_label_map_name(p.name))
     pairing = Pairing(pairs, len(refs), [c for c in refs if c not in scored], [n for n in predictions if n not in used])
     if not pairs:
+        swapped = not predictions and any(p.is_dir() for p in pred_dir.iterdir())
         raise InputError(
             f"{pred_dir}: no prediction named like a case of {ref_dir} ({_few(list(refs))}); expected "
             f"CASE_seg.nii.gz or CASE.nii.gz, found {_few(predictions) or 'no .nii/.nii.gz files'}"
+            + ("; it holds folders: the predictions come first, then the references" if swapped else "")
         )
     if pairing.unmatched_references:
         log.warning("%d of %d reference cases have no prediction in %s: %s; the summary covers the other %d",
@@ -138,10 +140,13 @@ def run_evaluate(args) -> int:
     conventions = _convention(args.prediction_labels), _convention(args.reference_labels)
     if pred.is_file():
         result = evaluate_files(pred, ref, *conventions)
+        case_id = _case_id(ref.name)
+        if args.csv:
+            _write_csv(Path(args.csv), {case_id: result})
         if args.json:
             print(json.dumps(result, indent=2))
         else:
-            _print_table({"case": result})
+            _print_table({case_id: result})
             print(_conventions_line([result]))
         return 0
     pairing = pair_folders(pred, ref)
@@ -176,6 +181,11 @@ def _conventions_line(results: list[dict]) -> str:
         guessed = any(who in r["label_conventions"]["guessed"] for r in results)
         parts.append(f"{who} {'/'.join(seen)}" + (" (guessed from the values)" if guessed else ""))
     return "labels read as: " + ", ".join(parts)
+
+
+def _case_id(name: str) -> str:
+    """The case a label map file names: "Brats18_X_1_seg.nii.gz" -> "Brats18_X_1"."""
+    return strip_suffix(name).removesuffix("_seg").removesuffix("-seg")
 
 
 def _convention(option: str) -> str | None:

@@ -128,11 +128,11 @@ def convention_from_names(names: Iterable[str]) -> str:
     return "brats2018"
 
 
-def assign_modalities(names: Iterable[str], ignore_seg: bool = False) -> dict[str, str]:
+def assign_modalities(names: Iterable[str], ignore_seg: bool = False, where: str = "") -> dict[str, str]:
     """Map each modality to one of ``names``.
 
     Raises InputError for a name that names no modality, a segmentation among the scans, a modality
-    given twice, or a missing one.
+    given twice, or a missing one (naming ``where`` the files were looked for, when given).
     """
     found: dict[str, str] = {}
     for name in names:
@@ -159,7 +159,7 @@ def assign_modalities(names: Iterable[str], ignore_seg: bool = False) -> dict[st
     missing = [m for m in MODALITIES if m not in found]
     if missing:
         raise InputError(
-            f"missing modality {', '.join(m.upper() for m in missing)}; found "
+            f"{where + ': ' if where else ''}missing modality {', '.join(m.upper() for m in missing)}; found "
             f"{', '.join(f'{m.upper()}={os.path.basename(str(p))}' for m, p in found.items()) or 'none'}; "
             f"expected four files: FLAIR, T1, T1ce, T2"
         )
@@ -174,7 +174,7 @@ def case_files(folder: str | Path) -> dict[str, Path]:
         raise InputError(f"{folder}: no .nii, .nii.gz or .npy files in this folder")
     # other files in a case folder (masks, derived maps) are not the user's choice of scans: skip them
     named = [p for p in files if _folder_modality(p) is not None]
-    return assign_modalities(named or files, ignore_seg=True)
+    return assign_modalities(named or files, ignore_seg=True, where=str(folder))
 
 
 def segmentation_file(folder: str | Path) -> Path | None:
@@ -226,11 +226,13 @@ def load_case(inputs: Iterable[str | Path], channel_order: Iterable[str] = MODAL
     if len(inputs) == 1 and inputs[0].is_dir():
         files = case_files(inputs[0])
         return load_files({str(p): _read_bytes(p) for p in files.values()})
-    for p in inputs:
+    for i, p in enumerate(inputs):
         if not p.exists():
             raise InputError(f"{p}: no such file or folder")
         if p.is_dir():
             raise InputError(f"{p}: give either one case folder or the four scan files, not a mix")
+        if any(p.samefile(q) for q in inputs[:i]):
+            raise InputError(f"{p}: given twice; expected four different files: FLAIR, T1, T1ce, T2")
     return load_files({str(p): _read_bytes(p) for p in inputs}, channel_order)
 
 

@@ -174,7 +174,12 @@ def test_evaluate_files_and_folders(tmp_path, capsys):
     (tmp_path / "r" / "c1").mkdir(parents=True)
     nib.save(nib.Nifti1Image(pred, LPS), tmp_path / "p" / "c1_seg.nii.gz")
     nib.save(nib.Nifti1Image(ref, LPS), tmp_path / "r" / "c1" / "c1_seg.nii.gz")
-    assert main(["evaluate", str(tmp_path / "p" / "c1_seg.nii.gz"), str(tmp_path / "r" / "c1" / "c1_seg.nii.gz"), "--json"]) == 0
+    files = [str(tmp_path / "p" / "c1_seg.nii.gz"), str(tmp_path / "r" / "c1" / "c1_seg.nii.gz")]
+    assert main(["evaluate", *files, "--csv", str(tmp_path / "one.csv")]) == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith("c1 ")  # the row names the reference's case
+    with (tmp_path / "one.csv").open(newline="") as f:
+        assert [(r["case"], float(r["dice_WT"])) for r in csv.DictReader(f)] == [("c1", pytest.approx(2 * 100 / 225))]
+    assert main(["evaluate", *files, "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["regions"]["WT"]["dice"] == pytest.approx(2 * 100 / 225)
     assert result["regions"]["ET"]["dice"] == 1.0
@@ -297,6 +302,13 @@ def test_evaluate_folders_reports_what_the_summary_leaves_out(tmp_path, capsys, 
     ]
 
 
+def test_evaluate_folders_given_the_wrong_way_round_says_so(tmp_path, capsys):
+    _save_labels(tmp_path / "r" / "c1" / "c1_seg.nii.gz")
+    _save_labels(tmp_path / "p" / "c1_seg.nii.gz")
+    assert main(["evaluate", str(tmp_path / "r"), str(tmp_path / "p")]) == 2
+    assert capsys.readouterr().err.strip().endswith("it holds folders: the predictions come first, then the references")
+
+
 def test_evaluate_folders_score_the_cases_a_bad_file_leaves(tmp_path, capsys):
     pred, ref = tmp_path / "p", tmp_path / "r"
     for case in ("c1", "c2", "c3"):
@@ -364,8 +376,14 @@ def test_user_error_is_one_line_exit_2_and_no_output(tmp_path, tiny_checkpoint):
                            "--checkpoint", str(tiny_checkpoint)], capture_output=True, text=True)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: missing modality T1")
+    assert len(lines) == 1 and lines[0].startswith(f"error: {tmp_path / 'case'}: missing modality T1")
     assert not out.exists()
+    # the same file twice is said as such, not as a missing modality
+    proc = subprocess.run([sys.executable, "-m", "brainseg.cli", "segment", str(paths["flair"]), str(paths["flair"]),
+                           str(paths["t1ce"]), str(paths["t2"]), "-o", str(out), "--checkpoint", str(tiny_checkpoint)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"error: {paths['flair']}: given twice; expected four different files: FLAIR, T1, T1ce, T2"
 
 
 def test_help_does_not_import_torch():
@@ -395,7 +413,7 @@ def test_bench_bad_case_folder_is_the_segment_error_and_runs_nothing(tmp_path, t
     write_case(tmp_path / "case")["t1"].unlink()
     assert _bench(tmp_path / "case", tiny_checkpoint) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: missing modality T1"), err
+    assert len(err) == 1 and err[0].startswith(f"error: {tmp_path / 'case'}: missing modality T1"), err
     assert list(bench_temp.iterdir()) == []
 
 
