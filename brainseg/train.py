@@ -257,7 +257,8 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None)
     names = [f.name for f in folders]
     unknown = [v for v in train_config.validation if v not in names]
     if unknown:
-        raise InputError(f"validation cases {unknown} are not in {train_config.data}")
+        raise InputError(f"{train_config.data}: holds no validation case {', '.join(unknown)}; name cases of this "
+                         f"folder with --validation (it holds {', '.join(names[:5])}{' ...' if len(names) > 5 else ''})")
     val_folders = [f for f in folders if f.name in train_config.validation]
     train_folders = [f for f in folders if f.name not in train_config.validation]
     if not train_folders:

@@ -242,6 +242,14 @@ def test_an_output_path_through_a_file_is_refused_before_any_work(tmp_path, caps
     assert f"error: {tmp_path / 'afile'}: is a file, not a folder" in capsys.readouterr().err
 
 
+@needs_data()
+def test_validation_cases_not_in_the_data_are_named_with_what_is_there(small_data, tmp_path, capsys):
+    assert main(["train", "--data", str(small_data), "--output", str(tmp_path / "run"), "--validation", "Brats18_X_1"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: {small_data}: holds no validation case Brats18_X_1; name cases of this folder with --validation "
+        f"(it holds {', '.join(sorted(CASES))})")
+
+
 def test_train_config_names_the_field_out_of_range():
     with pytest.raises(SettingError, match=r"^val_every: got 0; expected a whole number >= 1$") as refused:
         TrainConfig(val_every=0)
