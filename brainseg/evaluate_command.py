@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from brainseg.errors import BrainsegError, InputError, describe_error
-from brainseg.io import check_same_grid, read_label_map, segmentation_file, strip_suffix
+from brainseg.io import check_same_grid, onto_grid, read_label_map, segmentation_file, strip_suffix
 from brainseg.labels import REGIONS
 from brainseg.metrics import evaluate, summarise
 
@@ -37,6 +37,12 @@ def evaluate_files(pred_path: Path, ref_path: Path, pred_convention: str | None 
     values. Raises InputError naming both files when the prediction is not on the reference's grid.
     """
     pred, ref = read_label_map(pred_path), read_label_map(ref_path)
+    if pred.has_geometry and ref.has_geometry:
+        # the same voxels stored in another orientation (a tool that wrote RAS for an LPS reference)
+        moved = onto_grid(pred.values, pred.affine, ref.values.shape, ref.affine)
+        if moved is not None and not np.array_equal(pred.affine, ref.affine):
+            log.info("%s: reoriented onto %s's grid (same voxels, other axis order or directions)", pred.name, ref.name)
+            pred = pred._replace(values=moved, affine=ref.affine)
     check_same_grid(ref.name, ref.values.shape, ref.affine, pred.name, pred.values.shape, pred.affine,
                     "a prediction on the reference's grid", pred.has_geometry and ref.has_geometry)
     pred_labels, pred_read_as = pred.internal(pred_convention)

@@ -617,6 +617,18 @@ def _as_3d(array: np.ndarray, name: str) -> np.ndarray:
     return array
 
 
+def onto_grid(values: np.ndarray, affine: np.ndarray, shape, target_affine: np.ndarray) -> np.ndarray | None:
+    """``values`` moved onto the grid (``shape``, ``target_affine``) by axis permutations and flips alone,
+    when that grid holds exactly the same voxels in another orientation (lossless); otherwise None."""
+    transform = nib.orientations.ornt_transform(nib.orientations.io_orientation(affine),
+                                                nib.orientations.io_orientation(target_affine))
+    moved_affine = np.asarray(affine) @ nib.orientations.inv_ornt_aff(transform, values.shape)
+    moved = nib.orientations.apply_orientation(values, transform)
+    if moved.shape != tuple(shape) or not np.allclose(moved_affine, target_affine, atol=AFFINE_TOLERANCE):
+        return None
+    return np.ascontiguousarray(moved)
+
+
 def check_same_grid(
     first: str, first_shape, first_affine, name: str, shape, affine,
     expected: str = "four co-registered scans on one grid", geometry: bool = True,

@@ -359,6 +359,25 @@ def test_evaluate_refuses_a_prediction_off_the_reference_grid(tmp_path, capsys, 
         )
 
 
+def test_evaluate_scores_a_prediction_stored_in_another_orientation_on_the_same_voxels(tmp_path, capsys):
+    """A RAS copy with its axes permuted holds the reference's voxels exactly: it is reoriented, not refused."""
+    ref_labels = _evaluate_label_map()
+    ref_labels[5, 5:10, 5:10] = 0  # not symmetric, so a wrong flip would show
+    ref = _save_labels(tmp_path / "r.nii.gz", ref_labels)
+    canonical = nib.as_closest_canonical(nib.load(ref))
+    permuted = nib.Nifti1Image(np.transpose(np.asarray(canonical.dataobj), (2, 0, 1)),
+                               canonical.affine[:, [2, 0, 1, 3]])
+    assert permuted.shape == (20, 20, 20) and not np.allclose(permuted.affine, LPS)
+    nib.save(permuted, tmp_path / "p.nii.gz")
+    assert main(["evaluate", str(tmp_path / "p.nii.gz"), str(ref), "--json"]) == 0
+    regions = json.loads(capsys.readouterr().out)["regions"]
+    assert [regions[r]["dice"] for r in ("WT", "TC", "ET")] == [1.0, 1.0, 1.0]
+    off = permuted.affine.copy()
+    off[:3, 3] += 1.0
+    nib.save(nib.Nifti1Image(np.asarray(permuted.dataobj), off), tmp_path / "q.nii.gz")
+    assert main(["evaluate", str(tmp_path / "q.nii.gz"), str(ref)]) == 2  # 1 mm off: other voxels, refused
+
+
 def test_evaluate_file_against_folder_names_both(tmp_path, capsys):
     ref = _save_labels(tmp_path / "r" / "c1_seg.nii.gz")
     assert main(["evaluate", str(tmp_path / "r"), str(ref)]) == 2
