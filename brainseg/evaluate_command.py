@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from brainseg.errors import BrainsegError, InputError, describe_error
-from brainseg.io import check_same_grid, onto_grid, read_label_map, segmentation_file, strip_suffix
+from brainseg.errors import BrainsegError, InputError
+from brainseg.files import check_can_create
+from brainseg.io import AFFINE_TOLERANCE, check_same_grid, onto_grid, read_label_map, segmentation_file, strip_suffix
 from brainseg.labels import REGIONS
 from brainseg.metrics import evaluate, summarise
 
@@ -37,10 +38,11 @@ def evaluate_files(pred_path: Path, ref_path: Path, pred_convention: str | None 
     values. Raises InputError naming both files when the prediction is not on the reference's grid.
     """
     pred, ref = read_label_map(pred_path), read_label_map(ref_path)
-    if pred.has_geometry and ref.has_geometry:
+    same = pred.values.shape == ref.values.shape and np.allclose(pred.affine, ref.affine, atol=AFFINE_TOLERANCE)
+    if pred.has_geometry and ref.has_geometry and not same:
         # the same voxels stored in another orientation (a tool that wrote RAS for an LPS reference)
         moved = onto_grid(pred.values, pred.affine, ref.values.shape, ref.affine)
-        if moved is not None and not np.array_equal(pred.affine, ref.affine):
+        if moved is not None:
             log.info("%s: reoriented onto %s's grid (same voxels, other axis order or directions)", pred.name, ref.name)
             pred = pred._replace(values=moved, affine=ref.affine)
     check_same_grid(ref.name, ref.values.shape, ref.affine, pred.name, pred.values.shape, pred.affine,
@@ -118,15 +120,16 @@ def pair_folders(pred_dir: Path, ref_dir: Path) -> Pairing:
     predictions = sorted(p.name for p in pred_dir.iterdir() if p.is_file() and _is_label_map_name(p.name))
     pairing = Pairing(pairs, len(refs), [c for c in refs if c not in scored], [n for n in predictions if n not in used])
     if not pairs:
-        swapped = not predictions and any(p.is_dir() for p in pred_dir.iterdir())
+        swapped = not predictions and any(p.is_dir() and segmentation_file(p) for p in pred_dir.iterdir()) \
+            and any(_is_label_map_name(p.name) for p in ref_dir.iterdir() if p.is_file())
         raise InputError(
             f"{pred_dir}: no prediction named like a case of {ref_dir} ({_few(list(refs))}); expected "
             f"CASE_seg.nii.gz or CASE.nii.gz, found {_few(predictions) or 'no .nii/.nii.gz files'}"
-            + ("; it holds folders: the predictions come first, then the references" if swapped else "")
+            + ("; it holds case folders with segmentations: the predictions come first, then the references" if swapped else "")
         )
     if pairing.unmatched_references:
-        log.warning("%d of %d reference cases have no prediction in %s: %s; the summary covers the other %d",
-                    len(pairing.unmatched_references), len(refs), pred_dir, _few(pairing.unmatched_references), len(pairs))
+        log.warning("%d of %d reference cases have no prediction in %s: %s; the summary leaves them out",
+                    len(pairing.unmatched_references), len(refs), pred_dir, _few(pairing.unmatched_references))
     if pairing.unmatched_predictions:
         log.warning("%d prediction files in %s match no reference case in %s: %s",
                     len(pairing.unmatched_predictions), pred_dir, ref_dir, _few(pairing.unmatched_predictions))
@@ -144,6 +147,8 @@ def run_evaluate(args) -> int:
             f"reference) or two folders"
         )
     conventions = _convention(args.prediction_labels), _convention(args.reference_labels)
+    if args.csv:
+        check_can_create([args.csv])
     if pred.is_file():
         result = evaluate_files(pred, ref, *conventions)
         case_id = _case_id(ref.name)
@@ -160,9 +165,9 @@ def run_evaluate(args) -> int:
     for case_id, p, r in pairing.pairs:
         try:  # one bad file costs its case, not the cohort's scores
             results[case_id] = evaluate_files(p, r, *conventions)
-        except (BrainsegError, OSError) as exc:
+        except BrainsegError as exc:
             failed.append(case_id)
-            print(f"error: {case_id}: {describe_error(exc)}", file=sys.stderr)
+            print(f"error: {case_id}: {exc}", file=sys.stderr)
     if not results:
         return 2
     summary = {r: {m: summarise([res["regions"][r][m] for res in results.values()]) for m in METRICS} for r in REGIONS}

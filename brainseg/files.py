@@ -16,17 +16,33 @@ def atomic_write(path: str | Path, write: Callable[[str], None], suffix: str = "
         suffix: the temporary file's ending, for writers that choose a format by name (".nii.gz").
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=suffix)
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=suffix)
+        os.close(fd)
         write(tmp)
         os.chmod(tmp, 0o644)  # mkstemp makes files private; outputs are ordinary files
         os.replace(tmp, path)
+    except OSError as exc:  # name the destination the user chose, not the temporary file
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def check_can_write(folder: str | Path) -> None:
+    """Create ``folder`` and write a file in it, before long work whose results go there.
+
+    Raises OSError naming the folder (permission denied, read-only file system, full disk).
+    """
+    probe = Path(folder) / ".brainseg-write-check"
+    try:
+        atomic_write(probe, lambda tmp: Path(tmp).write_bytes(b"ok"))
+        probe.unlink()
+    except OSError as exc:
+        raise OSError(exc.errno, f"{exc.strerror}; expected a folder the results can be written to", str(folder)) from exc
 
 
 def check_can_create(paths: Iterable[str | Path]) -> None:

@@ -7,8 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from brainseg.errors import InputError, describe_error
-from brainseg.files import check_can_create
+from brainseg.errors import InputError
+from brainseg.files import check_can_create, check_can_write
 
 
 def is_cohort(inputs: list[str]) -> bool:
@@ -192,6 +192,9 @@ def _run_cohort(args, checkpoint: Path) -> int:
         raise InputError(f"{out_dir}: is a file; with a folder of cases as input, -o must be a folder")
     check_can_create([out_dir / "case_seg.nii.gz"])
     cases = case_folders(root, out_dir)
+    if not cases:
+        raise InputError(f"{root}: no case folders (hidden folders and the output folder {out_dir} do not count)")
+    check_can_write(out_dir)  # a folder that cannot take the results fails now, not after each inference
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     mine = cases[rank::world]
     loaded = load_checkpoint(checkpoint)
@@ -211,9 +214,9 @@ def _run_cohort(args, checkpoint: Path) -> int:
             case = _with_labels(load_case([folder]), args.labels)
             result = _segment_one(args, case, loaded, settings, target, show_progress=False)
             _write_json(stats, _stats_payload(result, case, loaded, settings))
-        except (BrainsegError, OSError) as exc:  # OSError: a write that failed; the next case may still work
+        except BrainsegError as exc:  # this case's input; a failed write (OSError) stops the run
             failures += 1
-            print(f"error: {folder.name}: {describe_error(exc)}", file=sys.stderr)
+            print(f"error: {folder.name}: {exc}", file=sys.stderr)
     done = f"{len(mine) - failures} of {len(mine)} cases segmented into {out_dir}"
     done += f" ({resumed} by an earlier run)" if resumed else ""
     print(done + (f" (rank {rank} of {world})" if world > 1 else ""))

@@ -24,7 +24,7 @@ from brainseg.config import (BrainsegConfig, SettingError, require_choice, requi
                              require_whole, to_plain)
 from brainseg.data import TrainingCase, find_cases, load_reference, load_training_cases, sample_patch
 from brainseg.errors import InputError
-from brainseg.files import check_can_create
+from brainseg.files import atomic_write, check_can_create
 from brainseg.inference import cpu_supports_bf16
 from brainseg.losses import dice_ce_loss
 from brainseg.metrics import dice, hd95
@@ -177,13 +177,17 @@ def _resume(train_config: TrainConfig, model: UNet3D, optimizer: torch.optim.Opt
     another network than the options build.
     """
     path = Path(train_config.resume)
+    if path.is_dir():  # the run folder itself
+        path = path / "state.pt"
     if not path.is_file():
         raise InputError(f"{path}: no such file; expected the state.pt of an earlier run's folder")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
     except Exception as exc:  # torch raises several types for files that are not its own
-        raise InputError(f"{path}: not a training state written by brainseg train ({type(exc).__name__}); "
-                         f"expected the state.pt of a run folder") from None
+        raise InputError(f"{path}: cannot be read as a training state ({type(exc).__name__}: truncated, or not "
+                         f"a state.pt written by brainseg train); expected the state.pt of a run folder") from None
     if not isinstance(state, dict) or not {"model", "optimizer", "step", "best_score"} <= set(state):
         raise InputError(f"{path}: holds no training state; expected the state.pt of a run folder (best.pt and "
                          f"last.pt are checkpoints: start a new run from one with --init)")
@@ -193,12 +197,12 @@ def _resume(train_config: TrainConfig, model: UNet3D, optimizer: torch.optim.Opt
     except (RuntimeError, ValueError, KeyError):
         raise InputError(f"{path}: its weights do not fit the network these options build; resume with the "
                          f"model options of the run that wrote it (its config.json: norm, residual, "
-                         f"output mode, spacing)") from None
+                         f"output mode)") from None
     step = int(state["step"])
     if step >= train_config.max_steps:
         raise SettingError("max_steps", f"got {train_config.max_steps}, but {train_config.resume} has done {step} "
                                         f"steps already; expected more steps than that to resume")
-    log.info("resumed from %s at step %d", train_config.resume, step)
+    log.info("resumed from %s at step %d", path, step)
     return step, float(state["best_score"]), float(state.get("seconds", 0.0))
 
 
@@ -343,7 +347,9 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None)
                     stale = 0
                 else:
                     stale += 1
-                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "best_score": best_score, "seconds": elapsed}, out_dir / "state.pt")
+                state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "best_score": best_score, "seconds": elapsed}
+                # atomic: a run killed while saving keeps its previous state.pt, not a truncated one
+                atomic_write(out_dir / "state.pt", lambda tmp: torch.save(state, tmp))
                 _plot(metrics_path, out_dir / "curves.png")
                 progress.write(f"step {step}: loss {row['loss']:.3f} val Dice WT {result['dice']['WT']:.3f} TC {result['dice']['TC']:.3f} ET {result['dice']['ET']:.3f}")
                 loss_sum = dice_sum = 0.0

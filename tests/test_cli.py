@@ -122,6 +122,26 @@ def test_cohort_goes_on_past_an_unreadable_case_and_skips_what_is_not_a_case(tmp
     assert f"3 of 3 cases segmented into {out} (2 by an earlier run)" in capsys.readouterr().out
 
 
+def test_cohort_with_no_case_folders_or_an_unwritable_output_fails_before_any_inference(tmp_path, tiny_checkpoint, monkeypatch, capsys):
+    import tempfile
+
+    import brainseg.pipeline
+
+    monkeypatch.setattr(brainseg.pipeline, "segment_case", lambda *a, **k: pytest.fail("segmented before the check"))
+    (tmp_path / "empty" / ".ipynb_checkpoints").mkdir(parents=True)
+    assert main(["segment", str(tmp_path / "empty"), "-o", str(tmp_path / "empty" / "preds"), "--checkpoint", str(tiny_checkpoint)]) == 2
+    assert "no case folders (hidden folders and the output folder" in capsys.readouterr().err
+    write_case(tmp_path / "cohort" / "a", prefix="a_")
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    out = tmp_path / "preds"
+    assert main(["segment", str(tmp_path / "cohort"), "-o", str(out), "--checkpoint", str(tiny_checkpoint), "--no-progress"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {out}: Permission denied; expected a folder the results can be written to"
+
+
 def test_single_case_output_through_a_file_is_refused_before_inference(tmp_path, tiny_checkpoint, capsys, monkeypatch):
     import brainseg.pipeline
 
@@ -291,7 +311,7 @@ def test_evaluate_folders_reports_what_the_summary_leaves_out(tmp_path, capsys, 
     }
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert warnings == [
-        f"6 of 7 reference cases have no prediction in {pred}: c2, c3, c4, c5, c6 and 1 more; the summary covers the other 1",
+        f"6 of 7 reference cases have no prediction in {pred}: c2, c3, c4, c5, c6 and 1 more; the summary leaves them out",
         f"1 prediction files in {pred} match no reference case in {ref}: x9_seg.nii.gz",
     ]
     assert main(["evaluate", str(pred), str(ref)]) == 0
@@ -306,7 +326,12 @@ def test_evaluate_folders_given_the_wrong_way_round_says_so(tmp_path, capsys):
     _save_labels(tmp_path / "r" / "c1" / "c1_seg.nii.gz")
     _save_labels(tmp_path / "p" / "c1_seg.nii.gz")
     assert main(["evaluate", str(tmp_path / "r"), str(tmp_path / "p")]) == 2
-    assert capsys.readouterr().err.strip().endswith("it holds folders: the predictions come first, then the references")
+    assert capsys.readouterr().err.strip().endswith(
+        "it holds case folders with segmentations: the predictions come first, then the references")
+    # predictions kept in per-case folders, given in the right order: no such hint
+    _save_labels(tmp_path / "q" / "c1" / "c1_pred.nii.gz")
+    assert main(["evaluate", str(tmp_path / "q"), str(tmp_path / "r")]) == 2
+    assert "come first" not in capsys.readouterr().err
 
 
 def test_evaluate_folders_score_the_cases_a_bad_file_leaves(tmp_path, capsys):

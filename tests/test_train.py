@@ -219,10 +219,11 @@ def _bad_states(tmp_path):
     torch.save({"format": "brainseg", "weights": model.state_dict()}, tmp_path / "best.pt")
     (tmp_path / "garbage.pt").write_bytes(b"not a torch file at all" * 10)
     return [
-        (tmp_path / "garbage.pt", [], "not a training state written by brainseg train"),
+        (tmp_path / "garbage.pt", [], "cannot be read as a training state (UnpicklingError: truncated, or not a state.pt"),
         (tmp_path / "best.pt", [], "holds no training state; expected the state.pt of a run folder (best.pt and last.pt are checkpoints"),
         (tmp_path / "state.pt", ["--residual"], "its weights do not fit the network these options build"),
         (tmp_path / "missing.pt", [], "no such file; expected the state.pt of an earlier run's folder"),
+        (tmp_path, ["--residual"], "its weights do not fit"),  # a run folder stands for its state.pt
     ]
 
 
@@ -231,7 +232,8 @@ def test_resume_mistakes_are_one_error_line_naming_the_file(tmp_path, capsys):
         status = main(["train", "--data", str(tmp_path / "no-data"), "--output", str(tmp_path / "run"),
                        "--max-steps", "5", "--resume", str(path), *options])
         err = capsys.readouterr().err
-        assert status == 2 and err.startswith(f"error: {path}: ") and message in err, err
+        named = path / "state.pt" if path.is_dir() else path
+        assert status == 2 and err.startswith(f"error: {named}: ") and message in err, err
         assert len(err.strip().splitlines()) == 1, err
 
 
