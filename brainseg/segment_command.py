@@ -190,6 +190,8 @@ def _run_cohort(args, checkpoint: Path) -> int:
         raise InputError(f"{out_dir}: with a folder of cases as input, -o must be a folder")
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir}: is a file; with a folder of cases as input, -o must be a folder")
+    if out_dir.resolve() == root.resolve():  # label maps among the case folders would end the cohort
+        raise InputError(f"{out_dir}: is the folder of cases itself; choose another output folder (inside it is fine)")
     check_can_create([out_dir / "case_seg.nii.gz"])
     cases = case_folders(root, out_dir)
     if not cases:

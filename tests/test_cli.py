@@ -132,6 +132,9 @@ def test_cohort_with_no_case_folders_or_an_unwritable_output_fails_before_any_in
     assert main(["segment", str(tmp_path / "empty"), "-o", str(tmp_path / "empty" / "preds"), "--checkpoint", str(tiny_checkpoint)]) == 2
     assert "no case folders (hidden folders and the output folder" in capsys.readouterr().err
     write_case(tmp_path / "cohort" / "a", prefix="a_")
+    assert main(["segment", str(tmp_path / "cohort"), "-o", str(tmp_path / "cohort" / "."), "--checkpoint", str(tiny_checkpoint)]) == 2
+    assert "is the folder of cases itself; choose another output folder" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "cohort").iterdir()) == ["a"]
 
     def read_only(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
