@@ -21,7 +21,7 @@ from brainseg.checkpoint import DEFAULT_DIR, discover, load_checkpoint
 from brainseg.config import BrainsegConfig
 from brainseg.errors import BrainsegError
 from brainseg.io import assemble_case, convention_from_names, labels_bytes, modality_from_name, probabilities_bytes, read_label_map, read_reference, read_scan
-from brainseg.labels import CONVENTIONS, ED, ET, LABEL_NAMES, NCR, READABLE, REGIONS, from_internal
+from brainseg.labels import AUTO, CONVENTIONS, ED, ET, LABEL_NAMES, LABEL_OPTIONS, NCR, REGIONS, chosen_convention, from_internal
 from brainseg.metrics import evaluate, slice_area_mm2, slice_stats, volume_stats
 
 log = logging.getLogger("brainseg.app")
@@ -35,7 +35,7 @@ ROLES = {"flair": "FLAIR", "t1": "T1", "t1ce": "T1ce", "t2": "T2", "truth": "gro
 CONVENTION_TITLES = {"brats2018": "BraTS 2018-2021 (ET = 4)", "brats2023": "BraTS 2023+ (ET = 3)",
                      "msd": "Decathlon Task01 (1 ED, 2 NCR, 3 ET)",
                      "brats2024": "BraTS 2024 post-treatment (4 = resection cavity)",
-                     "auto": "from its values (ET = 3 or 4)"}
+                     AUTO: "from its values (ET = 3 or 4)"}
 NOTICE = (
     "**Research use only.** brainseg is not a medical device; its segmentations must not be used for "
     "diagnosis or treatment decisions."
@@ -338,8 +338,7 @@ def set_truth(result, name: str, data: bytes, convention: str | None = None) -> 
 
 def reference_convention() -> str | None:
     """The label values the user says references hold; None: guess from the values."""
-    choice = st.session_state.get("truth_convention", "auto")
-    return None if choice == "auto" else choice
+    return chosen_convention(st.session_state.get("truth_convention", AUTO))
 
 
 # ---------------------------------------------------------------- results
@@ -509,7 +508,7 @@ def downloads(result, display: render.Display, convention: str, stats: dict) -> 
 def truth_section(result, display: render.Display) -> None:
     st.markdown("#### Ground truth (optional)")
     upload = st.file_uploader("Reference segmentation of this case (.nii, .nii.gz or .npy)", type=["nii", "gz", "npy"], key="truth_upload")
-    st.selectbox("Reference label values", ("auto", *READABLE), format_func=CONVENTION_TITLES.get, key="truth_convention")
+    st.selectbox("Reference label values", LABEL_OPTIONS, format_func=CONVENTION_TITLES.get, key="truth_convention")
     convention = reference_convention()
     source = result.truth_source
     if upload is not None and st.session_state.get("truth_file") != (result.id, upload.file_id):

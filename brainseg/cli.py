@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from brainseg.labels import CONVENTIONS, READABLE
+from brainseg.labels import AUTO, CONVENTIONS, LABEL_OPTIONS
 
 log = logging.getLogger("brainseg")
 READ_LABELS_HELP = ("auto: brats2023 when a map holds 3, else brats2018; brats2024: post-treatment maps, "
@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ev.add_argument("--csv", help="per-case table as CSV")
     for who in ("reference", "prediction"):
-        ev.add_argument(f"--{who}-labels", default="auto", choices=("auto", *READABLE),
+        ev.add_argument(f"--{who}-labels", default=AUTO, choices=LABEL_OPTIONS,
                         help=f"label convention of the {who} files; {READ_LABELS_HELP}")
 
     tr = sub.add_parser("train", help="train a U-Net on labelled BraTS cases")
@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", help="state.pt of an earlier run")
     tr.add_argument("--init", help="start from this checkpoint's weights and settings (fresh optimiser and schedule)")
     tr.add_argument("--time-limit", type=float, default=0.0, help="minutes; validate, save and stop when reached")
-    tr.add_argument("--labels", default="auto", choices=("auto", *READABLE),
+    tr.add_argument("--labels", default=AUTO, choices=LABEL_OPTIONS,
                     help=f"label convention of the segmentations; {READ_LABELS_HELP}")
 
     be = sub.add_parser("bench", help="time the pipeline stage by stage on a real case")

@@ -13,7 +13,7 @@ import numpy as np
 from brainseg.errors import BrainsegError, InputError
 from brainseg.files import check_can_create
 from brainseg.io import AFFINE_TOLERANCE, check_same_grid, onto_grid, read_label_map, segmentation_file, strip_suffix
-from brainseg.labels import REGIONS
+from brainseg.labels import REGIONS, chosen_convention
 from brainseg.metrics import evaluate, summarise
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ def run_evaluate(args) -> int:
             f"{pred} is {_kind(pred)} but {ref} is {_kind(ref)}; give two files (a prediction and its "
             f"reference) or two folders"
         )
-    conventions = _convention(args.prediction_labels), _convention(args.reference_labels)
+    conventions = chosen_convention(args.prediction_labels), chosen_convention(args.reference_labels)
     if args.csv:
         check_can_create([args.csv])
     if pred.is_file():
@@ -197,10 +197,6 @@ def _conventions_line(results: list[dict]) -> str:
 def _case_id(name: str) -> str:
     """The case a label map file names: "Brats18_X_1_seg.nii.gz" -> "Brats18_X_1"."""
     return strip_suffix(name).removesuffix("_seg").removesuffix("-seg")
-
-
-def _convention(option: str) -> str | None:
-    return None if option == "auto" else option
 
 
 def _is_label_map_name(name: str) -> bool:

@@ -29,6 +29,9 @@ CONVENTIONS = {
 # none of WT, TC and ET includes.
 READ_ONLY = {"brats2024": ("brats2023", (4,))}
 READABLE = (*CONVENTIONS, *READ_ONLY)
+# what a user may name where brainseg reads label maps: a convention, or "auto" to guess from the values
+AUTO = "auto"
+LABEL_OPTIONS = (AUTO, *READABLE)
 # every value a label map file may hold, in any convention
 FILE_LABELS = tuple(sorted({value for mapping in CONVENTIONS.values() for value in mapping.values()}))
 
@@ -51,6 +54,11 @@ def to_internal(labels: np.ndarray, convention: str, source: str = "label map") 
     for file_value, internal in read.items():
         lut[file_value] = internal
     return lut[labels.astype(np.int64)]
+
+
+def chosen_convention(option: str) -> str | None:
+    """The convention a ``LABEL_OPTIONS`` choice names; None for "auto" (guess from each map's values)."""
+    return None if option == AUTO else option
 
 
 def written_as(convention: str) -> str:

@@ -42,9 +42,10 @@ def _kept_components(mask: np.ndarray, min_voxels: int, max_distance_mm: float,
     keep = sizes >= max(min_voxels, 1)
     if max_distance_mm <= 0 or keep.sum() <= 1:
         return keep[labelled]
+    kept = keep[labelled]
     # the kept components lie in their bounding box, so distances measured inside it are exact
-    box = ndimage.find_objects(keep[labelled].astype(np.uint8))[0]
-    inside = np.where(keep[labelled[box]], labelled[box], 0)
+    box = ndimage.find_objects(kept.astype(np.uint8))[0]
+    inside = np.where(kept[box], labelled[box], 0)
     distance = ndimage.distance_transform_edt(inside != sizes.argmax(), sampling=spacing)
     nearest = np.asarray(ndimage.minimum(distance, inside, index=np.arange(n + 1)))
     return (keep & (nearest <= max_distance_mm))[labelled]

@@ -28,7 +28,7 @@ from brainseg.files import atomic_write, check_can_create
 from brainseg.inference import cpu_supports_bf16
 from brainseg.losses import dice_ce_loss
 from brainseg.metrics import dice, hd95
-from brainseg.labels import READABLE, REGIONS, region_masks
+from brainseg.labels import AUTO, LABEL_OPTIONS, REGIONS, chosen_convention, region_masks
 from brainseg.model import UNet3D
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class TrainConfig:
     init: str = ""  # brainseg checkpoint whose weights (and model/preprocessing settings) start a fresh run
     amp: bool = True
     time_limit_minutes: float = 0.0  # stop (after validating) once this much time has passed; 0 = none
-    labels: str = "auto"  # label convention of the data's segmentations (labels.READABLE); auto: guessed per file
+    labels: str = AUTO  # label convention of the data's segmentations (labels.READABLE); auto: guessed per file
 
     def __post_init__(self) -> None:
         """Check every value before any data is read; ``SettingError`` names the field."""
@@ -72,12 +72,12 @@ class TrainConfig:
             require_number(name, getattr(self, name), 0.0)
         require_number("grad_clip", self.grad_clip, 0.0, low_open=True)
         require_number("tumour_share", self.tumour_share, 0.0, 1.0)
-        require_choice("labels", self.labels, ("auto", *READABLE), "label convention")
+        require_choice("labels", self.labels, LABEL_OPTIONS, "label convention")
 
     @property
     def label_convention(self) -> str | None:
         """The convention segmentations are read in; None: guessed from each file's values."""
-        return None if self.labels == "auto" else self.labels
+        return chosen_convention(self.labels)
 
 
 @dataclass
