@@ -487,7 +487,7 @@ def downloads(result, display: render.Display, convention: str, stats: dict) -> 
         summary = report.summary(case, seg, result.model, result.settings_used, result.cache.get("evaluation"), convention, stats)
         cols = st.columns(5)
         cols[0].download_button(
-            "Segmentation (.nii.gz)", lambda: labels_bytes(from_internal(seg.labels, convention), case),
+            "Segmentation (.nii.gz)", lambda: labels_bytes(seg.labels, case, convention),
             file_name=f"{name}_seg.nii.gz", mime="application/gzip", key="dl_nifti", on_click="ignore",
         )
         cols[1].download_button("Volumes (.csv)", report.rows_csv(report.volume_rows(stats)), file_name=f"{name}_volumes.csv", mime="text/csv", key="dl_csv", on_click="ignore")

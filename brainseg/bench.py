@@ -180,7 +180,6 @@ def _worker(variant: str, case_dir: str, checkpoint: str, out: str, stats_path: 
     from brainseg.checkpoint import load_checkpoint
     from brainseg.inference import forward_padded, resolve_device
     from brainseg.io import load_case, save_labels
-    from brainseg.labels import from_internal
     from brainseg.pipeline import logits_to_labels
     from brainseg.preprocess import paste, prepare, to_box, zscore
 
@@ -210,7 +209,7 @@ def _worker(variant: str, case_dir: str, checkpoint: str, out: str, stats_path: 
         full = paste(labels, prepared.geometry)
         seconds["stitch"] = time.perf_counter() - t
         t = time.perf_counter()
-        save_labels(from_internal(full, case.convention), case, out)
+        save_labels(full, case, out, case.convention)
         seconds["save"] = time.perf_counter() - t
     else:
         # 1 mm, whole volume, no brain crop: the replaced app's set-up

@@ -15,7 +15,8 @@ from pathlib import Path
 from brainseg.labels import AUTO, CONVENTIONS, LABEL_OPTIONS
 
 log = logging.getLogger("brainseg")
-READ_LABELS_HELP = ("auto: brats2023 when a map holds 3, else brats2018; brats2024: post-treatment maps, "
+READ_LABELS_HELP = ("auto: what a brainseg-written map's header or the dataset.json of a Decathlon / nnU-Net "
+                    "dataset names, else brats2023 when a map holds 3, else brats2018; brats2024: post-treatment maps, "
                     "4 = resection cavity (not tumour; auto would read it as enhancing tumour in a map without 3); "
                     "msd: Decathlon Task01, 1 edema, 2 non-enhancing, 3 enhancing")
 
@@ -48,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "(seg.nii.gz -> seg_probabilities.nii.gz); channels WT,TC,ET (or background,NCR,ED,ET)")
     seg.add_argument("--labels", choices=tuple(CONVENTIONS),
                      help="label values of the output: brats2018 (ET = 4), brats2023 (ET = 3) or msd (1 edema, "
-                          "2 non-enhancing, 3 enhancing); default: brats2023 for BraTS 2023+ file names, else brats2018")
+                          "2 non-enhancing, 3 enhancing); default: the values of the dataset.json beside a Decathlon / "
+                          "nnU-Net images folder, else brats2023 for BraTS 2023+ file names, else brats2018")
     _add_inference_options(seg)
     seg.add_argument("--threshold", type=float, help="sigmoid level a voxel must exceed to join WT/TC/ET (default from the checkpoint, 0.5)")
 
@@ -62,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"label convention of the {who} files; {READ_LABELS_HELP}")
 
     tr = sub.add_parser("train", help="train a U-Net on labelled BraTS cases")
-    tr.add_argument("--data", required=True, help="folder of labelled case folders")
+    tr.add_argument("--data", required=True, help="folder of labelled case folders, or a Decathlon / nnU-Net dataset folder "
+                                                  "(imagesTr, labelsTr, dataset.json)")
     tr.add_argument("--output", required=True, help="run folder for checkpoints, logs and curves")
     tr.add_argument("--max-steps", type=int, default=4000)
     tr.add_argument("--batch-size", type=int, default=2)
@@ -70,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--lr", type=float, default=3e-3)
     tr.add_argument("--val-every", type=int, default=250)
     tr.add_argument("--patience", type=int, default=0, help="validations without improvement before stopping (0: never)")
-    tr.add_argument("--validation", nargs="*", help="validation case IDs (default: the fixed split)")
+    tr.add_argument("--validation", nargs="*", help="validation case IDs (default: the fixed BraTS 2018 split when "
+                                                     "the data holds it, else a fifth of the cases drawn with --seed)")
     tr.add_argument("--spacing", type=float, default=2.0, help="working resolution in mm")
     tr.add_argument("--norm", default="instance", choices=["instance", "batch"])
     tr.add_argument("--output-mode", default="regions", choices=["regions", "labels"])
@@ -160,7 +164,7 @@ def _train(args) -> int:
 def _run_training(args) -> Path:
     """Every option is checked as the configuration objects are built, before any data is read."""
     from brainseg.config import BrainsegConfig, ModelConfig, PreprocessConfig
-    from brainseg.train import DEFAULT_VALIDATION, TrainConfig, train
+    from brainseg.train import TrainConfig, train
 
     config = BrainsegConfig(
         model=ModelConfig(norm=args.norm, output_mode=args.output_mode, residual=args.residual, out_channels=3 if args.output_mode == "regions" else 4),
@@ -169,7 +173,7 @@ def _run_training(args) -> Path:
     tc = TrainConfig(
         data=args.data, output=args.output, max_steps=args.max_steps, batch_size=args.batch_size,
         patch_size=tuple(args.patch_size), lr=args.lr, val_every=args.val_every, patience=args.patience,
-        validation=tuple(args.validation) if args.validation is not None else DEFAULT_VALIDATION,
+        validation=tuple(args.validation or ()),
         augment=not args.no_augment, threads=args.threads, seed=args.seed, resume=args.resume or "", init=args.init or "",
         time_limit_minutes=args.time_limit, labels=args.labels,
     )

@@ -1,4 +1,5 @@
-"""Training data: labelled BraTS case folders -> model-grid arrays, and tumour-aware patch sampling."""
+"""Training data: labelled cases (BraTS case folders or a Decathlon / nnU-Net dataset) -> model-grid
+arrays, and tumour-aware patch sampling."""
 from __future__ import annotations
 
 import hashlib
@@ -11,8 +12,9 @@ import numpy as np
 import torch
 
 from brainseg.config import PreprocessConfig
+from brainseg.datasets import CaseSource, is_dataset, labelled_cases
 from brainseg.errors import InputError
-from brainseg.io import Case, case_files, load_case, read_label_map, segmentation_file
+from brainseg.io import Case, case_files, read_label_map, segmentation_file
 from brainseg.labels import REGIONS, region_masks
 from brainseg.preprocess import Geometry, prepare, reorient, resample
 
@@ -36,35 +38,42 @@ class TrainingCase:
         self.brain_voxels = np.flatnonzero(mask).astype(np.int32)
 
 
-def find_cases(root: str | Path) -> list[Path]:
-    """Case folders under ``root`` that hold four scans and a segmentation, sorted by name."""
+def find_cases(root: str | Path) -> list[CaseSource]:
+    """The labelled cases under ``root``, sorted by name: case folders that hold four scans and a
+    segmentation, or the imagesTr/labelsTr cases of a Decathlon / nnU-Net dataset folder."""
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"{root}: no such data folder")
+    if is_dataset(root):
+        return sorted(labelled_cases(root), key=lambda c: c.name)
     cases = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         try:
             case_files(folder)
         except InputError:
             continue
-        if segmentation_file(folder) is not None:
-            cases.append(folder)
+        segmentation = segmentation_file(folder)
+        if segmentation is not None:
+            cases.append(CaseSource(folder.name, (folder,), segmentation=segmentation))
     if not cases:
-        raise InputError(f"{root}: no case folders with four scans and a segmentation")
+        raise InputError(f"{root}: no case folders with four scans and a segmentation, and no imagesTr folder "
+                         f"(Decathlon / nnU-Net layout)")
     return cases
 
 
-def load_reference(folder: Path, convention: str | None = None) -> tuple[Case, np.ndarray]:
+def load_reference(source: CaseSource | Path, convention: str | None = None) -> tuple[Case, np.ndarray]:
     """A labelled case at full resolution: the scans and internal labels (X, Y, Z) uint8.
 
-    The segmentation is checked as the app and ``brainseg evaluate`` check one (io.read_label_map) and
-    read in ``convention`` (``labels.READABLE``; None: guessed from its values).
+    ``source`` is a case of ``find_cases`` or a case folder. The segmentation is checked as the app and
+    ``brainseg evaluate`` check one (io.read_label_map) and read in ``convention`` (``labels.READABLE``;
+    None: the one its dataset describes, else guessed from its values).
     """
-    case = load_case([folder])
-    seg_path = segmentation_file(folder)
-    if seg_path is None:
-        raise InputError(f"{folder}: no segmentation file; expected one named like CASE_seg.nii.gz beside the scans")
-    labels, _ = read_label_map(seg_path, case=case).internal(convention)
+    if isinstance(source, Path):
+        source = CaseSource(source.name, (source,), segmentation=segmentation_file(source))
+    if source.segmentation is None:
+        raise InputError(f"{source.scans[0]}: no segmentation file; expected one named like CASE_seg.nii.gz beside the scans")
+    case = source.load()
+    labels, _ = read_label_map(source.segmentation, case=case).internal(convention or source.label_convention)
     return case, labels
 
 
@@ -86,26 +95,27 @@ def to_training_case(case: Case, labels: np.ndarray, config: PreprocessConfig, c
     return TrainingCase(case_id, image, target, np.any(image != 0, axis=0))
 
 
-def load_training_cases(folders: list[Path], config: PreprocessConfig, cache_dir: Path | None = None,
+def load_training_cases(sources: list[CaseSource], config: PreprocessConfig, cache_dir: Path | None = None,
                         convention: str | None = None) -> list[TrainingCase]:
     """Preprocess labelled cases onto the model grid, caching the arrays in ``cache_dir``; segmentations
-    are read in ``convention`` (None: guessed per file)."""
+    are read in ``convention`` (None: the one each case's dataset describes, else guessed per file)."""
     settings = [config.spacing, config.orientation, config.modalities, config.crop_margin, "soft"]
-    key = hashlib.sha1(json.dumps(settings + ([convention] if convention else [])).encode()).hexdigest()[:10]
     out = []
-    for folder in folders:
-        cached = cache_dir / f"{folder.name}-{key}.npz" if cache_dir else None
+    for source in sources:
+        read_as = convention or source.label_convention
+        key = hashlib.sha1(json.dumps(settings + ([read_as] if read_as else [])).encode()).hexdigest()[:10]
+        cached = cache_dir / f"{source.name}-{key}.npz" if cache_dir else None
         if cached is not None and cached.is_file():
             data = np.load(cached)
-            out.append(TrainingCase(folder.name, data["image"], data["target"], data["brain"]))
+            out.append(TrainingCase(source.name, data["image"], data["target"], data["brain"]))
             continue
-        case, labels = load_reference(folder, convention)
-        item = to_training_case(case, labels, config, folder.name)
+        case, labels = load_reference(source, read_as)
+        item = to_training_case(case, labels, config, source.name)
         if cached is not None:
             cached.parent.mkdir(parents=True, exist_ok=True)
             np.savez(cached, image=item.image, target=item.target, brain=item.brain)
         out.append(item)
-        log.info("loaded %s: model grid %s", folder.name, item.image.shape[1:])
+        log.info("loaded %s: model grid %s", source.name, item.image.shape[1:])
     return out
 
 

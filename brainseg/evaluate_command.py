@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from brainseg.datasets import enclosing_description
 from brainseg.errors import BrainsegError, InputError
 from brainseg.files import check_can_create
 from brainseg.io import AFFINE_TOLERANCE, check_same_grid, onto_grid, read_label_map, segmentation_file, strip_suffix
@@ -31,11 +32,13 @@ def load_labels(path: Path) -> tuple[np.ndarray, tuple[float, ...], str]:
 
 
 def evaluate_files(pred_path: Path, ref_path: Path, pred_convention: str | None = None,
-                   ref_convention: str | None = None) -> dict:
+                   ref_convention: str | None = None, ref_dataset_convention: str | None = None) -> dict:
     """Metrics of one prediction against its reference.
 
-    Each file's label convention is the one given (``labels.READABLE``) or, when None, guessed from its
-    values. Raises InputError naming both files when the prediction is not on the reference's grid.
+    Each file's label convention is the one given (``labels.READABLE``) or, when None, the one its
+    header names (brainseg's own label maps), the reference's dataset.json names
+    (``ref_dataset_convention``), else guessed from its values. Raises InputError naming both files when
+    the prediction is not on the reference's grid.
     """
     pred, ref = read_label_map(pred_path), read_label_map(ref_path)
     same = pred.values.shape == ref.values.shape and np.allclose(pred.affine, ref.affine, atol=AFFINE_TOLERANCE)
@@ -47,12 +50,26 @@ def evaluate_files(pred_path: Path, ref_path: Path, pred_convention: str | None 
             pred = pred._replace(values=moved, affine=ref.affine)
     check_same_grid(ref.name, ref.values.shape, ref.affine, pred.name, pred.values.shape, pred.affine,
                     "a prediction on the reference's grid", pred.has_geometry and ref.has_geometry)
+    pred_how = _how_read(pred, pred_convention)
+    ref_how = _how_read(ref, ref_convention, ref_dataset_convention)
+    if ref_how == "dataset.json":
+        ref_convention = ref_dataset_convention
     pred_labels, pred_read_as = pred.internal(pred_convention)
     ref_labels, convention = ref.internal(ref_convention)
     # which values were read how, so a guessed convention can be checked afterwards
+    how = {"prediction": pred_how, "reference": ref_how}
     return {**evaluate(pred_labels, ref_labels, ref.spacing, convention),
-            "label_conventions": {"prediction": pred_read_as, "reference": convention,
-                                  "guessed": [who for who, given in (("prediction", pred_convention), ("reference", ref_convention)) if given is None]}}
+            "label_conventions": {"prediction": pred_read_as, "reference": convention, "read_from": how,
+                                  "guessed": [who for who, source in how.items() if source == "values"]}}
+
+
+def _how_read(label_map, given: str | None, dataset: str | None = None) -> str:
+    """Where a map's convention comes from: "given", "header" (brainseg wrote it), "dataset.json" or "values"."""
+    if given is not None:
+        return "given"
+    if label_map.declared is not None:
+        return "header"
+    return "dataset.json" if dataset is not None else "values"
 
 
 @dataclass
@@ -90,6 +107,8 @@ def reference_cases(ref_dir: Path) -> dict[str, Path]:
     """Case id -> segmentation file: case folders holding a seg file, and label map files."""
     refs: dict[str, Path] = {}
     for p in sorted(ref_dir.iterdir()):
+        if p.name.startswith("."):  # "._BRATS_001.nii.gz": macOS metadata in the Decathlon's archive
+            continue
         if p.is_dir():
             seg = segmentation_file(p)
             if seg is not None:
@@ -146,7 +165,9 @@ def run_evaluate(args) -> int:
             f"{pred} is {_kind(pred)} but {ref} is {_kind(ref)}; give two files (a prediction and its "
             f"reference) or two folders"
         )
-    conventions = chosen_convention(args.prediction_labels), chosen_convention(args.reference_labels)
+    dataset = enclosing_description(ref if ref.is_dir() else ref.parent)
+    conventions = (chosen_convention(args.prediction_labels), chosen_convention(args.reference_labels),
+                   dataset.label_convention if dataset is not None else None)
     if args.csv:
         check_can_create([args.csv])
     if pred.is_file():
@@ -185,12 +206,14 @@ def run_evaluate(args) -> int:
 
 
 def _conventions_line(results: list[dict]) -> str:
-    """How the label values were read, e.g. "labels read as: prediction brats2018 (guessed), reference msd"."""
+    """How the label values were read, e.g. "labels read as: prediction msd (named in its header),
+    reference brats2018 (guessed from the values)"."""
+    said = {"values": "guessed from the values", "header": "named in its header", "dataset.json": "named by dataset.json"}
     parts = []
     for who in ("prediction", "reference"):
         seen = sorted({r["label_conventions"][who] for r in results})
-        guessed = any(who in r["label_conventions"]["guessed"] for r in results)
-        parts.append(f"{who} {'/'.join(seen)}" + (" (guessed from the values)" if guessed else ""))
+        sources = sorted({said[s] for r in results if (s := r["label_conventions"]["read_from"][who]) in said})
+        parts.append(f"{who} {'/'.join(seen)}" + (f" ({'; '.join(sources)})" if sources else ""))
     return "labels read as: " + ", ".join(parts)
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from brainseg import MODALITIES
 from brainseg.errors import InputError
 from brainseg.files import atomic_write
-from brainseg.labels import FILE_LABELS, guess_convention, to_internal
+from brainseg.labels import FILE_LABELS, READABLE, from_internal, guess_convention, to_internal
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,9 @@ SUFFIXES = (".nii.gz", ".nii", ".npy")
 PRIVATE_HEADER_FIELDS = ("descrip", "aux_file", "db_name", "intent_name")
 _NIFTI1_HEADER_BYTES, _NIFTI2_HEADER_BYTES = 348, 540
 _GZIP_SLACK = 1024**2  # bytes a .nii.gz may inflate to beyond what its header describes
+# a label map brainseg writes names its label values in the header's description, so brainseg reads
+# its own Decathlon-valued maps (1 edema, 3 ET) right instead of guessing BraTS 2023 from the 3
+_LABELS_DESCRIP = "brainseg labels {}"
 
 # file-name token -> modality; tokens are matched whole, so "t1" never captures "t1ce"
 _ALIASES = {
@@ -249,6 +252,16 @@ def load_files(files: Mapping[str, bytes], channel_order: Iterable[str] = MODALI
     return assemble_case(scans, convention_from_names(names))
 
 
+def load_channel_files(paths: Iterable[str | Path], channels: Iterable[str]) -> Case:
+    """A case from one file per channel whose modalities are given, not read from the names
+    (nnU-Net's CASE_0000.nii.gz ... CASE_0003.nii.gz)."""
+    paths, channels = [Path(p) for p in paths], tuple(channels)
+    if len(paths) != len(channels) or sorted(channels) != sorted(MODALITIES):
+        raise InputError(f"{len(paths)} files for channels {channels}; expected one file for each of {MODALITIES}")
+    scans = {m: read_scan(_read_bytes(p), str(p)) for m, p in zip(channels, paths)}
+    return assemble_case(scans)
+
+
 @dataclass
 class Scan:
     """One checked 3D scan, before it is given a modality."""
@@ -297,12 +310,10 @@ def assemble_case(scans: Mapping[str, Scan], convention: str | None = None) -> C
     )
 
 
-def save_labels(labels: np.ndarray, case: Case, path: str | Path) -> Path:
-    """Write a label map (file values, uint8) on the case's grid with its affine and header geometry."""
-    path = Path(path)
-    if labels.shape != case.shape:
-        raise ValueError(f"label map shape {labels.shape} differs from the case's {case.shape}")
-    return _save_image(labels_image(labels, case), path)
+def save_labels(labels: np.ndarray, case: Case, path: str | Path, convention: str) -> Path:
+    """Write internal labels 0-3 in ``convention``'s file values (uint8) on the case's grid, with its
+    affine and header geometry."""
+    return _save_image(labels_image(labels, case, convention), Path(path))
 
 
 def save_probabilities(probabilities: np.ndarray, case: Case, path: str | Path) -> Path:
@@ -337,9 +348,14 @@ def _save_image(image: nib.Nifti1Image, path: Path) -> Path:
     return atomic_write(path, lambda tmp: nib.save(image, tmp), ".nii.gz" if path.name.endswith(".gz") else ".nii")
 
 
-def labels_image(labels: np.ndarray, case: Case) -> nib.Nifti1Image:
-    """NIfTI image of a label map in the case's space, with private free-text fields cleared."""
-    return _image_on_case_grid(labels, case, np.uint8)
+def labels_image(labels: np.ndarray, case: Case, convention: str) -> nib.Nifti1Image:
+    """NIfTI image of internal labels written in ``convention``'s values, in the case's space, with
+    private free-text fields cleared and the convention named in the description."""
+    if labels.shape != case.shape:
+        raise ValueError(f"label map shape {labels.shape} differs from the case's {case.shape}")
+    image = _image_on_case_grid(from_internal(labels, convention), case, np.uint8)
+    image.header["descrip"] = _LABELS_DESCRIP.format(convention).encode()
+    return image
 
 
 def _image_on_case_grid(array: np.ndarray, case: Case, dtype) -> nib.Nifti1Image:
@@ -357,9 +373,9 @@ def _image_on_case_grid(array: np.ndarray, case: Case, dtype) -> nib.Nifti1Image
     return image
 
 
-def labels_bytes(labels: np.ndarray, case: Case) -> bytes:
-    """A gzip-compressed NIfTI of the label map, for downloads."""
-    return _gzip_image(labels_image(labels, case))
+def labels_bytes(labels: np.ndarray, case: Case, convention: str) -> bytes:
+    """A gzip-compressed NIfTI of internal labels written in ``convention``, for downloads."""
+    return _gzip_image(labels_image(labels, case, convention))
 
 
 def _gzip_image(image: nib.Nifti1Image) -> bytes:
@@ -372,6 +388,7 @@ class LabelMap(NamedTuple):
     values: np.ndarray  # uint8 (X, Y, Z), file values: each one of labels.FILE_LABELS
     affine: np.ndarray
     name: str  # how messages name the file
+    declared: str | None = None  # the convention the file's header names (brainseg's own label maps)
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -384,9 +401,10 @@ class LabelMap(NamedTuple):
 
     def internal(self, convention: str | None = None) -> tuple[np.ndarray, str]:
         """Internal labels 0-3 (uint8) and the convention the file was written in: ``convention`` (one of
-        ``labels.READABLE``) or, when None, the one its values suggest (BraTS 2018-2021 or 2023+)."""
+        ``labels.READABLE``) or, when None, the one its header names, else the one its values suggest
+        (BraTS 2018-2021 or 2023+)."""
         if convention is None:
-            convention = guess_convention(self.values, self.name)
+            convention = self.declared or guess_convention(self.values, self.name)
         return to_internal(self.values, convention, self.name), convention
 
 
@@ -407,8 +425,8 @@ def read_label_map(source: bytes | str | Path, name: str | None = None, case: Ca
     else:
         name = str(source) if name is None else name
         data = _read_bytes(Path(source))
-    array, affine, _ = read_volume(data, name)
-    labels = LabelMap(_label_values(_as_3d(array, name), name), affine, name)
+    array, affine, header = read_volume(data, name)
+    labels = LabelMap(_label_values(_as_3d(array, name), name), affine, name, _declared_convention(header))
     if case is not None:
         scans = next(iter(case.sources.values()), "the scans")
         check_same_grid(scans, case.shape, case.affine, name, labels.values.shape, affine,
@@ -421,6 +439,17 @@ def read_reference(source: bytes | str | Path, name: str | None, case: Case,
     """A reference segmentation for ``case``: (internal labels uint8, the convention it was written in:
     ``convention`` or, when None, guessed from its values)."""
     return read_label_map(source, name, case).internal(convention)
+
+
+def _declared_convention(header: nib.Nifti1Header | None) -> str | None:
+    """The label convention a brainseg-written header names, or None."""
+    if header is None or "descrip" not in header:
+        return None
+    text = header["descrip"].item().decode("latin-1").strip()
+    for convention in READABLE:
+        if text == _LABELS_DESCRIP.format(convention):
+            return convention
+    return None
 
 
 def _label_values(array: np.ndarray, name: str) -> np.ndarray:

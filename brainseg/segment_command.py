@@ -1,4 +1,5 @@
-"""``brainseg segment``: one case or a cohort of case folders, with a progress bar and a summary."""
+"""``brainseg segment``: one case or a cohort (case folders, or a Decathlon / nnU-Net images folder), with a
+progress bar and a summary."""
 from __future__ import annotations
 
 import json
@@ -12,12 +13,38 @@ from brainseg.files import check_can_create, check_can_write
 
 
 def is_cohort(inputs: list[str]) -> bool:
-    """One folder whose subfolders are cases (and which holds no scans itself)."""
+    """One folder whose subfolders are cases (and which holds no scans itself), or the images folder
+    of a Decathlon / nnU-Net dataset."""
     if len(inputs) != 1 or not Path(inputs[0]).is_dir():
         return False
     folder = Path(inputs[0])
+    if _images_folder(folder) is not None:
+        return True
     has_files = any(p.is_file() and p.name.lower().endswith((".nii", ".nii.gz", ".npy")) for p in folder.iterdir())
     return not has_files and any(p.is_dir() for p in folder.iterdir())
+
+
+def _images_folder(folder: Path):
+    """The dataset description of an images folder (imagesTs, imagesTr, or any folder beside a
+    dataset.json), or None for a case folder or a folder of case folders."""
+    from brainseg.datasets import Description, enclosing_description
+    from brainseg.io import case_files
+
+    description = enclosing_description(folder)
+    if description is None and folder.name.lower().startswith("images"):
+        try:
+            case_files(folder)  # a case folder that happens to be called "images"
+        except InputError:
+            description = Description()
+    return description
+
+
+def _dataset_description(inputs: list[str]):
+    """The description of the dataset a single 4-channel input file belongs to, or None."""
+    from brainseg.datasets import enclosing_description
+
+    path = Path(inputs[0])
+    return enclosing_description(path.parent) if len(inputs) == 1 and path.is_file() else None
 
 
 def run_segment(args) -> int:
@@ -38,7 +65,11 @@ def run_segment(args) -> int:
     from brainseg.io import load_case
 
     t = time.perf_counter()
-    case = _with_labels(load_case(args.inputs), args.labels)
+    dataset = _dataset_description(args.inputs)
+    if dataset is None:
+        case = _with_labels(load_case(args.inputs), args.labels)
+    else:
+        case = _with_labels(load_case(args.inputs, dataset.channels), args.labels or dataset.label_convention)
     load_seconds = time.perf_counter() - t
     loaded = load_checkpoint(checkpoint)
     settings = run_settings(args, loaded)
@@ -82,7 +113,6 @@ def run_settings(args, loaded) -> tuple:
 
 def _segment_one(args, case, loaded, settings: tuple, out: Path, show_progress: bool):
     from brainseg.io import save_labels, save_probabilities
-    from brainseg.labels import from_internal
     from brainseg.pipeline import segment_case
 
     inference, post = settings
@@ -91,29 +121,37 @@ def _segment_one(args, case, loaded, settings: tuple, out: Path, show_progress: 
     if bar is not None:
         bar.close()
     t = time.perf_counter()
-    save_labels(from_internal(result.labels, case.convention), case, out)
+    save_labels(result.labels, case, out, case.convention)
     if args.save_probabilities:
         save_probabilities(result.probabilities, case, probabilities_path(out))
     result.seconds["save"] = time.perf_counter() - t
     return result
 
 
-def _done_before(folder: Path, target: Path, stats: Path, args) -> bool:
+def _output_convention(source, args) -> str:
+    """The label values a cohort case is written in: the command's, its dataset's, or its file names'."""
+    from brainseg.io import case_files, convention_from_names
+
+    if args.labels or source.label_convention:
+        return args.labels or source.label_convention
+    scans = case_files(source.scans[0]).values() if source.scans[0].is_dir() else source.scans
+    return convention_from_names(p.name for p in scans)
+
+
+def _done_before(source, target: Path, stats: Path, args) -> bool:
     """Whether an earlier run left this case's outputs, in the label values this run would write.
 
     The statistics are written last, so a run stopped before them does the case again; so does a run
     asked for other label values, since one folder in two conventions would be scored wrongly."""
-    from brainseg.io import case_files, convention_from_names
-
     if not (target.exists() and stats.exists() and (not args.save_probabilities or probabilities_path(target).exists())):
         return False
     try:
         written = json.loads(stats.read_text()).get("label_convention")
     except (OSError, ValueError, AttributeError):
         return False
-    wanted = args.labels or convention_from_names(p.name for p in case_files(folder).values())
+    wanted = _output_convention(source, args)
     if written != wanted:
-        print(f"{folder.name}: redone, its label map holds {written} values and this run writes {wanted}", file=sys.stderr)
+        print(f"{source.name}: redone, its label map holds {written} values and this run writes {wanted}", file=sys.stderr)
         return False
     return True
 
@@ -183,7 +221,6 @@ def _print_summary(result, case, out: Path) -> None:
 def _run_cohort(args, checkpoint: Path) -> int:
     from brainseg.checkpoint import load_checkpoint
     from brainseg.errors import BrainsegError
-    from brainseg.io import load_case
 
     root, out_dir = Path(args.inputs[0]), Path(args.output)
     if out_dir.name.endswith((".nii", ".nii.gz")):
@@ -193,9 +230,7 @@ def _run_cohort(args, checkpoint: Path) -> int:
     if out_dir.resolve() == root.resolve():  # label maps among the case folders would end the cohort
         raise InputError(f"{out_dir}: is the folder of cases itself; choose another output folder (inside it is fine)")
     check_can_create([out_dir / "case_seg.nii.gz"])
-    cases = case_folders(root, out_dir)
-    if not cases:
-        raise InputError(f"{root}: no case folders (hidden folders and the output folder {out_dir} do not count)")
+    cases = cohort_cases(root, out_dir)
     check_can_write(out_dir)  # a folder that cannot take the results fails now, not after each inference
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     mine = cases[rank::world]
@@ -207,27 +242,38 @@ def _run_cohort(args, checkpoint: Path) -> int:
         from tqdm import tqdm
 
         iterator = tqdm(mine, desc=f"cases (rank {rank}/{world})" if world > 1 else "cases", file=sys.stderr)
-    for folder in iterator:
-        target, stats = out_dir / f"{folder.name}_seg.nii.gz", out_dir / f"{folder.name}_stats.json"
+    for source in iterator:
+        target, stats = out_dir / f"{source.name}_seg.nii.gz", out_dir / f"{source.name}_stats.json"
         try:
-            if _done_before(folder, target, stats, args):
+            if _done_before(source, target, stats, args):
                 resumed += 1
                 continue
-            case = _with_labels(load_case([folder]), args.labels)
+            case = _with_labels(source.load(), _output_convention(source, args))
             result = _segment_one(args, case, loaded, settings, target, show_progress=False)
             _write_json(stats, _stats_payload(result, case, loaded, settings))
         except BrainsegError as exc:  # this case's input; a failed write (OSError) stops the run
             failures += 1
-            print(f"error: {folder.name}: {exc}", file=sys.stderr)
+            print(f"error: {source.name}: {exc}", file=sys.stderr)
     done = f"{len(mine) - failures} of {len(mine)} cases segmented into {out_dir}"
     done += f" ({resumed} by an earlier run)" if resumed else ""
     print(done + (f" (rank {rank} of {world})" if world > 1 else ""))
     return 2 if failures else 0
 
 
-def case_folders(root: Path, out_dir: Path) -> list[Path]:
-    """The case folders of a cohort: its subfolders, less hidden ones (.ipynb_checkpoints, .git) and
-    the output folder when it lies inside."""
+def cohort_cases(root: Path, out_dir: Path) -> list:
+    """The cases of a cohort (``datasets.CaseSource``): the image cases of a Decathlon / nnU-Net images
+    folder, or the subfolders of a folder of cases, less hidden ones (.ipynb_checkpoints, .git) and the
+    output folder when it lies inside. Raises InputError when there are none."""
+    from brainseg.datasets import CaseSource, image_cases, is_dataset
+
+    description = _images_folder(root)
+    if description is not None:
+        return image_cases(root, description)
+    if is_dataset(root):
+        raise InputError(f"{root}: is a Decathlon / nnU-Net dataset folder; give its imagesTs (or imagesTr) folder")
     out = out_dir.resolve()
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.resolve() != out)
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.resolve() != out)
+    if not folders:
+        raise InputError(f"{root}: no case folders (hidden folders and the output folder {out_dir} do not count)")
+    return [CaseSource(p.name, (p,)) for p in folders]
 

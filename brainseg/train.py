@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 # the validation split of the issue's calibration run, kept fixed so scores compare across checkpoints
 DEFAULT_VALIDATION = ("Brats18_2013_11_1", "Brats18_CBICA_AME_1", "Brats18_TCIA01_201_1", "Brats18_TCIA02_606_1")
+VALIDATION_SHARE = 0.2  # of the cases, drawn with the seed, for data that lacks DEFAULT_VALIDATION's cases
 
 
 @dataclass
@@ -52,7 +53,7 @@ class TrainConfig:
     augment: bool = True
     val_every: int = 250
     patience: int = 0  # validations without improvement before stopping; 0 = never stop early
-    validation: tuple[str, ...] = DEFAULT_VALIDATION
+    validation: tuple[str, ...] = ()  # case ids; empty: see validation_split
     seed: int = 0
     threads: int = 0  # 0: torch's default
     resume: str = ""
@@ -257,24 +258,20 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None)
     start_step, best_score, prior_seconds = _resume(train_config, model, optimizer) if train_config.resume else (0, -1.0, 0.0)
     history = []
 
-    folders = find_cases(train_config.data)
-    names = [f.name for f in folders]
-    unknown = [v for v in train_config.validation if v not in names]
-    if unknown:
-        raise InputError(f"{train_config.data}: holds no validation case {', '.join(unknown)}; name cases of this "
-                         f"folder with --validation (it holds {', '.join(names[:5])}{' ...' if len(names) > 5 else ''})")
-    val_folders = [f for f in folders if f.name in train_config.validation]
-    train_folders = [f for f in folders if f.name not in train_config.validation]
-    if not train_folders:
+    sources = find_cases(train_config.data)
+    validation = validation_split([s.name for s in sources], train_config)
+    val_sources = [s for s in sources if s.name in validation]
+    train_sources = [s for s in sources if s.name not in validation]
+    if not train_sources:
         raise InputError(f"{train_config.data}: no training cases left after the validation split")
     if ddp.main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        split = {"train": [f.name for f in train_folders], "validation": [f.name for f in val_folders]}
+        split = {"train": [s.name for s in train_sources], "validation": [s.name for s in val_sources]}
         (out_dir / "split.json").write_text(json.dumps(split, indent=2))
         (out_dir / "config.json").write_text(json.dumps({"train": to_plain(asdict(train_config)), "model": config.to_dict()}, indent=2))
     cache = out_dir / "cache"
-    train_cases = load_training_cases(train_folders, config.preprocess, cache, train_config.label_convention)
-    val_cases = [(f.name, *load_reference(f, train_config.label_convention)) for f in val_folders] if ddp.main else []
+    train_cases = load_training_cases(train_sources, config.preprocess, cache, train_config.label_convention)
+    val_cases = [(s.name, *load_reference(s, train_config.label_convention)) for s in val_sources] if ddp.main else []
 
     net = model
     if ddp.world > 1:
@@ -338,7 +335,7 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None)
                 history.append(row)
                 _append_csv(metrics_path, row)
                 improved = result["score"] > best_score or not val_cases
-                provenance = _provenance(train_config, train_folders, val_folders, step, result, elapsed, ddp, amp_dtype)
+                provenance = _provenance(train_config, train_sources, val_sources, step, result, elapsed, ddp, amp_dtype)
                 save_checkpoint(out_dir / "last.pt", model, config, provenance)
                 if improved:
                     best_score = result["score"]
@@ -368,14 +365,36 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None)
     return out_dir / "best.pt"
 
 
-def _provenance(tc: TrainConfig, train_folders, val_folders, step, result, seconds, ddp, amp_dtype) -> dict:
+def validation_split(names: list[str], tc: TrainConfig) -> tuple[str, ...]:
+    """The validation case ids: those named, else the fixed BraTS 2018 split when the data holds it, else
+    a fifth of the cases drawn with the seed (the same on every resume of the run).
+
+    Raises InputError listing the folder's cases when a named case is not among them.
+    """
+    if tc.validation:
+        unknown = [v for v in tc.validation if v not in names]
+        if unknown:
+            raise InputError(f"{tc.data}: holds no validation case {', '.join(unknown)}; name cases of this folder "
+                             f"with --validation (it holds {', '.join(names[:5])}{' ...' if len(names) > 5 else ''})")
+        return tuple(tc.validation)
+    if set(DEFAULT_VALIDATION) <= set(names):
+        return DEFAULT_VALIDATION
+    if len(names) < 2:
+        raise InputError(f"{tc.data}: holds {len(names)} labelled case; training needs at least one more for validation")
+    count = max(1, round(VALIDATION_SHARE * len(names)))
+    drawn = tuple(sorted(np.random.default_rng(tc.seed).choice(sorted(names), count, replace=False).tolist()))
+    log.info("validation split: %d of %d cases drawn with seed %d (name them with --validation)", count, len(names), tc.seed)
+    return drawn
+
+
+def _provenance(tc: TrainConfig, train_sources, val_sources, step, result, seconds, ddp, amp_dtype) -> dict:
     import platform
 
     return {
         "brainseg_version": __version__,
         "trained_with": "brainseg train",
-        "train_cases": [f.name for f in train_folders],
-        "validation_cases": [f.name for f in val_folders],
+        "train_cases": [s.name for s in train_sources],
+        "validation_cases": [s.name for s in val_sources],
         "data": str(tc.data),
         "step": step,
         "training_seconds": round(seconds, 1),

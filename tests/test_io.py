@@ -128,13 +128,13 @@ def test_save_labels_keeps_geometry_and_clears_private_fields(tmp_path):
     nib.save(img, paths["flair"])
     case = load_case([tmp_path / "c"])
     labels = np.zeros(case.shape, np.uint8)
-    labels[5:9, 6:8, 7] = 4
-    out = save_labels(labels, case, tmp_path / "out" / "seg.nii.gz")
+    labels[5:9, 6:8, 7] = 3  # internal ET
+    out = save_labels(labels, case, tmp_path / "out" / "seg.nii.gz", "brats2018")
     saved = nib.load(out)
     assert saved.shape == case.shape
     np.testing.assert_allclose(saved.affine, oblique, atol=1e-5)
-    np.testing.assert_array_equal(np.asarray(saved.dataobj), labels)
-    assert saved.header["descrip"].item() == b""
+    np.testing.assert_array_equal(np.asarray(saved.dataobj), np.where(labels == 3, 4, labels))
+    assert saved.header["descrip"].item() == b"brainseg labels brats2018"  # the patient's text is gone
     assert saved.get_data_dtype() == np.uint8
 
 
@@ -219,3 +219,25 @@ def test_read_label_map_keeps_file_values_and_geometry(tmp_path):
     # the app reads uploads by bytes and shows labels[0].shape: the result indexes as (values, affine)
     from_bytes = read_label_map((tmp_path / "c_seg.nii.gz").read_bytes(), "upload_seg.nii.gz")
     assert from_bytes[0].shape == (6, 7, 8) and from_bytes.name == "upload_seg.nii.gz"
+
+
+def test_a_label_map_brainseg_wrote_is_read_in_the_values_it_names(tmp_path):
+    """Decathlon values (1 edema, 2 core, 3 ET) would be guessed as BraTS 2023 (1 core, 2 edema); the
+    header brainseg writes says which they are. Another tool's description is not taken for it."""
+    paths = write_case(tmp_path / "c")
+    case = load_case([tmp_path / "c"])
+    labels = np.zeros(case.shape, np.uint8)
+    labels[4:12, 4:12, 4:12] = 2  # edema
+    labels[6:10, 6:10, 6:10] = 1  # necrotic core
+    labels[7:9, 7:9, 7:9] = 3  # enhancing
+    out = save_labels(labels, case, tmp_path / "seg.nii.gz", "msd")
+    read = read_label_map(out)
+    assert read.declared == "msd"
+    internal, convention = read.internal()
+    assert convention == "msd" and np.array_equal(internal, labels)
+    assert read.internal("brats2023")[1] == "brats2023"  # a named convention still wins
+    image = nib.load(out)
+    image.header["descrip"] = b"brainseg labels unknown"
+    nib.save(image, tmp_path / "other.nii.gz")
+    other = read_label_map(tmp_path / "other.nii.gz")
+    assert other.declared is None and other.internal()[1] == "brats2023"  # guessed from the 3

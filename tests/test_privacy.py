@@ -54,9 +54,11 @@ def write_case(folder, qform_code=1, sform_code=4) -> dict[str, object]:
     return paths
 
 
-def assert_private_and_aligned(exported: nib.Nifti1Image, raw: bytes, source: nib.Nifti1Header) -> None:
+def assert_private_and_aligned(exported: nib.Nifti1Image, raw: bytes, source: nib.Nifti1Header,
+                               descrip: bytes = b"brainseg labels brats2018") -> None:
+    """Free text holds only what brainseg writes there (a label map names its label values)."""
     for key in PRIVATE_HEADER_FIELDS:
-        assert exported.header[key].item() == b"", key
+        assert exported.header[key].item() == (descrip if key == "descrip" else b""), key
     assert len(exported.header.extensions) == 0
     for secret in [*SECRETS.values(), b"Doe^Jane", b"MRN4242"]:
         assert secret not in raw, secret
@@ -71,16 +73,18 @@ def test_exported_labels_are_cleared_and_keep_geometry(tmp_path, qform_code, sfo
     source = nib.load(paths["flair"]).header
     assert source["descrip"].item() == SECRETS["descrip"]  # the input really carries the secrets
     case = load_case([tmp_path / "case"])
-    labels = np.random.default_rng(0).integers(0, 5, SHAPE).astype(np.uint8)
+    labels = np.random.default_rng(0).integers(0, 4, SHAPE).astype(np.uint8)  # internal 0-3
+    file_values = np.array([0, 1, 2, 4], np.uint8)[labels]  # BraTS 2018: ET written as 4
 
-    saved = save_labels(labels, case, tmp_path / "out" / "labels.nii.gz")
+    saved = save_labels(labels, case, tmp_path / "out" / "labels.nii.gz", "brats2018")
     raw = gzip.decompress(saved.read_bytes())
     assert_private_and_aligned(nib.Nifti1Image.from_bytes(raw), raw, source)
 
-    raw = gzip.decompress(labels_bytes(labels, case))
+    raw = gzip.decompress(labels_bytes(labels, case, "msd"))
     exported = nib.Nifti1Image.from_bytes(raw)
-    assert_private_and_aligned(exported, raw, source)
-    np.testing.assert_array_equal(np.asarray(exported.dataobj), labels)
+    assert_private_and_aligned(exported, raw, source, descrip=b"brainseg labels msd")
+    np.testing.assert_array_equal(np.asarray(nib.load(saved).dataobj), file_values)
+    np.testing.assert_array_equal(np.asarray(exported.dataobj), np.array([0, 2, 1, 3], np.uint8)[labels])
 
     # exporting does not alter the loaded case's own header
     assert case.header["descrip"].item() == SECRETS["descrip"]
@@ -111,5 +115,5 @@ def test_a_failed_save_leaves_nothing_behind(tmp_path, monkeypatch):
 
     monkeypatch.setattr(nib, "save", broken_save)
     with pytest.raises(OSError):
-        save_labels(np.zeros(SHAPE, np.uint8), case, target)
+        save_labels(np.zeros(SHAPE, np.uint8), case, target, "brats2018")
     assert list((tmp_path / "out").iterdir()) == []

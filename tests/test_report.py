@@ -168,7 +168,7 @@ def test_read_reference_refuses_another_grid_or_foreign_values():
 def test_downloaded_segmentation_lies_on_the_scans_grid():
     case = _case()
     internal = labels_with_known_volumes()
-    image = nib.Nifti1Image.from_bytes(gzip.decompress(labels_bytes(from_internal(internal, "brats2018"), case)))
+    image = nib.Nifti1Image.from_bytes(gzip.decompress(labels_bytes(internal, case, "brats2018")))
     assert np.allclose(image.affine, LPS2)
     assert np.array_equal(np.asarray(image.dataobj), from_internal(internal, "brats2018"))
     assert sorted(np.unique(np.asarray(image.dataobj)).tolist()) == [0, 1, 2, 4]

@@ -127,7 +127,7 @@ def test_training_reads_segmentations_in_the_convention_it_is_told(tmp_path):
     (a resection cavity added outside the tumour) gives the same targets as the original once named."""
     import nibabel as nib
 
-    from brainseg.data import load_training_cases
+    from brainseg.data import find_cases, load_training_cases
     from brainseg.labels import from_internal, to_internal
 
     case = CASES[0]
@@ -145,11 +145,11 @@ def test_training_reads_segmentations_in_the_convention_it_is_told(tmp_path):
         nib.save(nib.Nifti1Image(values, seg.affine), folder / f"{case}_seg.nii.gz")
         folders[name] = folder
     config = PreprocessConfig()
-    truth = load_training_cases([BRATS / case], config)[0].target
+    truth = load_training_cases([s for s in find_cases(BRATS) if s.name == case], config)[0].target
     for name, folder in folders.items():
-        named = load_training_cases([folder], config, tmp_path / "cache", name)[0].target
+        named = load_training_cases(find_cases(folder.parent), config, tmp_path / "cache", name)[0].target
         np.testing.assert_array_equal(named, truth, err_msg=name)
-    guessed = load_training_cases([folders["msd"]], config, tmp_path / "cache")[0].target  # read as BraTS 2023+
+    guessed = load_training_cases(find_cases(folders["msd"].parent), config, tmp_path / "cache")[0].target  # read as BraTS 2023+
     assert not np.array_equal(guessed, truth)  # and not a cached copy of the named read
     with pytest.raises(SettingError, match=r"^labels: unknown label convention 'brats2019'"):
         TrainConfig(labels="brats2019")
