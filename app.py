@@ -21,7 +21,7 @@ from brainseg.checkpoint import DEFAULT_DIR, discover, load_checkpoint
 from brainseg.config import BrainsegConfig
 from brainseg.errors import BrainsegError
 from brainseg.io import assemble_case, convention_from_names, labels_bytes, modality_from_name, probabilities_bytes, read_label_map, read_reference, read_scan
-from brainseg.labels import AUTO, CONVENTIONS, ED, ET, LABEL_NAMES, LABEL_OPTIONS, NCR, REGIONS, chosen_convention, from_internal
+from brainseg.labels import AUTO, CONVENTIONS, ED, ET, LABEL_NAMES, LABEL_OPTIONS, NCR, REGIONS, chosen_convention
 from brainseg.metrics import evaluate, slice_area_mm2, slice_stats, volume_stats
 
 log = logging.getLogger("brainseg.app")

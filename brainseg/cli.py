@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--val-every", type=int, default=250)
     tr.add_argument("--patience", type=int, default=0, help="validations without improvement before stopping (0: never)")
     tr.add_argument("--validation", nargs="*", help="validation case IDs (default: the fixed BraTS 2018 split when "
-                                                     "the data holds it, else a fifth of the cases drawn with --seed)")
+                                                     "the data holds it, else a fifth of the cases drawn with --seed; "
+                                                     "the flag alone: none, train on every case)")
     tr.add_argument("--spacing", type=float, default=2.0, help="working resolution in mm")
     tr.add_argument("--norm", default="instance", choices=["instance", "batch"])
     tr.add_argument("--output-mode", default="regions", choices=["regions", "labels"])
@@ -173,7 +174,7 @@ def _run_training(args) -> Path:
     tc = TrainConfig(
         data=args.data, output=args.output, max_steps=args.max_steps, batch_size=args.batch_size,
         patch_size=tuple(args.patch_size), lr=args.lr, val_every=args.val_every, patience=args.patience,
-        validation=tuple(args.validation or ()),
+        validation=tuple(args.validation) if args.validation is not None else None,
         augment=not args.no_augment, threads=args.threads, seed=args.seed, resume=args.resume or "", init=args.init or "",
         time_limit_minutes=args.time_limit, labels=args.labels,
     )

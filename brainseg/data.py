@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from brainseg import MODALITIES
 from brainseg.config import PreprocessConfig
 from brainseg.datasets import CaseSource, is_dataset, labelled_cases
 from brainseg.errors import InputError
@@ -73,7 +74,7 @@ def load_reference(source: CaseSource | Path, convention: str | None = None) -> 
     if source.segmentation is None:
         raise InputError(f"{source.scans[0]}: no segmentation file; expected one named like CASE_seg.nii.gz beside the scans")
     case = source.load()
-    labels, _ = read_label_map(source.segmentation, case=case).internal(convention or source.label_convention)
+    labels, _ = read_label_map(source.segmentation, case=case).internal(convention, source.label_convention)
     return case, labels
 
 
@@ -103,7 +104,10 @@ def load_training_cases(sources: list[CaseSource], config: PreprocessConfig, cac
     out = []
     for source in sources:
         read_as = convention or source.label_convention
-        key = hashlib.sha1(json.dumps(settings + ([read_as] if read_as else [])).encode()).hexdigest()[:10]
+        described = [read_as] if read_as else []
+        if source.channels != MODALITIES:  # a corrected dataset.json must not reuse arrays read in the old order
+            described.append(list(source.channels))
+        key = hashlib.sha1(json.dumps(settings + described).encode()).hexdigest()[:10]
         cached = cache_dir / f"{source.name}-{key}.npz" if cache_dir else None
         if cached is not None and cached.is_file():
             data = np.load(cached)

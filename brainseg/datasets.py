@@ -1,7 +1,7 @@
 """Where the cases of a data folder are: BraTS case folders, or the layout of the Medical Segmentation
 Decathlon and nnU-Net (``imagesTr``/``labelsTr``/``imagesTs`` beside a ``dataset.json``).
 
-In that layout a case is one 4-channel file (``BRATS_001.nii.gz``, Decathlon) or one file per channel
+In that layout a case is one 4-channel file (``BRATS_001.nii.gz``, Decathlon) or one 3D file per channel
 (``BRATS_001_0000.nii.gz`` ... ``_0003``, nnU-Net), and its label map is ``labelsTr/BRATS_001.nii.gz``.
 Channel order and label values are read from ``dataset.json``: the Decathlon's Task01 writes edema as
 1 and enhancing tumour as 3, which guessing from the values would take for BraTS 2023.
@@ -14,16 +14,18 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
+
 from brainseg import MODALITIES
 from brainseg.errors import InputError
-from brainseg.io import Case, load_case, load_channel_files, modality_from_name, strip_suffix
+from brainseg.io import NIFTI_SUFFIXES, Case, case_files, is_hidden, load_case, load_channel_files, strip_suffix
 from brainseg.labels import CONVENTIONS, ED, ET, LABEL_NAMES, NCR
 
 log = logging.getLogger(__name__)
 
 DESCRIPTION = "dataset.json"
 _CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")  # nnU-Net: CASE_0000.nii.gz
-_NIFTI = (".nii.gz", ".nii")
+CAVITY = 4  # BraTS 2024 post-treatment: resection cavity, read as background (labels.READ_ONLY)
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,9 @@ class CaseSource:
         scans: one case folder, one 4-channel file, or one file per channel in ``channels`` order.
         channels: the modality of each channel (of a 4-channel file) or file.
         segmentation: the case's label map, when it has one.
-        label_convention: the label values its dataset describes (``labels.CONVENTIONS``); None: guess.
+        label_convention: the label values its dataset describes (``labels.READABLE``); None: not described.
+        problem: why the case cannot be read (a missing channel file); raised when it is loaded, so one
+            bad case costs only itself in a cohort.
     """
 
     name: str
@@ -43,8 +47,11 @@ class CaseSource:
     channels: tuple[str, ...] = MODALITIES
     segmentation: Path | None = None
     label_convention: str | None = None
+    problem: str | None = None
 
     def load(self) -> Case:
+        if self.problem is not None:
+            raise InputError(self.problem)
         if len(self.scans) == 1:
             return load_case(self.scans, self.channels)
         return load_channel_files(self.scans, self.channels)
@@ -52,10 +59,11 @@ class CaseSource:
 
 @dataclass(frozen=True)
 class Description:
-    """What a ``dataset.json`` says about its cases."""
+    """What a ``dataset.json`` says about its cases; ``found`` is False when there is none."""
 
     channels: tuple[str, ...] = MODALITIES
     label_convention: str | None = None
+    found: bool = False
 
 
 def is_dataset(root: Path) -> bool:
@@ -63,15 +71,35 @@ def is_dataset(root: Path) -> bool:
     return (root / "imagesTr").is_dir()
 
 
-def describe(root: Path) -> Description:
-    """Channel order and label values from ``root/dataset.json``; the Decathlon's order when it is absent.
+def dataset_of(folder: Path) -> Path | None:
+    """The dataset folder that ``folder`` (an images or labels folder) lies in, or None."""
+    parent = folder.absolute().parent  # not resolved: a linked imagesTs keeps the dataset it was linked into
+    return parent if is_dataset(parent) else None
 
-    Raises InputError naming the file when it cannot be read or names other channels than the four.
+
+def is_images_folder(folder: Path) -> bool:
+    """A folder of image files that are cases (not a case folder, nor a folder of case folders): one in a
+    dataset folder, or one named like ``imagesTs``."""
+    if dataset_of(folder) is None and not folder.name.lower().startswith("images"):
+        return False
+    entries = [p for p in folder.iterdir() if not is_hidden(p.name)]
+    if any(p.is_dir() for p in entries) or not any(p.name.lower().endswith(NIFTI_SUFFIXES) for p in entries):
+        return False
+    try:
+        case_files(folder)  # four scans named by modality: a case folder that happens to be called "images"
+    except InputError:
+        return True
+    return False
+
+
+def describe(root: Path, channels: bool = True) -> Description:
+    """What ``root/dataset.json`` says: channel order (when ``channels``) and label values; the
+    Decathlon's channel order and no label values when there is no such file.
+
+    Raises InputError naming the file when it cannot be read or its channels or labels are malformed.
     """
     path = root / DESCRIPTION
     if not path.is_file():
-        log.warning("%s: no %s; reading channels in the Decathlon's order (FLAIR, T1, T1gd, T2) and guessing "
-                    "label values from each map (name them with --labels)", root, DESCRIPTION)
         return Description()
     try:
         text = json.loads(path.read_text(encoding="utf-8"))
@@ -79,35 +107,58 @@ def describe(root: Path) -> Description:
         raise InputError(f"{path}: not a readable JSON file ({exc}); expected the dataset's description") from None
     if not isinstance(text, dict):
         raise InputError(f"{path}: holds {type(text).__name__}, expected a JSON object describing the dataset")
-    return Description(_channels(text, path), _label_convention(text.get("labels"), path))
+    order = _channels(text, path) if channels else MODALITIES
+    return Description(order, _label_convention(text.get("labels"), path), found=True)
+
+
+def label_convention_of(folder: Path) -> str | None:
+    """The label values the dataset.json of the dataset ``folder`` lies in names, or None."""
+    root = dataset_of(folder)
+    return describe(root, channels=False).label_convention if root is not None else None
+
+
+_CHANNEL_WORDS = "FLAIR (T2-FLAIR, T2f), T1 (T1w, T1n), T1ce (T1gd, T1c, T1-CE, T1post) and T2 (T2w)"
+
+
+def _channel_modality(name: str) -> str | None:
+    text = re.sub(r"[^a-z0-9]", "", name.lower())
+    if "flair" in text or text == "t2f":
+        return "flair"
+    if text.startswith("t1"):
+        rest = text[2:].removeprefix("w")
+        if rest in ("", "n", "native", "pre"):
+            return "t1"
+        if rest in ("ce", "c", "gd", "post", "contrast", "cegd", "gdce"):
+            return "t1ce"
+    if text in ("t2", "t2w"):
+        return "t2"
+    return None
 
 
 def _channels(text: dict, path: Path) -> tuple[str, ...]:
-    # Decathlon: "modality"; nnU-Net v2: "channel_names"; both {"0": "FLAIR", "1": "T1w", ...}
+    # Decathlon and nnU-Net v1: "modality"; nnU-Net v2: "channel_names"; both {"0": "FLAIR", "1": "T1w", ...}
     names = text.get("channel_names", text.get("modality"))
     if names is None:
         return MODALITIES
-    try:
-        ordered = [str(names[k]) for k in sorted(names, key=int)]
-    except (TypeError, ValueError, AttributeError):
-        raise InputError(f"{path}: channel names {names!r} are not a mapping of channel numbers to names") from None
+    expected = [str(k) for k in range(len(MODALITIES))]
+    if not isinstance(names, dict) or sorted(names) != expected:
+        raise InputError(f"{path}: channels {names!r}; expected four numbered names, "
+                         f"{{\"0\": ..., \"1\": ..., \"2\": ..., \"3\": ...}}")
     channels = []
-    for name in ordered:
-        try:
-            modality = modality_from_name(name)
-        except InputError:
-            modality = None
+    for key in expected:
+        modality = _channel_modality(str(names[key]))
+        if modality is None or modality in channels:
+            problem = "names no MRI modality brainseg reads" if modality is None else f"is {modality.upper()} a second time"
+            raise InputError(f"{path}: channel {key} {names[key]!r} {problem}; expected one each of {_CHANNEL_WORDS}")
         channels.append(modality)
-    if sorted(c for c in channels if c) != sorted(MODALITIES) or len(channels) != len(MODALITIES):
-        raise InputError(f"{path}: channels {ordered}; expected the four MRI modalities FLAIR, T1, T1ce (T1gd), T2 "
-                         f"in any order")
     return tuple(channels)
 
 
-_ROLE_WORDS = (  # checked in order: "non-enhancing" before "enhancing"
-    (NCR, ("non-enhancing", "non enhancing", "nonenhancing", "necro", "ncr", "net")),
+_ROLE_WORDS = (  # checked in order: "non-enhancing" before "enhancing"; BraTS 2024 names NETC, SNFH, ET, RC
+    (NCR, ("non-enhancing", "non enhancing", "nonenhancing", "necro", "ncr", "net", "netc")),
     (ET, ("enhancing", "et")),
-    (ED, ("edema", "oedema", "ed")),
+    (ED, ("edema", "oedema", "ed", "snfh")),
+    (CAVITY, ("resection", "cavity", "rc")),
 )
 
 
@@ -120,34 +171,44 @@ def _role(name: str) -> int | None:
     return None
 
 
+def _whole(value, path: Path, key) -> int:
+    """A label value from dataset.json: a whole number (JSON true is no label value)."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().isdigit():
+        raise InputError(f"{path}: label {key!r} has value {value!r}; expected a whole number or a list of them")
+    return int(value)
+
+
 def _label_convention(labels, path: Path) -> str | None:
-    """The convention whose values the dataset's label names give NCR, edema and ET, or None."""
+    """The convention whose values the dataset's label names give NCR, edema and ET, or None (logged)."""
     if not isinstance(labels, dict):
         return None
-    pairs = []  # (value, name) for single-value labels; nnU-Net regions give lists
-    regions = {}
-    for key, value in labels.items():
-        if isinstance(value, str):  # Decathlon: {"1": "edema"}
-            pairs.append((key, value))
-        elif isinstance(value, int):  # nnU-Net v2: {"edema": 1}
-            pairs.append((value, key))
-        elif isinstance(value, list):  # nnU-Net v2 regions: {"whole tumor": [1, 2, 3]}
-            regions[key.lower()] = {int(v) for v in value}
     found: dict[int, int] = {}
-    for value, name in pairs:
-        role = _role(name)
-        if role is not None:
-            try:
-                found[role] = int(value)
-            except ValueError:
-                return None
+    regions: dict[str, set[int]] = {}
+    for key, value in labels.items():
+        if isinstance(value, list):  # nnU-Net v2 regions: {"whole tumor": [1, 2, 3]}
+            regions[str(key).lower()] = {_whole(v, path, key) for v in value}
+            continue
+        # Decathlon {"1": "edema"} or nnU-Net v2 {"edema": 1}
+        name, number = (value, key) if isinstance(value, str) else (key, value)
+        role = _role(str(name))
+        if role is None:
+            continue
+        if role in found:
+            log.warning("%s: two labels name %s; label values are guessed from each map", path, LABEL_NAMES.get(role, "cavity"))
+            return None
+        found[role] = _whole(number, path, key)
     whole = next((v for k, v in regions.items() if "whole" in k or k == "wt"), None)
     core = next((v for k, v in regions.items() if "core" in k or k == "tc"), None)
     enhancing = next((v for k, v in regions.items() if "enhancing" in k or k == "et"), None)
     if whole and core and enhancing and len(enhancing) == 1 and len(whole - core) == 1 and len(core - enhancing) == 1:
         found = {ED: min(whole - core), NCR: min(core - enhancing), ET: min(enhancing)}
+    cavity = found.pop(CAVITY, None)
     for convention, mapping in CONVENTIONS.items():
         if all(found.get(role) == mapping[role] for role in (NCR, ED, ET)):
+            if cavity is not None:
+                if (convention, cavity) != ("brats2023", CAVITY):
+                    break
+                convention = "brats2024"
             named = ", ".join(f"{LABEL_NAMES[role]} {value}" for role, value in sorted(found.items()))
             log.info("%s: label values (%s) are the %s convention", path, named, convention)
             return convention
@@ -157,32 +218,51 @@ def _label_convention(labels, path: Path) -> str | None:
 
 
 def image_cases(folder: Path, description: Description) -> list[CaseSource]:
-    """The cases of an images folder (``imagesTr``, ``imagesTs``): 4-channel files or nnU-Net channel files.
+    """The cases of an images folder (``imagesTr``, ``imagesTs``): 4-channel files or nnU-Net channel files."""
+    return group_cases([p for p in sorted(folder.iterdir()) if p.is_file()], description, folder)
 
-    Raises InputError naming the folder when a case lacks a channel file or it holds no images.
+
+def _is_4d(path: Path) -> bool:
+    try:
+        return len(nib.load(path).shape) == 4  # reads the header only
+    except Exception:  # unreadable: loading it later says what is wrong with it
+        return False
+
+
+def group_cases(files: list[Path], description: Description, where: Path) -> list[CaseSource]:
+    """Image files grouped into cases: a 4-channel CASE.nii.gz, or 3D CASE_0000 ... CASE_0003.
+
+    A case that lacks a channel file, or whose channel order no dataset.json gives, carries its problem
+    and raises it when loaded. Raises InputError naming ``where`` when there are no images at all.
     """
+    n = len(description.channels)
     by_case: dict[str, dict[int, Path]] = {}
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not path.is_file() or not path.name.lower().endswith(_NIFTI):
-            continue  # "._BRATS_001.nii.gz": macOS metadata shipped in the Decathlon's archive
+    for path in files:
+        if is_hidden(path.name) or not path.name.lower().endswith(NIFTI_SUFFIXES):
+            continue
         stem = strip_suffix(path.name)
-        match = _CHANNEL_FILE.match(stem)
+        match = None if _is_4d(path) else _CHANNEL_FILE.match(stem)  # BraTS_0001.nii.gz may be a whole case
         case, channel = (match["case"], int(match["channel"])) if match else (stem, -1)
         by_case.setdefault(case, {})[channel] = path
     if not by_case:
-        raise InputError(f"{folder}: no .nii.gz or .nii images; expected one 4-channel file per case (CASE.nii.gz) "
+        raise InputError(f"{where}: no .nii.gz or .nii images; expected one 4-channel file per case (CASE.nii.gz) "
                          f"or one file per channel (CASE_0000.nii.gz ... CASE_0003.nii.gz)")
     cases = []
-    for case, files in by_case.items():
-        if list(files) == [-1]:
-            scans = (files[-1],)
-        elif sorted(files) == list(range(len(description.channels))):
-            scans = tuple(files[k] for k in range(len(description.channels)))
+    for case, channels in sorted(by_case.items()):
+        problem = None
+        if list(channels) == [-1]:
+            scans = (channels[-1],)
         else:
-            have = ", ".join(p.name for p in files.values())
-            raise InputError(f"{folder}: case {case} has files {have}; expected CASE.nii.gz with all four channels, "
-                             f"or CASE_0000 ... CASE_{len(description.channels) - 1:04d} (one per channel)")
-        cases.append(CaseSource(case, scans, description.channels, None, description.label_convention))
+            scans = tuple(channels[k] for k in sorted(channels))
+            if sorted(channels) != list(range(n)):
+                have = ", ".join(p.name for p in scans)
+                problem = (f"{where}: case {case} has files {have}; expected CASE.nii.gz with all four channels, "
+                           f"or CASE_0000 ... CASE_{n - 1:04d} (one per channel)")
+            elif not description.found:
+                problem = (f"{where}: case {case} is one file per channel, and no dataset.json beside {where.name} "
+                           f"says which channel is which modality; expected a dataset.json with \"channel_names\" "
+                           f"(or give the four files named by modality)")
+        cases.append(CaseSource(case, scans, description.channels, None, description.label_convention, problem))
     return cases
 
 
@@ -192,24 +272,20 @@ def labelled_cases(root: Path) -> list[CaseSource]:
     Raises InputError when ``labelsTr`` is missing or holds a map for none of the cases.
     """
     description = describe(root)
+    if not description.found:
+        log.warning("%s: no %s; 4-channel files are read in the Decathlon's order (FLAIR, T1, T1gd, T2) and label "
+                    "values guessed from each map (name them with --labels)", root, DESCRIPTION)
     labels_dir = root / "labelsTr"
     if not labels_dir.is_dir():
         raise InputError(f"{root}: has imagesTr but no labelsTr folder; expected the label maps in labelsTr")
     cases = []
     for source in image_cases(root / "imagesTr", description):
-        segmentation = next((p for p in (labels_dir / f"{source.name}{s}" for s in _NIFTI) if p.is_file()), None)
+        segmentation = next((p for p in (labels_dir / f"{source.name}{s}" for s in NIFTI_SUFFIXES) if p.is_file()), None)
         if segmentation is None:
             log.warning("%s: no label map %s.nii.gz in %s; case left out", root, source.name, labels_dir)
             continue
-        cases.append(CaseSource(source.name, source.scans, source.channels, segmentation, source.label_convention))
+        cases.append(CaseSource(source.name, source.scans, source.channels, segmentation, source.label_convention,
+                                source.problem))
     if not cases:
         raise InputError(f"{root}: no case of imagesTr has its label map in labelsTr (CASE.nii.gz)")
     return cases
-
-
-def enclosing_description(folder: Path) -> Description | None:
-    """The description of the dataset an ``imagesTs``/``labelsTr``-like folder belongs to, if any."""
-    parent = folder.resolve().parent
-    if (parent / DESCRIPTION).is_file() or folder.name.lower().startswith(("images", "labels")) and is_dataset(parent):
-        return describe(parent)
-    return None

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from brainseg.datasets import enclosing_description
+from brainseg.datasets import is_dataset, label_convention_of
 from brainseg.errors import BrainsegError, InputError
 from brainseg.files import check_can_create
-from brainseg.io import AFFINE_TOLERANCE, check_same_grid, onto_grid, read_label_map, segmentation_file, strip_suffix
+from brainseg.io import (AFFINE_TOLERANCE, NIFTI_SUFFIXES, check_same_grid, is_hidden, onto_grid, read_label_map,
+                         segmentation_file, strip_suffix)
 from brainseg.labels import REGIONS, chosen_convention
 from brainseg.metrics import evaluate, summarise
 
@@ -50,21 +51,18 @@ def evaluate_files(pred_path: Path, ref_path: Path, pred_convention: str | None 
             pred = pred._replace(values=moved, affine=ref.affine)
     check_same_grid(ref.name, ref.values.shape, ref.affine, pred.name, pred.values.shape, pred.affine,
                     "a prediction on the reference's grid", pred.has_geometry and ref.has_geometry)
-    pred_how = _how_read(pred, pred_convention)
-    ref_how = _how_read(ref, ref_convention, ref_dataset_convention)
-    if ref_how == "dataset.json":
-        ref_convention = ref_dataset_convention
     pred_labels, pred_read_as = pred.internal(pred_convention)
-    ref_labels, convention = ref.internal(ref_convention)
+    ref_labels, convention = ref.internal(ref_convention, ref_dataset_convention)
     # which values were read how, so a guessed convention can be checked afterwards
-    how = {"prediction": pred_how, "reference": ref_how}
+    how = {"prediction": _how_read(pred, pred_convention), "reference": _how_read(ref, ref_convention, ref_dataset_convention)}
     return {**evaluate(pred_labels, ref_labels, ref.spacing, convention),
             "label_conventions": {"prediction": pred_read_as, "reference": convention, "read_from": how,
                                   "guessed": [who for who, source in how.items() if source == "values"]}}
 
 
 def _how_read(label_map, given: str | None, dataset: str | None = None) -> str:
-    """Where a map's convention comes from: "given", "header" (brainseg wrote it), "dataset.json" or "values"."""
+    """Where a map's convention came from (in ``LabelMap.internal``'s order): "given", "header" (brainseg
+    wrote it), "dataset.json" or "values"."""
     if given is not None:
         return "given"
     if label_map.declared is not None:
@@ -107,17 +105,18 @@ def reference_cases(ref_dir: Path) -> dict[str, Path]:
     """Case id -> segmentation file: case folders holding a seg file, and label map files."""
     refs: dict[str, Path] = {}
     for p in sorted(ref_dir.iterdir()):
-        if p.name.startswith("."):  # "._BRATS_001.nii.gz": macOS metadata in the Decathlon's archive
+        if is_hidden(p.name):
             continue
         if p.is_dir():
             seg = segmentation_file(p)
             if seg is not None:
                 refs[p.name] = seg
-        elif p.name.endswith((".nii", ".nii.gz")):
+        elif p.name.endswith(NIFTI_SUFFIXES):
             refs[_case_id(p.name)] = p
     if not refs:
         raise InputError(
             f"{ref_dir}: no reference cases; expected case folders holding a CASE_seg.nii.gz, or label map files"
+            + ("; this is a Decathlon / nnU-Net dataset folder: give its labelsTr folder" if is_dataset(ref_dir) else "")
         )
     return refs
 
@@ -165,9 +164,8 @@ def run_evaluate(args) -> int:
             f"{pred} is {_kind(pred)} but {ref} is {_kind(ref)}; give two files (a prediction and its "
             f"reference) or two folders"
         )
-    dataset = enclosing_description(ref if ref.is_dir() else ref.parent)
     conventions = (chosen_convention(args.prediction_labels), chosen_convention(args.reference_labels),
-                   dataset.label_convention if dataset is not None else None)
+                   label_convention_of(ref if ref.is_dir() else ref.parent))
     if args.csv:
         check_can_create([args.csv])
     if pred.is_file():
@@ -224,7 +222,7 @@ def _case_id(name: str) -> str:
 
 def _is_label_map_name(name: str) -> bool:
     # segment --save-probabilities writes CASE_seg_probabilities.nii.gz beside each prediction
-    return name.endswith((".nii", ".nii.gz")) and not strip_suffix(name).endswith("_probabilities")
+    return name.endswith(NIFTI_SUFFIXES) and not strip_suffix(name).endswith("_probabilities")
 
 
 def _few(names: list[str]) -> str:

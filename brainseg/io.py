@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 MAX_VOXELS = 512 * 512 * 512  # one modality; larger headers are refused before allocating
 MAX_BYTES = 2 * 1024**3  # decompressed size of one file
 AFFINE_TOLERANCE = 1e-3  # mm
-SUFFIXES = (".nii.gz", ".nii", ".npy")
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+SUFFIXES = (*NIFTI_SUFFIXES, ".npy")
 PRIVATE_HEADER_FIELDS = ("descrip", "aux_file", "db_name", "intent_name")
 _NIFTI1_HEADER_BYTES, _NIFTI2_HEADER_BYTES = 348, 540
 _GZIP_SLACK = 1024**2  # bytes a .nii.gz may inflate to beyond what its header describes
@@ -94,6 +95,12 @@ def strip_suffix(name: str) -> str:
         if base.lower().endswith(suffix):
             return base[: -len(suffix)]
     return base
+
+
+def is_hidden(name: str) -> bool:
+    """Hidden files and folders: "._BRATS_001.nii.gz" (macOS metadata, shipped in the Decathlon's
+    archives), ".ipynb_checkpoints", ".git"."""
+    return os.path.basename(name).startswith(".")
 
 
 def modality_from_name(name: str) -> str | None:
@@ -399,12 +406,11 @@ class LabelMap(NamedTuple):
         """False for a .npy file: it has no voxel-to-world matrix, only a shape."""
         return not self.name.lower().endswith(".npy")
 
-    def internal(self, convention: str | None = None) -> tuple[np.ndarray, str]:
-        """Internal labels 0-3 (uint8) and the convention the file was written in: ``convention`` (one of
-        ``labels.READABLE``) or, when None, the one its header names, else the one its values suggest
-        (BraTS 2018-2021 or 2023+)."""
-        if convention is None:
-            convention = self.declared or guess_convention(self.values, self.name)
+    def internal(self, convention: str | None = None, described: str | None = None) -> tuple[np.ndarray, str]:
+        """Internal labels 0-3 (uint8) and the convention the file was written in, the first of: the
+        ``convention`` a user names, the one its header names (brainseg's own maps), the one its dataset
+        describes (``described``), the one its values suggest (BraTS 2018-2021 or 2023+)."""
+        convention = convention or self.declared or described or guess_convention(self.values, self.name)
         return to_internal(self.values, convention, self.name), convention
 
 

@@ -7,9 +7,13 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from brainseg.errors import InputError
 from brainseg.files import check_can_create, check_can_write
+
+if TYPE_CHECKING:
+    from brainseg.datasets import CaseSource, Description
 
 
 def is_cohort(inputs: list[str]) -> bool:
@@ -17,34 +21,39 @@ def is_cohort(inputs: list[str]) -> bool:
     of a Decathlon / nnU-Net dataset."""
     if len(inputs) != 1 or not Path(inputs[0]).is_dir():
         return False
+    from brainseg.datasets import is_images_folder
+    from brainseg.io import SUFFIXES
+
     folder = Path(inputs[0])
-    if _images_folder(folder) is not None:
+    if is_images_folder(folder):
         return True
-    has_files = any(p.is_file() and p.name.lower().endswith((".nii", ".nii.gz", ".npy")) for p in folder.iterdir())
+    has_files = any(p.is_file() and p.name.lower().endswith(SUFFIXES) for p in folder.iterdir())
     return not has_files and any(p.is_dir() for p in folder.iterdir())
 
 
-def _images_folder(folder: Path):
-    """The dataset description of an images folder (imagesTs, imagesTr, or any folder beside a
-    dataset.json), or None for a case folder or a folder of case folders."""
-    from brainseg.datasets import Description, enclosing_description
-    from brainseg.io import case_files
+def _description(images_folder: Path) -> "Description":
+    """What the dataset.json of the dataset an images folder lies in says (nothing, outside a dataset)."""
+    from brainseg.datasets import Description, dataset_of, describe
 
-    description = enclosing_description(folder)
-    if description is None and folder.name.lower().startswith("images"):
-        try:
-            case_files(folder)  # a case folder that happens to be called "images"
-        except InputError:
-            description = Description()
-    return description
+    root = dataset_of(images_folder)
+    return describe(root) if root is not None else Description()
 
 
-def _dataset_description(inputs: list[str]):
-    """The description of the dataset a single 4-channel input file belongs to, or None."""
-    from brainseg.datasets import enclosing_description
+def _dataset_case(inputs: list[str]) -> "CaseSource | None":
+    """The ``datasets.CaseSource`` of input files from a dataset's images folder (one 4-channel file, or
+    one case's CASE_0000 ... CASE_0003 channel files), read in the order and label values of its
+    dataset.json; None for other inputs."""
+    from brainseg.datasets import dataset_of, group_cases
+    from brainseg.io import NIFTI_SUFFIXES
 
-    path = Path(inputs[0])
-    return enclosing_description(path.parent) if len(inputs) == 1 and path.is_file() else None
+    paths = [Path(p) for p in inputs]
+    if not all(p.is_file() and p.name.lower().endswith(NIFTI_SUFFIXES) for p in paths):
+        return None
+    folder = paths[0].parent
+    if len({p.absolute().parent for p in paths}) != 1 or dataset_of(folder) is None:
+        return None
+    cases = group_cases(paths, _description(folder), folder)
+    return cases[0] if len(cases) == 1 else None
 
 
 def run_segment(args) -> int:
@@ -65,11 +74,11 @@ def run_segment(args) -> int:
     from brainseg.io import load_case
 
     t = time.perf_counter()
-    dataset = _dataset_description(args.inputs)
-    if dataset is None:
+    source = _dataset_case(args.inputs)
+    if source is None:
         case = _with_labels(load_case(args.inputs), args.labels)
     else:
-        case = _with_labels(load_case(args.inputs, dataset.channels), args.labels or dataset.label_convention)
+        case = _with_labels(source.load(), _output_convention(source, args))
     load_seconds = time.perf_counter() - t
     loaded = load_checkpoint(checkpoint)
     settings = run_settings(args, loaded)
@@ -260,19 +269,19 @@ def _run_cohort(args, checkpoint: Path) -> int:
     return 2 if failures else 0
 
 
-def cohort_cases(root: Path, out_dir: Path) -> list:
-    """The cases of a cohort (``datasets.CaseSource``): the image cases of a Decathlon / nnU-Net images
-    folder, or the subfolders of a folder of cases, less hidden ones (.ipynb_checkpoints, .git) and the
-    output folder when it lies inside. Raises InputError when there are none."""
-    from brainseg.datasets import CaseSource, image_cases, is_dataset
+def cohort_cases(root: Path, out_dir: Path) -> "list[CaseSource]":
+    """The cases of a cohort: the image cases of a Decathlon / nnU-Net images folder, or the subfolders
+    of a folder of cases, less hidden ones (.ipynb_checkpoints, .git) and the output folder when it lies
+    inside. Raises InputError when there are none."""
+    from brainseg.datasets import CaseSource, image_cases, is_dataset, is_images_folder
+    from brainseg.io import is_hidden
 
-    description = _images_folder(root)
-    if description is not None:
-        return image_cases(root, description)
+    if is_images_folder(root):
+        return image_cases(root, _description(root))
     if is_dataset(root):
         raise InputError(f"{root}: is a Decathlon / nnU-Net dataset folder; give its imagesTs (or imagesTr) folder")
     out = out_dir.resolve()
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.resolve() != out)
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not is_hidden(p.name) and p.resolve() != out)
     if not folders:
         raise InputError(f"{root}: no case folders (hidden folders and the output folder {out_dir} do not count)")
     return [CaseSource(p.name, (p,)) for p in folders]

@@ -53,7 +53,7 @@ class TrainConfig:
     augment: bool = True
     val_every: int = 250
     patience: int = 0  # validations without improvement before stopping; 0 = never stop early
-    validation: tuple[str, ...] = ()  # case ids; empty: see validation_split
+    validation: tuple[str, ...] | None = None  # case ids; () trains on every case; None: see validation_split
     seed: int = 0
     threads: int = 0  # 0: torch's default
     resume: str = ""
@@ -259,7 +259,7 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None)
     history = []
 
     sources = find_cases(train_config.data)
-    validation = validation_split([s.name for s in sources], train_config)
+    validation = validation_split([s.name for s in sources], train_config, out_dir / "split.json")
     val_sources = [s for s in sources if s.name in validation]
     train_sources = [s for s in sources if s.name not in validation]
     if not train_sources:
@@ -365,18 +365,31 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None)
     return out_dir / "best.pt"
 
 
-def validation_split(names: list[str], tc: TrainConfig) -> tuple[str, ...]:
-    """The validation case ids: those named, else the fixed BraTS 2018 split when the data holds it, else
-    a fifth of the cases drawn with the seed (the same on every resume of the run).
+def validation_split(names: list[str], tc: TrainConfig, saved: Path | None = None) -> tuple[str, ...]:
+    """The validation case ids: a resumed run's (from its ``saved`` split.json), else those named (none
+    for ``()``), else the fixed BraTS 2018 split when the data holds it, else a fifth of the cases drawn
+    with the seed.
 
-    Raises InputError listing the folder's cases when a named case is not among them.
+    Raises InputError listing the folder's cases when a named case is not among them, or when a resumed
+    run is given another split than it began with.
     """
-    if tc.validation:
-        unknown = [v for v in tc.validation if v not in names]
+    chosen = tc.validation
+    if tc.resume and saved is not None and saved.is_file():
+        try:
+            before = tuple(json.loads(saved.read_text())["validation"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise InputError(f"{saved}: not the split.json brainseg train writes; expected "
+                             f"{{\"train\": [...], \"validation\": [...]}}") from None
+        if chosen is not None and tuple(chosen) != before:
+            raise InputError(f"--validation {' '.join(chosen) or '(none)'}: the resumed run validated on "
+                             f"{', '.join(before) or 'no cases'} ({saved}); resume with its split or start a new run")
+        chosen = before
+    if chosen is not None:
+        unknown = [v for v in chosen if v not in names]
         if unknown:
             raise InputError(f"{tc.data}: holds no validation case {', '.join(unknown)}; name cases of this folder "
                              f"with --validation (it holds {', '.join(names[:5])}{' ...' if len(names) > 5 else ''})")
-        return tuple(tc.validation)
+        return tuple(chosen)
     if set(DEFAULT_VALIDATION) <= set(names):
         return DEFAULT_VALIDATION
     if len(names) < 2:
