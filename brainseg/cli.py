@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from brainseg.config import NORMS, OUTPUT_MODES, ModelConfig, PreprocessConfig, TrainConfig
 from brainseg.labels import AUTO, CONVENTIONS, LABEL_OPTIONS
 
 log = logging.getLogger("brainseg")
@@ -63,31 +64,36 @@ def build_parser() -> argparse.ArgumentParser:
         ev.add_argument(f"--{who}-labels", default=AUTO, choices=LABEL_OPTIONS,
                         help=f"label convention of the {who} files; {READ_LABELS_HELP}")
 
-    tr = sub.add_parser("train", help="train a U-Net on labelled BraTS cases")
-    tr.add_argument("--data", required=True, help="folder of labelled case folders, or a Decathlon / nnU-Net dataset folder "
-                                                  "(imagesTr, labelsTr, dataset.json)")
+    # no defaults here: unset options take the --config file's values, else TrainConfig's and BrainsegConfig's
+    tr = sub.add_parser("train", help="train a U-Net on labelled BraTS cases",
+                        description="Options override the --config file, which overrides the defaults shown.")
+    tr.add_argument("--config", help="JSON settings in the shape of a run's config.json ({\"train\": {...}, "
+                                     "\"model\": {...}}): repeats a run, and sets what has no option")
+    tr.add_argument("--data", help="folder of labelled case folders, or a Decathlon / nnU-Net dataset folder "
+                                   "(imagesTr, labelsTr, dataset.json); required unless the --config file names it")
     tr.add_argument("--output", required=True, help="run folder for checkpoints, logs and curves")
-    tr.add_argument("--max-steps", type=int, default=4000)
-    tr.add_argument("--batch-size", type=int, default=2)
-    tr.add_argument("--patch-size", nargs=3, type=int, default=(64, 64, 64))
-    tr.add_argument("--lr", type=float, default=3e-3)
-    tr.add_argument("--val-every", type=int, default=250)
-    tr.add_argument("--patience", type=int, default=0, help="validations without improvement before stopping (0: never)")
+    tc, model, prep = TrainConfig, ModelConfig, PreprocessConfig  # class attributes: the defaults
+    tr.add_argument("--max-steps", type=int, help=f"default {tc.max_steps}")
+    tr.add_argument("--batch-size", type=int, help=f"default {tc.batch_size}")
+    tr.add_argument("--patch-size", nargs=3, type=int, help=f"default {' '.join(map(str, tc.patch_size))}")
+    tr.add_argument("--lr", type=float, help=f"default {tc.lr:g}")
+    tr.add_argument("--val-every", type=int, help=f"default {tc.val_every}")
+    tr.add_argument("--patience", type=int, help=f"validations without improvement before stopping (default {tc.patience}: never)")
     tr.add_argument("--validation", nargs="*", help="validation case IDs (default: the fixed BraTS 2018 split when "
                                                      "the data holds it, else a fifth of the cases drawn with --seed; "
                                                      "the flag alone: none, train on every case)")
-    tr.add_argument("--spacing", type=float, default=2.0, help="working resolution in mm")
-    tr.add_argument("--norm", default="instance", choices=["instance", "batch"])
-    tr.add_argument("--output-mode", default="regions", choices=["regions", "labels"])
-    tr.add_argument("--residual", action="store_true")
-    tr.add_argument("--no-augment", action="store_true")
-    tr.add_argument("--threads", type=int, default=0)
-    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--spacing", type=float, help=f"working resolution in mm (default {prep.spacing[0]:g})")
+    tr.add_argument("--norm", choices=NORMS, help=f"default {model.norm}")
+    tr.add_argument("--output-mode", choices=OUTPUT_MODES, help=f"default {model.output_mode}")
+    tr.add_argument("--residual", action="store_true", default=None)
+    tr.add_argument("--no-augment", action="store_true", default=None)
+    tr.add_argument("--threads", type=int, help=f"default {tc.threads}: torch's choice")
+    tr.add_argument("--seed", type=int, help=f"default {tc.seed}")
     tr.add_argument("--resume", help="state.pt of an earlier run")
     tr.add_argument("--init", help="start from this checkpoint's weights and settings (fresh optimiser and schedule)")
-    tr.add_argument("--time-limit", type=float, default=0.0, help="minutes; validate, save and stop when reached")
-    tr.add_argument("--labels", default=AUTO, choices=LABEL_OPTIONS,
-                    help=f"label convention of the segmentations; {READ_LABELS_HELP}")
+    tr.add_argument("--time-limit", type=float, help=f"minutes; validate, save and stop when reached (default {tc.time_limit_minutes:g}: none)")
+    tr.add_argument("--labels", choices=LABEL_OPTIONS,
+                    help=f"label convention of the segmentations (default {tc.labels}); {READ_LABELS_HELP}")
 
     be = sub.add_parser("bench", help="time the pipeline stage by stage on a real case")
     be.add_argument("case", help="a case folder")
@@ -162,22 +168,28 @@ def _train(args) -> int:
     return 0
 
 
+# option -> TrainConfig field, for the options named otherwise than their field
+_TRAIN_FIELDS = {"time_limit": "time_limit_minutes"}
+_MODEL_OPTIONS = {"norm": "model.norm", "output_mode": "model.output_mode", "residual": "model.residual",
+                  "spacing": "preprocess.spacing"}
+
+
 def _run_training(args) -> Path:
     """Every option is checked as the configuration objects are built, before any data is read."""
-    from brainseg.config import BrainsegConfig, ModelConfig, PreprocessConfig
-    from brainseg.train import TrainConfig, train
+    from brainseg.run_config import build_configs
+    from brainseg.train import train
 
-    config = BrainsegConfig(
-        model=ModelConfig(norm=args.norm, output_mode=args.output_mode, residual=args.residual, out_channels=3 if args.output_mode == "regions" else 4),
-        preprocess=PreprocessConfig(spacing=(args.spacing,) * 3),
-    )
-    tc = TrainConfig(
-        data=args.data, output=args.output, max_steps=args.max_steps, batch_size=args.batch_size,
-        patch_size=tuple(args.patch_size), lr=args.lr, val_every=args.val_every, patience=args.patience,
-        validation=tuple(args.validation) if args.validation is not None else None,
-        augment=not args.no_augment, threads=args.threads, seed=args.seed, resume=args.resume or "", init=args.init or "",
-        time_limit_minutes=args.time_limit, labels=args.labels,
-    )
+    given = {k: v for k, v in vars(args).items() if v is not None and k not in ("command", "verbose", "config")}
+    model_options = {_MODEL_OPTIONS[k]: given.pop(k) for k in list(given) if k in _MODEL_OPTIONS}
+    if "preprocess.spacing" in model_options:
+        model_options["preprocess.spacing"] = (model_options["preprocess.spacing"],) * 3
+    if given.pop("no_augment", None):
+        given["augment"] = False
+    for key in ("patch_size", "validation"):
+        if key in given:
+            given[key] = tuple(given[key])
+    train_options = {_TRAIN_FIELDS.get(k, k): v for k, v in given.items()}
+    tc, config = build_configs(args.config, train_options, model_options)
     return train(tc, config)
 
 

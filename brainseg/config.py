@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from brainseg import MODALITIES
+from brainseg.labels import AUTO, LABEL_OPTIONS, chosen_convention
 
 NORMS = ("batch", "instance")
 OUTPUT_MODES = ("regions", "labels")
@@ -212,3 +213,48 @@ def to_plain(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+@dataclass
+class TrainConfig:
+    """How ``brainseg train`` runs; written to each run's config.json beside the model's BrainsegConfig."""
+
+    data: str = "../shared/data/brats"
+    output: str = "runs/default"
+    max_steps: int = 4000
+    batch_size: int = 2
+    patch_size: tuple[int, int, int] = (64, 64, 64)
+    lr: float = 3e-3
+    weight_decay: float = 3e-5
+    warmup_steps: int = 100
+    grad_clip: float = 12.0
+    tumour_share: float = 0.5
+    augment: bool = True
+    val_every: int = 250
+    patience: int = 0  # validations without improvement before stopping; 0 = never stop early
+    validation: tuple[str, ...] | None = None  # case ids; () trains on every case; None: see validation_split
+    seed: int = 0
+    threads: int = 0  # 0: torch's default
+    resume: str = ""
+    init: str = ""  # brainseg checkpoint whose weights (and model/preprocessing settings) start a fresh run
+    amp: bool = True
+    time_limit_minutes: float = 0.0  # stop (after validating) once this much time has passed; 0 = none
+    labels: str = AUTO  # label convention of the data's segmentations (labels.READABLE); auto: guessed per file
+
+    def __post_init__(self) -> None:
+        """Check every value before any data is read; ``SettingError`` names the field."""
+        for name in ("max_steps", "batch_size", "val_every"):
+            require_whole(name, getattr(self, name), 1)
+        for name in ("warmup_steps", "patience", "seed", "threads"):
+            require_whole(name, getattr(self, name), 0)
+        require_patch_size("patch_size", self.patch_size)
+        for name in ("lr", "weight_decay", "time_limit_minutes"):
+            require_number(name, getattr(self, name), 0.0)
+        require_number("grad_clip", self.grad_clip, 0.0, low_open=True)
+        require_number("tumour_share", self.tumour_share, 0.0, 1.0)
+        require_choice("labels", self.labels, LABEL_OPTIONS, "label convention")
+
+    @property
+    def label_convention(self) -> str | None:
+        """The convention segmentations are read in; None: guessed from each file's values."""
+        return chosen_convention(self.labels)

@@ -20,15 +20,14 @@ import torch.distributed as dist
 
 from brainseg import __version__
 from brainseg.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
-from brainseg.config import (BrainsegConfig, SettingError, require_choice, require_number, require_patch_size,
-                             require_whole, to_plain)
+from brainseg.config import BrainsegConfig, SettingError, TrainConfig, to_plain
 from brainseg.data import TrainingCase, find_cases, load_reference, load_training_cases, sample_patch
 from brainseg.errors import InputError
 from brainseg.files import atomic_write, check_can_create
 from brainseg.inference import cpu_supports_bf16
 from brainseg.losses import dice_ce_loss
 from brainseg.metrics import dice, hd95
-from brainseg.labels import AUTO, LABEL_OPTIONS, REGIONS, chosen_convention, region_masks
+from brainseg.labels import REGIONS, region_masks
 from brainseg.model import UNet3D
 
 log = logging.getLogger(__name__)
@@ -36,49 +35,6 @@ log = logging.getLogger(__name__)
 # the validation split of the issue's calibration run, kept fixed so scores compare across checkpoints
 DEFAULT_VALIDATION = ("Brats18_2013_11_1", "Brats18_CBICA_AME_1", "Brats18_TCIA01_201_1", "Brats18_TCIA02_606_1")
 VALIDATION_SHARE = 0.2  # of the cases, drawn with the seed, for data that lacks DEFAULT_VALIDATION's cases
-
-
-@dataclass
-class TrainConfig:
-    data: str = "../shared/data/brats"
-    output: str = "runs/default"
-    max_steps: int = 4000
-    batch_size: int = 2
-    patch_size: tuple[int, int, int] = (64, 64, 64)
-    lr: float = 3e-3
-    weight_decay: float = 3e-5
-    warmup_steps: int = 100
-    grad_clip: float = 12.0
-    tumour_share: float = 0.5
-    augment: bool = True
-    val_every: int = 250
-    patience: int = 0  # validations without improvement before stopping; 0 = never stop early
-    validation: tuple[str, ...] | None = None  # case ids; () trains on every case; None: see validation_split
-    seed: int = 0
-    threads: int = 0  # 0: torch's default
-    resume: str = ""
-    init: str = ""  # brainseg checkpoint whose weights (and model/preprocessing settings) start a fresh run
-    amp: bool = True
-    time_limit_minutes: float = 0.0  # stop (after validating) once this much time has passed; 0 = none
-    labels: str = AUTO  # label convention of the data's segmentations (labels.READABLE); auto: guessed per file
-
-    def __post_init__(self) -> None:
-        """Check every value before any data is read; ``SettingError`` names the field."""
-        for name in ("max_steps", "batch_size", "val_every"):
-            require_whole(name, getattr(self, name), 1)
-        for name in ("warmup_steps", "patience", "seed", "threads"):
-            require_whole(name, getattr(self, name), 0)
-        require_patch_size("patch_size", self.patch_size)
-        for name in ("lr", "weight_decay", "time_limit_minutes"):
-            require_number(name, getattr(self, name), 0.0)
-        require_number("grad_clip", self.grad_clip, 0.0, low_open=True)
-        require_number("tumour_share", self.tumour_share, 0.0, 1.0)
-        require_choice("labels", self.labels, LABEL_OPTIONS, "label convention")
-
-    @property
-    def label_convention(self) -> str | None:
-        """The convention segmentations are read in; None: guessed from each file's values."""
-        return chosen_convention(self.labels)
 
 
 @dataclass

@@ -114,6 +114,15 @@ def test_train_writes_checkpoints_logs_and_resumes(small_data, tmp_path):
     with (out / "metrics.csv").open() as f:  # the checkpoint records the scores of the step it holds
         row = next(r for r in csv.DictReader(f) if int(r["step"]) == loaded.provenance["step"])
     assert loaded.provenance["validation"]["dice"]["WT"] == pytest.approx(float(row["val_dice_WT"]))
+
+    # the run's config.json repeats it; options given beside it win
+    again = tmp_path / "again"
+    assert main(["train", "--config", str(out / "config.json"), "--output", str(again), "--lr", "0.001"]) == 0
+    first, second = (json.loads((d / "config.json").read_text()) for d in (out, again))
+    assert second["train"] == {**first["train"], "output": str(again), "lr": 0.001}
+    assert second["model"] == first["model"]
+    assert json.loads((again / "split.json").read_text()) == split
+
     args = ["train", "--data", str(small_data), "--output", str(out), *TRAIN_ARGS]
     args[args.index("--max-steps") + 1] = "4"
     assert main(args + ["--resume", str(out / "state.pt")]) == 0
@@ -225,6 +234,33 @@ def _bad_states(tmp_path):
         (tmp_path / "missing.pt", [], "no such file; expected the state.pt of an earlier run's folder"),
         (tmp_path, ["--residual"], "its weights do not fit"),  # a run folder stands for its state.pt
     ]
+
+
+def test_config_file_settings_and_where_a_bad_one_came_from(tmp_path, capsys):
+    from brainseg.run_config import build_configs
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"train": {"data": "d", "weight_decay": 1e-4, "output": "old", "resume": "old/state.pt"},
+                                "model": {"model": {"features": [8, 16, 32], "output_mode": "labels"}}}))
+    tc, config = build_configs(path, {"output": "new", "seed": 3}, {"preprocess.spacing": (1.5, 1.5, 1.5)})
+    assert (tc.data, tc.output, tc.resume, tc.weight_decay, tc.seed) == ("d", "new", "", 1e-4, 3)  # not the old run's folder
+    assert config.model.features == (8, 16, 32) and config.model.out_channels == 4  # the head follows the mode
+    assert config.preprocess.spacing == (1.5, 1.5, 1.5)
+    cases = [
+        ({"train": {"data": "d", "lr": -1}}, [], f"error: {path}: train setting lr: got -1; expected a number >= 0"),
+        ({"train": {"data": "d", "lr": 1}}, ["--lr", "-1"], "error: --lr: got -1.0; expected a number >= 0"),
+        ({"train": {"data": "d"}, "model": {"model": {"dropout": 3}}}, [],
+         f"error: {path}: model setting model.dropout: got 3; expected a number >= 0 and < 1"),
+        ({"train": {"data": "d", "lrr": 1}}, [], f"error: {path}: unknown train settings ['lrr']; expected some of"),
+        ({"model": {"modle": {}}}, [], f"error: {path}: \"model\" holds ['modle']; expected some of the sections"),
+        ({"train": {}}, [], "error: --data: required (or \"data\" in the --config file's \"train\" section)"),
+        ([1, 2], [], f"error: {path}: holds list; expected a JSON object"),
+    ]
+    for content, options, message in cases:
+        path.write_text(json.dumps(content))
+        assert main(["train", "--config", str(path), "--output", str(tmp_path / "run"), *options]) == 2
+        assert capsys.readouterr().err.startswith(message), message
+    assert not (tmp_path / "run").exists()
 
 
 def test_resume_mistakes_are_one_error_line_naming_the_file(tmp_path, capsys):

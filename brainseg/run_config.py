@@ -1,0 +1,96 @@
+"""A training run's settings from a config file and command-line options (options win).
+
+The file is JSON in the shape every run writes as ``config.json``: ``{"train": {TrainConfig fields},
+"model": {BrainsegConfig sections}}``, either part optional; so ``brainseg train --config
+runs/r1/config.json --output runs/r2`` repeats a run, and settings without an option (weight decay,
+warm-up, tumour share, network widths, dropout) can be chosen.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from brainseg.config import BrainsegConfig, SettingError, TrainConfig
+from brainseg.errors import InputError
+
+log = logging.getLogger(__name__)
+
+# fields a command line decides for itself: a file written by one run must not resume it or write into it
+COMMAND_LINE_ONLY = ("output", "resume")
+OUTPUT_CHANNELS = {"regions": 3, "labels": 4}  # what each output mode's head must produce
+
+
+def read_config_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``train`` and ``model`` sections of a config file.
+
+    Raises InputError naming the file when it is unreadable, not a JSON object, or holds sections or
+    train settings brainseg does not know.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: not a readable JSON file ({exc}); expected a training config such as a run's "
+                         f"config.json") from None
+    if not isinstance(data, dict) or set(data) - {"train", "model"}:
+        extra = sorted(set(data) - {"train", "model"}) if isinstance(data, dict) else type(data).__name__
+        raise InputError(f"{path}: holds {extra}; expected a JSON object with \"train\" and/or \"model\" sections")
+    train, model = data.get("train", {}), data.get("model", {})
+    if not isinstance(train, dict) or not isinstance(model, dict):
+        raise InputError(f"{path}: \"train\" and \"model\" must each be a JSON object of settings")
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(train) - known)
+    if unknown:
+        raise InputError(f"{path}: unknown train settings {unknown}; expected some of {sorted(known)}")
+    ignored = [k for k in COMMAND_LINE_ONLY if train.get(k)]
+    if ignored:
+        log.warning("%s: its %s ignored: the command line chooses the run folder and what to resume (--output, "
+                    "--resume)", path, " and ".join(f'"{k}"' for k in ignored))
+    sections = {f.name for f in fields(BrainsegConfig)}
+    if not all(isinstance(v, dict) for v in model.values()) or set(model) - sections:
+        raise InputError(f"{path}: \"model\" holds {sorted(model)}; expected some of the sections {sorted(sections)}, "
+                         f"each a JSON object of settings")
+    return {k: v for k, v in train.items() if k not in COMMAND_LINE_ONLY}, model
+
+
+def build_configs(path: str | Path | None, train_options: dict[str, Any],
+                  model_options: dict[str, Any]) -> tuple[TrainConfig, BrainsegConfig]:
+    """The run's TrainConfig and BrainsegConfig: defaults, then the file at ``path``, then the options
+    given on the command line (``model_options`` keyed ``section.field``).
+
+    Raises SettingError naming the option for a value given on the command line, and InputError naming
+    the file for one that came from it.
+    """
+    train, model = read_config_file(path) if path else ({}, {})
+    model = {section: dict(values) for section, values in model.items()}
+    for key, value in model_options.items():
+        section, name = key.split(".")
+        model.setdefault(section, {})[name] = value
+    mode = model.get("model", {}).get("output_mode", "regions")
+    if mode in OUTPUT_CHANNELS:  # the head follows the output mode, whichever source named it
+        model.setdefault("model", {})["out_channels"] = OUTPUT_CHANNELS[mode]
+    try:
+        config = BrainsegConfig.from_dict(model)
+    except SettingError as exc:
+        if exc.setting in model_options:
+            raise SettingError(exc.setting.split(".")[1], exc.problem) from None
+        raise InputError(f"{path}: model setting {exc.setting}: {exc.problem}") from None
+    except ValueError as exc:  # an unknown section or key
+        raise InputError(f"{path}: {exc}") from None
+    values = {**train, **train_options}
+    if "data" not in values:
+        raise InputError("--data: required (or \"data\" in the --config file's \"train\" section)")
+    for key in ("patch_size", "validation"):
+        if isinstance(values.get(key), list):
+            values[key] = tuple(values[key])
+    try:
+        return TrainConfig(**values), config
+    except SettingError as exc:
+        if exc.setting in train_options or not path:
+            raise
+        raise InputError(f"{path}: train setting {exc.setting}: {exc.problem}") from None
