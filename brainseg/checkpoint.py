@@ -13,7 +13,7 @@ from typing import Any, Iterable
 import torch
 
 from brainseg import __version__
-from brainseg.config import BrainsegConfig
+from brainseg.config import BrainsegConfig, SettingError
 from brainseg.errors import CheckpointError
 from brainseg.files import atomic_write
 from brainseg.model import UNet3D
@@ -137,19 +137,10 @@ def load_checkpoint(path: str | Path) -> LoadedModel:
 
 
 def _check_config(config: BrainsegConfig, name: str) -> None:
-    """Refuse settings that do not fit together; each value on its own was checked as the config was built."""
-    modalities = tuple(config.preprocess.modalities)
-    if config.model.in_channels != len(modalities):
-        raise CheckpointError(
-            f"{name}: the model takes {config.model.in_channels} input channels but the checkpoint lists "
-            f"{len(modalities)} modalities; it was probably written for another model"
-        )
-    outputs = {"regions": 3, "labels": 4}
-    if outputs.get(config.model.output_mode) != config.model.out_channels:
-        raise CheckpointError(
-            f"{name}: output mode {config.model.output_mode!r} with {config.model.out_channels} output channels; "
-            f"expected 'regions' with 3 or 'labels' with 4"
-        )
+    try:
+        config.check_consistent()
+    except SettingError as exc:
+        raise CheckpointError(f"{name}: {exc}; it was probably written for another model") from None
 
 
 def default_checkpoint() -> Path:

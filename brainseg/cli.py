@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("reference")
     ev.add_argument("--json", action="store_true", help="print JSON instead of a table")
     ev.add_argument("--csv", help="per-case table as CSV")
+    ev.add_argument("--compare", metavar="PRED_DIR",
+                    help="a second folder of predictions of the same cases (another checkpoint or setting): prints "
+                         "per region the mean difference second - first in Dice and HD95, its 95%% bootstrap "
+                         "interval over the cases, and how many cases each side wins")
     for who in ("reference", "prediction"):
         ev.add_argument(f"--{who}-labels", default=AUTO, choices=LABEL_OPTIONS,
                         help=f"label convention of the {who} files; {READ_LABELS_HELP}")
@@ -85,8 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--spacing", type=float, help=f"working resolution in mm (default {prep.spacing[0]:g})")
     tr.add_argument("--norm", choices=NORMS, help=f"default {model.norm}")
     tr.add_argument("--output-mode", choices=OUTPUT_MODES, help=f"default {model.output_mode}")
-    tr.add_argument("--residual", action="store_true", default=None)
-    tr.add_argument("--no-augment", action="store_true", default=None)
+    tr.add_argument("--residual", action=argparse.BooleanOptionalAction, help=f"residual blocks (default {model.residual})")
+    tr.add_argument("--augment", action=argparse.BooleanOptionalAction, help=f"TorchIO augmentation (default {tc.augment})")
     tr.add_argument("--threads", type=int, help=f"default {tc.threads}: torch's choice")
     tr.add_argument("--seed", type=int, help=f"default {tc.seed}")
     tr.add_argument("--resume", help="state.pt of an earlier run")
@@ -168,27 +172,25 @@ def _train(args) -> int:
     return 0
 
 
-# option -> TrainConfig field, for the options named otherwise than their field
-_TRAIN_FIELDS = {"time_limit": "time_limit_minutes"}
+# train options that set a BrainsegConfig field (section.field), not a TrainConfig one
 _MODEL_OPTIONS = {"norm": "model.norm", "output_mode": "model.output_mode", "residual": "model.residual",
                   "spacing": "preprocess.spacing"}
 
 
 def _run_training(args) -> Path:
     """Every option is checked as the configuration objects are built, before any data is read."""
+    from dataclasses import fields
+
     from brainseg.run_config import build_configs
     from brainseg.train import train
 
-    given = {k: v for k, v in vars(args).items() if v is not None and k not in ("command", "verbose", "config")}
-    model_options = {_MODEL_OPTIONS[k]: given.pop(k) for k in list(given) if k in _MODEL_OPTIONS}
+    option_of = {dest.removeprefix("--").replace("-", "_"): field for field, dest in _OPTION_NAMES.items()}
+    given = {k: v for k, v in vars(args).items() if v is not None}
+    model_options = {_MODEL_OPTIONS[k]: given[k] for k in _MODEL_OPTIONS if k in given}
     if "preprocess.spacing" in model_options:
         model_options["preprocess.spacing"] = (model_options["preprocess.spacing"],) * 3
-    if given.pop("no_augment", None):
-        given["augment"] = False
-    for key in ("patch_size", "validation"):
-        if key in given:
-            given[key] = tuple(given[key])
-    train_options = {_TRAIN_FIELDS.get(k, k): v for k, v in given.items()}
+    known = {f.name for f in fields(TrainConfig)}
+    train_options = {option_of.get(k, k): v for k, v in given.items() if option_of.get(k, k) in known}
     tc, config = build_configs(args.config, train_options, model_options)
     return train(tc, config)
 

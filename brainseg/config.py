@@ -18,6 +18,7 @@ from brainseg.labels import AUTO, LABEL_OPTIONS, chosen_convention
 
 NORMS = ("batch", "instance")
 OUTPUT_MODES = ("regions", "labels")
+OUTPUT_CHANNELS = {"regions": 3, "labels": 4}  # what each output mode's head produces
 # a window side beyond this is a typo, not a choice (the 1 mm BraTS head is 240 voxels): refused
 # before it reaches an allocation of terabytes
 MAX_PATCH_VOXELS = 512
@@ -71,6 +72,17 @@ def require_choice(setting: str, value: Any, choices: tuple[str, ...], what: str
         raise SettingError(setting, f"unknown {what} {value!r}; expected {' or '.join(map(repr, choices))}")
 
 
+def require_flag(setting: str, value: Any) -> None:
+    """A yes/no setting: JSON true/false, not a string such as "false" (which Python reads as true)."""
+    if not isinstance(value, bool):
+        raise SettingError(setting, f"got {_shown(value)}; expected true or false")
+
+
+def require_text(setting: str, value: Any) -> None:
+    if not isinstance(value, str):
+        raise SettingError(setting, f"got {_shown(value)}; expected a path or name as text")
+
+
 def _shown(value: Any) -> str:
     return repr(tuple(value)) if isinstance(value, list) else repr(value)
 
@@ -96,7 +108,13 @@ class ModelConfig:
                                            f"(the encoder levels' widths, then the bottleneck's)")
         require_choice("norm", self.norm, NORMS, "norm")
         require_number("dropout", self.dropout, 0.0, 1.0, high_open=True)
+        require_flag("residual", self.residual)
         require_choice("output_mode", self.output_mode, OUTPUT_MODES, "output mode")
+
+    @property
+    def divisor(self) -> int:
+        """What each side of an unpadded input must be a multiple of: 2 per pooling."""
+        return 2 ** (len(self.features) - 1)
 
 
 @dataclass
@@ -140,6 +158,7 @@ class InferenceConfig:
         require_patch_size("patch_size", self.patch_size)
         require_number("overlap", self.overlap, 0.0, 1.0, high_open=True)
         require_whole("batch_size", self.batch_size, 1)
+        require_flag("tta", self.tta)
         require_number("threshold", self.threshold, 0.0, 1.0, low_open=True, high_open=True)
 
 
@@ -170,6 +189,20 @@ class BrainsegConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain types only, so a checkpoint loads with ``weights_only=True``."""
         return to_plain(asdict(self))
+
+    def check_consistent(self) -> None:
+        """Refuse sections that do not fit together (each value on its own was checked as it was built).
+
+        Raises SettingError naming the setting.
+        """
+        modalities = tuple(self.preprocess.modalities)
+        if self.model.in_channels != len(modalities):
+            raise SettingError("model.in_channels", f"{self.model.in_channels} input channels for {len(modalities)} "
+                                                    f"modalities {modalities}; expected one channel per modality")
+        if OUTPUT_CHANNELS[self.model.output_mode] != self.model.out_channels:
+            raise SettingError("model.out_channels", f"output mode {self.model.output_mode!r} with "
+                                                     f"{self.model.out_channels} output channels; expected 'regions' "
+                                                     f"with 3 or 'labels' with 4")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "BrainsegConfig":
@@ -253,6 +286,24 @@ class TrainConfig:
         require_number("grad_clip", self.grad_clip, 0.0, low_open=True)
         require_number("tumour_share", self.tumour_share, 0.0, 1.0)
         require_choice("labels", self.labels, LABEL_OPTIONS, "label convention")
+        for name in ("data", "output", "resume", "init"):
+            require_text(name, getattr(self, name))
+        for name in ("augment", "amp"):
+            require_flag(name, getattr(self, name))
+        if self.validation is not None:
+            cases = self.validation
+            if not isinstance(cases, (list, tuple)) or not all(isinstance(c, str) for c in cases):
+                raise SettingError("validation", f"got {_shown(cases)}; expected a list of case ids")
+            self.validation = tuple(cases)
+        self.patch_size = tuple(self.patch_size)
+
+    def check_fits(self, model: ModelConfig) -> None:
+        """Training patches go through the network unpadded: each side must be a multiple of its divisor."""
+        d = model.divisor
+        if any(p % d for p in self.patch_size):
+            fixed = tuple(-(-p // d) * d for p in self.patch_size)
+            raise SettingError("patch_size", f"got {self.patch_size}; expected multiples of {d} for this network "
+                                              f"({len(model.features) - 1} poolings), such as {fixed}")
 
     @property
     def label_convention(self) -> str | None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from brainseg.comparison import BOOTSTRAP_SAMPLES, CONFIDENCE, paired_difference
 from brainseg.datasets import is_dataset, label_convention_of
 from brainseg.errors import BrainsegError, InputError
 from brainseg.files import check_can_create
@@ -168,6 +169,10 @@ def run_evaluate(args) -> int:
                    label_convention_of(ref if ref.is_dir() else ref.parent))
     if args.csv:
         check_can_create([args.csv])
+    other = Path(args.compare) if args.compare else None
+    if other is not None and not (pred.is_dir() and other.is_dir()):
+        raise InputError(f"--compare {other}: expected a second folder of predictions of the reference cases, beside the "
+                         f"folder {pred}" + ("" if other.exists() else " (no such folder)"))
     if pred.is_file():
         result = evaluate_files(pred, ref, *conventions)
         case_id = _case_id(ref.name)
@@ -179,28 +184,87 @@ def run_evaluate(args) -> int:
             _print_table({case_id: result})
             print(_conventions_line([result]))
         return 0
-    pairing = pair_folders(pred, ref)
-    results, failed = {}, []
-    for case_id, p, r in pairing.pairs:
-        try:  # one bad file costs its case, not the cohort's scores
-            results[case_id] = evaluate_files(p, r, *conventions)
-        except BrainsegError as exc:
-            failed.append(case_id)
-            print(f"error: {case_id}: {exc}", file=sys.stderr)
+    pairing, results, failed = score_folder(pred, ref, conventions)
     if not results:
         return 2
     summary = {r: {m: summarise([res["regions"][r][m] for res in results.values()]) for m in METRICS} for r in REGIONS}
+    payload = {"cases": results, "summary": summary, "matching": pairing.summary(failed)}
+    if other is not None:
+        other_pairing, other_results, other_failed = score_folder(other, ref, conventions)
+        failed += other_failed
+        payload["comparison"] = compare(results, other_results, pred, other)
     if args.csv:
         _write_csv(Path(args.csv), results)
     if args.json:
-        print(json.dumps({"cases": results, "summary": summary, "matching": pairing.summary(failed)}, indent=2))
+        print(json.dumps(payload, indent=2))
     else:
         _print_table(results)
         for stat in ("mean", "median"):
             print(f"{stat:<28}" + "".join(f"{summary[r]['dice'][stat]:>8.4f}{summary[r]['hd95'][stat]:>9.2f}" for r in REGIONS))
         print(pairing.describe(failed))
         print(_conventions_line(list(results.values())))
+        if other is not None:
+            _print_comparison(payload["comparison"])
     return 2 if failed else 0
+
+
+def score_folder(pred: Path, ref: Path, conventions: tuple) -> tuple[Pairing, dict, list[str]]:
+    """Each prediction of a folder scored against its reference case: (pairing, case -> result, failed case
+    ids). One bad file costs its case (an ``error: CASE: ...`` line), not the cohort's scores."""
+    pairing = pair_folders(pred, ref)
+    results, failed = {}, []
+    for case_id, p, r in pairing.pairs:
+        try:
+            results[case_id] = evaluate_files(p, r, *conventions)
+        except BrainsegError as exc:
+            failed.append(case_id)
+            print(f"error: {case_id}: {exc}", file=sys.stderr)
+    return pairing, results, failed
+
+
+COMPARED = ("dice", "hd95")
+FEW_CASES = 10  # below this a bootstrap interval over cases covers the true difference less often than it says
+
+
+def compare(first: dict, second: dict, first_dir: Path, second_dir: Path) -> dict:
+    """Paired differences (second - first) per region for Dice and HD95 over the cases both folders scored.
+
+    Raises InputError when the folders share no scored case.
+    """
+    cases = [c for c in first if c in second]
+    if not cases:
+        raise InputError(f"--compare {second_dir}: none of its predictions is of a case scored in {first_dir}; "
+                         f"expected predictions of the same reference cases")
+    left_out = sorted(set(first) ^ set(second))
+    if left_out:
+        log.warning("comparison leaves out %d case(s) only one folder scored: %s", len(left_out), _few(left_out))
+    differences = {
+        r: {m: paired_difference([first[c]["regions"][r][m] for c in cases], [second[c]["regions"][r][m] for c in cases], m).to_dict()
+            for m in COMPARED}
+        for r in REGIONS
+    }
+    return {"first": str(first_dir), "second": str(second_dir), "cases": cases, "difference": differences,
+            "method": f"second - first per case; mean over cases; {CONFIDENCE:.0%} interval from {BOOTSTRAP_SAMPLES} "
+                      f"bootstrap resamples of the cases"}
+
+
+def _print_comparison(comparison: dict) -> None:
+    n = len(comparison["cases"])
+    print(f"\ncomparison on {n} case{'s' if n != 1 else ''}: {comparison['second']} minus {comparison['first']} "
+          f"(HD95: lower is better)")
+    print(f"{'region':<8}{'metric':<7}{'first':>9}{'second':>9}{'difference':>12}   {CONFIDENCE:.0%} interval     better/worse")
+    for r in REGIONS:
+        for m in COMPARED:
+            d = comparison["difference"][r][m]
+            if not d["cases"]:
+                print(f"{r:<8}{m:<7}   no case has a finite value on both sides")
+                continue
+            interval = f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
+            print(f"{r:<8}{m:<7}{d['first_mean']:>9.3f}{d['second_mean']:>9.3f}{d['mean_difference']:>+12.3f}   "
+                  f"{interval:<18}{d['second_better']:>3} / {d['first_better']}")
+    if n < FEW_CASES:
+        print(f"with {n} cases the interval is too narrow (the bootstrap sees only these cases' spread); "
+              f"read the case counts beside it")
 
 
 def _conventions_line(results: list[dict]) -> str:

@@ -73,7 +73,7 @@ class UNet3D(nn.Module):
 
     @property
     def divisor(self) -> int:
-        return 2 ** (len(self.config.features) - 1)
+        return self.config.divisor
 
     def check_input_shape(self, x: torch.Tensor) -> None:
         if x.ndim != 5 or x.shape[1] != self.config.in_channels:

@@ -13,14 +13,13 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from brainseg.config import BrainsegConfig, SettingError, TrainConfig
+from brainseg.config import OUTPUT_CHANNELS, BrainsegConfig, ModelConfig, SettingError, TrainConfig
 from brainseg.errors import InputError
 
 log = logging.getLogger(__name__)
 
 # fields a command line decides for itself: a file written by one run must not resume it or write into it
 COMMAND_LINE_ONLY = ("output", "resume")
-OUTPUT_CHANNELS = {"regions": 3, "labels": 4}  # what each output mode's head must produce
 
 
 def read_config_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -48,8 +47,8 @@ def read_config_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     if unknown:
         raise InputError(f"{path}: unknown train settings {unknown}; expected some of {sorted(known)}")
     ignored = [k for k in COMMAND_LINE_ONLY if train.get(k)]
-    if ignored:
-        log.warning("%s: its %s ignored: the command line chooses the run folder and what to resume (--output, "
+    if ignored:  # a run's own config.json names both: expected, so said only with --verbose
+        log.info("%s: its %s ignored: the command line chooses the run folder and what to resume (--output, "
                     "--resume)", path, " and ".join(f'"{k}"' for k in ignored))
     sections = {f.name for f in fields(BrainsegConfig)}
     if not all(isinstance(v, dict) for v in model.values()) or set(model) - sections:
@@ -60,37 +59,52 @@ def read_config_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def build_configs(path: str | Path | None, train_options: dict[str, Any],
                   model_options: dict[str, Any]) -> tuple[TrainConfig, BrainsegConfig]:
-    """The run's TrainConfig and BrainsegConfig: defaults, then the file at ``path``, then the options
-    given on the command line (``model_options`` keyed ``section.field``).
+    """The run's TrainConfig and BrainsegConfig: defaults, then the file at ``path`` (for ``--resume``
+    without one: the resumed run's own config.json), then the options given on the command line
+    (``model_options`` keyed ``section.field``).
 
     Raises SettingError naming the option for a value given on the command line, and InputError naming
-    the file for one that came from it.
+    the file for one that came from it (settings that do not fit together included).
     """
+    if path is None and train_options.get("resume"):
+        path = resumed_config(train_options["resume"])
     train, model = read_config_file(path) if path else ({}, {})
     model = {section: dict(values) for section, values in model.items()}
     for key, value in model_options.items():
         section, name = key.split(".")
         model.setdefault(section, {})[name] = value
-    mode = model.get("model", {}).get("output_mode", "regions")
-    if mode in OUTPUT_CHANNELS:  # the head follows the output mode, whichever source named it
+    mode = model.get("model", {}).get("output_mode", ModelConfig.output_mode)
+    if isinstance(mode, str) and mode in OUTPUT_CHANNELS:  # the head follows the output mode, whoever named it
         model.setdefault("model", {})["out_channels"] = OUTPUT_CHANNELS[mode]
-    try:
-        config = BrainsegConfig.from_dict(model)
-    except SettingError as exc:
-        if exc.setting in model_options:
-            raise SettingError(exc.setting.split(".")[1], exc.problem) from None
-        raise InputError(f"{path}: model setting {exc.setting}: {exc.problem}") from None
-    except ValueError as exc:  # an unknown section or key
-        raise InputError(f"{path}: {exc}") from None
     values = {**train, **train_options}
     if "data" not in values:
         raise InputError("--data: required (or \"data\" in the --config file's \"train\" section)")
-    for key in ("patch_size", "validation"):
-        if isinstance(values.get(key), list):
-            values[key] = tuple(values[key])
+
+    def refused(exc: SettingError, given_as_option: bool) -> Exception:
+        if given_as_option or not path:
+            return SettingError(exc.setting.split(".")[-1], exc.problem)  # reported as the option
+        return InputError(f"{path}: setting {exc.setting}: {exc.problem}")
+
     try:
-        return TrainConfig(**values), config
+        config = BrainsegConfig.from_dict(model)
+        config.check_consistent()
     except SettingError as exc:
-        if exc.setting in train_options or not path:
-            raise
-        raise InputError(f"{path}: train setting {exc.setting}: {exc.problem}") from None
+        raise refused(exc, exc.setting in model_options) from None
+    except ValueError as exc:  # an unknown section or key
+        raise InputError(f"{path}: {exc}") from None
+    try:
+        tc = TrainConfig(**values)
+        tc.check_fits(config.model)
+    except SettingError as exc:
+        raise refused(exc, exc.setting in train_options) from None
+    return tc, config
+
+
+def resumed_config(resume: str) -> Path | None:
+    """The config.json beside the state a run resumes from (its settings without options), if there is one."""
+    folder = Path(resume) if Path(resume).is_dir() else Path(resume).parent
+    found = folder / "config.json"
+    if found.is_file():
+        log.info("resuming with the settings of %s (options given override them)", found)
+        return found
+    return None

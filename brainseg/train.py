@@ -118,15 +118,6 @@ def shared_minutes(started: float, ddp: Distributed) -> float:
     return minutes
 
 
-def check_patch_size(patch_size: tuple[int, int, int], model: UNet3D) -> None:
-    """Training patches go through the network unpadded: each side must be a multiple of its divisor."""
-    d = model.divisor
-    if any(p % d for p in patch_size):
-        fixed = tuple(-(-p // d) * d for p in patch_size)
-        raise SettingError("patch_size", f"got {tuple(patch_size)}; expected multiples of {d} for this network "
-                                         f"({len(model.config.features) - 1} poolings), such as {fixed}")
-
-
 def _resume(train_config: TrainConfig, model: UNet3D, optimizer: torch.optim.Optimizer) -> tuple[int, float, float]:
     """Load ``state.pt`` of an earlier run into the model and optimiser; returns (step, best score, seconds).
 
@@ -152,9 +143,9 @@ def _resume(train_config: TrainConfig, model: UNet3D, optimizer: torch.optim.Opt
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
     except (RuntimeError, ValueError, KeyError):
-        raise InputError(f"{path}: its weights do not fit the network these options build; resume with the "
-                         f"model options of the run that wrote it (its config.json: norm, residual, "
-                         f"output mode)") from None
+        raise InputError(f"{path}: its weights do not fit the network these settings build; resume without "
+                         f"model options (the run's config.json beside it gives them), or with --config and the "
+                         f"config.json of the run that wrote it") from None
     step = int(state["step"])
     if step >= train_config.max_steps:
         raise SettingError("max_steps", f"got {train_config.max_steps}, but {train_config.resume} has done {step} "
@@ -206,7 +197,7 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None)
     torch.manual_seed(train_config.seed)
     # the model, optimiser and resumed state come before the data, so a bad setting fails in seconds
     model = (initial.model if initial is not None else UNet3D(config.model)).to(ddp.device)
-    check_patch_size(train_config.patch_size, model)
+    train_config.check_fits(model.config)
     channels_last = ddp.device.type == "cpu"
     if channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
@@ -224,7 +215,9 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None)
         out_dir.mkdir(parents=True, exist_ok=True)
         split = {"train": [s.name for s in train_sources], "validation": [s.name for s in val_sources]}
         (out_dir / "split.json").write_text(json.dumps(split, indent=2))
-        (out_dir / "config.json").write_text(json.dumps({"train": to_plain(asdict(train_config)), "model": config.to_dict()}, indent=2))
+        # absolute paths, so `brainseg train --config RUN/config.json` repeats the run from any folder
+        recorded = replace(train_config, **{k: str(Path(v).absolute()) for k in ("data", "init") if (v := getattr(train_config, k))})
+        (out_dir / "config.json").write_text(json.dumps({"train": to_plain(asdict(recorded)), "model": config.to_dict()}, indent=2))
     cache = out_dir / "cache"
     train_cases = load_training_cases(train_sources, config.preprocess, cache, train_config.label_convention)
     val_cases = [(s.name, *load_reference(s, train_config.label_convention)) for s in val_sources] if ddp.main else []

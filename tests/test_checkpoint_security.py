@@ -211,7 +211,7 @@ BROKEN = [
     ("another-models-weights", _wrong_weights, "weights do not fit the U-Net its configuration describes"),
     ("residual-weights-plain-config", _residual_weights, "unexpected ['bottleneck.skip.weight', 'decoders.0.skip.weight']"),
     ("channels-vs-modalities", lambda p: _config_change(p, "preprocess", modalities=["flair", "t1", "t2"]),
-     "takes 4 input channels but the checkpoint lists 3 modalities"),
+     "model.in_channels: 4 input channels for 3 modalities ('flair', 't1', 't2'); expected one channel per modality"),
     ("unknown-modality", lambda p: _config_change(p, "preprocess", modalities=["flair", "t1", "t1ce", "dwi"]),
      "invalid input modalities"),
     ("output-mode-vs-channels", lambda p: _config_change(p, "model", output_mode="labels"),

@@ -508,3 +508,44 @@ def test_forward_padded_pads_to_the_divisor_and_crops_back():
     out = forward_padded(plus_one, batch, 8)
     assert seen == [(24, 16, 16)]
     assert torch.equal(out, batch[:, :1] + 1)
+
+
+def test_paired_difference_against_hand_computed_values():
+    from brainseg.comparison import paired_difference
+
+    d = paired_difference([0.8, 0.6, 0.7, float("nan")], [0.9, 0.7, 0.6, 0.5], "dice")
+    assert d.cases == 3  # the case without a first value is left out
+    assert d.mean_difference == pytest.approx(0.1 / 3)
+    assert (d.first_mean, d.second_mean) == (pytest.approx(0.7), pytest.approx(2.2 / 3))
+    assert (d.second_better, d.first_better) == (2, 1)
+    assert -0.1 <= d.ci_low <= d.mean_difference <= d.ci_high <= 0.1  # resampled means lie within the differences
+    hd = paired_difference([5.0, 9.0], [4.0, 12.0], "hd95")
+    assert (hd.second_better, hd.first_better) == (1, 1) and hd.mean_difference == pytest.approx(1.0)  # lower wins
+    assert paired_difference([1.0, 1.0], [1.0, 1.0], "dice").ci_low == 0.0
+    with pytest.raises(ValueError, match="same cases"):
+        paired_difference([1.0], [1.0, 2.0], "dice")
+
+
+def test_evaluate_compares_two_prediction_folders_case_by_case(tmp_path, capsys):
+    ref, first, second = tmp_path / "r", tmp_path / "a", tmp_path / "b"
+    reference = _evaluate_label_map()
+    worse = reference.copy()
+    worse[9, 5:10, 5:10] = 0  # 25 of 125 WT voxels missed: WT Dice 200/225
+    for k in (1, 2, 3):
+        _save_labels(ref / f"c{k}" / f"c{k}_seg.nii.gz")
+        _save_labels(first / f"c{k}_seg.nii.gz", worse)
+        _save_labels(second / f"c{k}_seg.nii.gz", reference if k < 3 else worse)
+    _save_labels(second / "c4_seg.nii.gz")  # a case the first folder lacks: left out of the pairing
+    assert main(["evaluate", str(first), str(ref), "--compare", str(second), "--json"]) == 0
+    comparison = json.loads(capsys.readouterr().out)["comparison"]
+    assert comparison["cases"] == ["c1", "c2", "c3"]
+    wt = comparison["difference"]["WT"]["dice"]
+    assert wt["mean_difference"] == pytest.approx(2 / 3 * (1 - 200 / 225))
+    assert (wt["second_better"], wt["first_better"], wt["cases"]) == (2, 0, 3)
+    assert comparison["difference"]["ET"]["dice"]["mean_difference"] == 0.0  # ET untouched on both sides
+    assert main(["evaluate", str(first), str(ref), "--compare", str(second)]) == 0
+    out = capsys.readouterr().out
+    assert f"comparison on 3 cases: {second} minus {first}" in out
+    assert "with 3 cases the interval is too narrow" in out
+    assert main(["evaluate", str(first / "c1_seg.nii.gz"), str(ref / "c1" / "c1_seg.nii.gz"), "--compare", str(second)]) == 2
+    assert "--compare" in capsys.readouterr().err

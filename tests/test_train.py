@@ -230,7 +230,7 @@ def _bad_states(tmp_path):
     return [
         (tmp_path / "garbage.pt", [], "cannot be read as a training state (UnpicklingError: truncated, or not a state.pt"),
         (tmp_path / "best.pt", [], "holds no training state; expected the state.pt of a run folder (best.pt and last.pt are checkpoints"),
-        (tmp_path / "state.pt", ["--residual"], "its weights do not fit the network these options build"),
+        (tmp_path / "state.pt", ["--residual"], "its weights do not fit the network these settings build; resume without model options"),
         (tmp_path / "missing.pt", [], "no such file; expected the state.pt of an earlier run's folder"),
         (tmp_path, ["--residual"], "its weights do not fit"),  # a run folder stands for its state.pt
     ]
@@ -247,10 +247,19 @@ def test_config_file_settings_and_where_a_bad_one_came_from(tmp_path, capsys):
     assert config.model.features == (8, 16, 32) and config.model.out_channels == 4  # the head follows the mode
     assert config.preprocess.spacing == (1.5, 1.5, 1.5)
     cases = [
-        ({"train": {"data": "d", "lr": -1}}, [], f"error: {path}: train setting lr: got -1; expected a number >= 0"),
+        ({"train": {"data": "d", "lr": -1}}, [], f"error: {path}: setting lr: got -1; expected a number >= 0"),
         ({"train": {"data": "d", "lr": 1}}, ["--lr", "-1"], "error: --lr: got -1.0; expected a number >= 0"),
         ({"train": {"data": "d"}, "model": {"model": {"dropout": 3}}}, [],
-         f"error: {path}: model setting model.dropout: got 3; expected a number >= 0 and < 1"),
+         f"error: {path}: setting model.dropout: got 3; expected a number >= 0 and < 1"),
+        # JSON types Python would take the wrong way: "false" is true, a string is a list of letters
+        ({"train": {"data": "d", "augment": "false"}}, [], f"error: {path}: setting augment: got 'false'; expected true or false"),
+        ({"train": {"data": "d"}, "model": {"model": {"residual": "no"}}}, [], f"error: {path}: setting model.residual: got 'no'"),
+        ({"train": {"data": "d", "validation": "ab"}}, [], f"error: {path}: setting validation: got 'ab'; expected a list of case ids"),
+        ({"train": {"data": None}}, [], f"error: {path}: setting data: got None; expected a path or name as text"),
+        # settings that do not fit together are refused before any data is read, naming where they came from
+        ({"train": {"data": "d"}, "model": {"model": {"in_channels": 3}}}, [], f"error: {path}: setting model.in_channels: 3 input channels for 4"),
+        ({"train": {"data": "d", "patch_size": [40, 40, 40]}}, [], f"error: {path}: setting patch_size: got (40, 40, 40); expected multiples of 16"),
+        ({"train": {"data": "d"}}, ["--patch-size", "40", "64", "64"], "error: --patch-size: got (40, 64, 64); expected multiples of 16"),
         ({"train": {"data": "d", "lrr": 1}}, [], f"error: {path}: unknown train settings ['lrr']; expected some of"),
         ({"model": {"modle": {}}}, [], f"error: {path}: \"model\" holds ['modle']; expected some of the sections"),
         ({"train": {}}, [], "error: --data: required (or \"data\" in the --config file's \"train\" section)"),
@@ -261,6 +270,26 @@ def test_config_file_settings_and_where_a_bad_one_came_from(tmp_path, capsys):
         assert main(["train", "--config", str(path), "--output", str(tmp_path / "run"), *options]) == 2
         assert capsys.readouterr().err.startswith(message), message
     assert not (tmp_path / "run").exists()
+
+    # a yes/no setting from the file can be turned back by its option either way
+    path.write_text(json.dumps({"train": {"data": "d", "augment": False}, "model": {"model": {"residual": True}}}))
+    tc, config = build_configs(path, {"output": "o", "augment": True}, {"model.residual": False})
+    assert tc.augment is True and config.model.residual is False
+
+
+def test_a_resumed_run_takes_its_own_settings_unless_told_otherwise(tmp_path):
+    from brainseg.run_config import build_configs
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({
+        "train": {"data": "/data", "output": str(run), "weight_decay": 0.01, "time_limit_minutes": 30.0},
+        "model": {"model": {"features": [8, 16, 32], "dropout": 0.0}}}))
+    tc, config = build_configs(None, {"output": str(run), "resume": str(run / "state.pt"), "time_limit_minutes": 5.0}, {})
+    assert (tc.data, tc.weight_decay, tc.time_limit_minutes) == ("/data", 0.01, 5.0)  # the option wins
+    assert config.model.features == (8, 16, 32) and config.model.dropout == 0.0  # no option could have said so
+    fresh, _ = build_configs(None, {"output": str(tmp_path / "new"), "data": "/data"}, {})
+    assert fresh.weight_decay == TrainConfig.weight_decay  # a fresh run does not borrow anyone's settings
 
 
 def test_resume_mistakes_are_one_error_line_naming_the_file(tmp_path, capsys):
