@@ -20,7 +20,7 @@ from brainseg import MODALITIES, pipeline, render, report
 from brainseg.checkpoint import DEFAULT_DIR, discover, load_checkpoint
 from brainseg.config import BrainsegConfig
 from brainseg.errors import BrainsegError
-from brainseg.io import assemble_case, convention_from_names, labels_bytes, modality_from_name, probabilities_bytes, read_label_map, read_reference, read_scan
+from brainseg.io import assemble_case, convention_from_names, labels_bytes, modality_from_name, probabilities_bytes, read_label_map, read_scan
 from brainseg.labels import AUTO, CONVENTIONS, ED, ET, LABEL_NAMES, LABEL_OPTIONS, NCR, REGIONS, chosen_convention
 from brainseg.metrics import evaluate, slice_area_mm2, slice_stats, volume_stats
 
@@ -331,8 +331,10 @@ def set_truth(result, name: str, data: bytes, convention: str | None = None) -> 
     choice of label values can read it again."""
     result.truth_source = SimpleNamespace(name=name, data=data, tried=convention)
     with attempt(f"Reading the ground truth {name}"):
-        labels, read_as = read_reference(data, name, result.case, convention)
-        result.truth = SimpleNamespace(name=name, labels=labels, convention=read_as, chosen=convention)
+        label_map = read_label_map(data, name, result.case)
+        labels, read_as = label_map.internal(convention)
+        how = "as chosen" if convention else "as its header names" if label_map.declared else "guessed from its values"
+        result.truth = SimpleNamespace(name=name, labels=labels, convention=read_as, chosen=convention, how=how)
         result.cache.pop("evaluation", None)
 
 
@@ -521,7 +523,12 @@ def truth_section(result, display: render.Display) -> None:
     with attempt("Comparing with the ground truth"):
         if "evaluation" not in result.cache:
             result.cache["evaluation"] = evaluate(result.segmentation.labels, result.truth.labels, result.case.spacing, result.case.convention)
-        st.caption(f"Reference: {result.truth.name} ({CONVENTION_TITLES[result.truth.convention]} labels)")
+        truth = result.truth
+        caption = f"Reference: {truth.name} ({CONVENTION_TITLES[truth.convention]} labels, {truth.how})"
+        if truth.how.startswith("guessed") and truth.convention == "brats2023":
+            # the same values 1-3 mean another thing in the Decathlon's maps: say so where it matters
+            caption += f"; a Decathlon Task01 map uses 1-3 too, for edema, core and ET: choose {CONVENTION_TITLES['msd']} above"
+        st.caption(caption)
         st.dataframe(report.metric_rows(result.cache["evaluation"]), hide_index=True, key="metric_table", column_config=METRIC_COLUMNS)
         region = st.radio("Errors of region", REGIONS, horizontal=True, key="error_region")
         geometry = render.view_geometry(result.case.affine, display.view)

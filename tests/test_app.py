@@ -225,13 +225,29 @@ def test_reference_label_values_can_be_named(app):
     app.file_uploader(key="truth_upload").set_value(("case7_msd.nii.gz", nifti(msd), "application/gzip")).run()
     guessed = table(app, "hd95_mm")["dice"].tolist()  # read as BraTS 2023+: edema and core swapped
     assert guessed[0] == 1.0 and guessed[1] < 0.8
+    caption = next(c.value for c in app.caption if c.value.startswith("Reference: "))
+    assert "BraTS 2023+ (ET = 3) labels, guessed from its values); a Decathlon Task01 map uses 1-3 too" in caption
     app.selectbox(key="truth_convention").set_value("msd").run()
     assert not app.exception and not errors(app)
     assert table(app, "hd95_mm")["dice"].tolist() == [1.0, 1.0, 1.0]
-    assert any("Decathlon Task01" in c.value for c in app.caption)
+    caption = next(c.value for c in app.caption if c.value.startswith("Reference: "))
+    assert caption == "Reference: case7_msd.nii.gz (Decathlon Task01 (1 ED, 2 NCR, 3 ET) labels, as chosen)"
     app.selectbox(key="truth_convention").set_value("brats2018").run()  # MSD's 3 is no BraTS 2018 label
     assert any("case7_msd.nii.gz: unexpected label values [3]" in e for e in errors(app))
     assert table(app, "hd95_mm")["dice"].tolist() == [1.0, 1.0, 1.0] and not app.exception
+
+
+def test_a_map_brainseg_wrote_reads_in_the_values_its_header_names(app):
+    """The app's own Decathlon-valued download, dropped back as the reference, needs no choosing."""
+    from brainseg.io import labels_bytes
+
+    run_case(app)
+    case = app.session_state["result"].case
+    written = labels_bytes(expected_labels(), case, "msd")
+    app.file_uploader(key="truth_upload").set_value(("case7_seg.nii.gz", written, "application/gzip")).run()
+    assert table(app, "hd95_mm")["dice"].tolist() == [1.0, 1.0, 1.0]
+    caption = next(c.value for c in app.caption if c.value.startswith("Reference: "))
+    assert caption == "Reference: case7_seg.nii.gz (Decathlon Task01 (1 ED, 2 NCR, 3 ET) labels, as its header names)"
 
 
 def test_segmentation_dropped_with_the_scans_becomes_the_ground_truth(app):
