@@ -35,7 +35,8 @@ ROLES = {"flair": "FLAIR", "t1": "T1", "t1ce": "T1ce", "t2": "T2", "truth": "gro
 CONVENTION_TITLES = {"brats2018": "BraTS 2018-2021 (ET = 4)", "brats2023": "BraTS 2023+ (ET = 3)",
                      "msd": "Decathlon Task01 (1 ED, 2 NCR, 3 ET)",
                      "brats2024": "BraTS 2024 post-treatment (4 = resection cavity)",
-                     AUTO: "from its values (ET = 3 or 4)"}
+                     AUTO: "as its header names, else from its values (ET = 3 or 4)"}
+READ_FROM = {"given": "as chosen", "header": "as its header names", "values": "guessed from its values"}
 NOTICE = (
     "**Research use only.** brainseg is not a medical device; its segmentations must not be used for "
     "diagnosis or treatment decisions."
@@ -326,20 +327,21 @@ def segment(case, loaded, settings: SimpleNamespace):
 
 
 def set_truth(result, name: str, data: bytes, convention: str | None = None) -> None:
-    """Attach a reference segmentation, read in ``convention`` (None: guessed), to a result (errors are
+    """Attach a reference segmentation, read in ``convention`` (None: as its header names, else guessed
+    from its values), to a result (errors are
     shown, the result and any earlier reference are kept). The file is kept either way, so another
     choice of label values can read it again."""
     result.truth_source = SimpleNamespace(name=name, data=data, tried=convention)
     with attempt(f"Reading the ground truth {name}"):
         label_map = read_label_map(data, name, result.case)
         labels, read_as = label_map.internal(convention)
-        how = "as chosen" if convention else "as its header names" if label_map.declared else "guessed from its values"
-        result.truth = SimpleNamespace(name=name, labels=labels, convention=read_as, chosen=convention, how=how)
+        source = label_map.read_as(convention)[1]
+        result.truth = SimpleNamespace(name=name, labels=labels, convention=read_as, chosen=convention, source=source)
         result.cache.pop("evaluation", None)
 
 
 def reference_convention() -> str | None:
-    """The label values the user says references hold; None: guess from the values."""
+    """The label values the user says references hold; None: as their header names, else guessed."""
     return chosen_convention(st.session_state.get("truth_convention", AUTO))
 
 
@@ -524,10 +526,11 @@ def truth_section(result, display: render.Display) -> None:
         if "evaluation" not in result.cache:
             result.cache["evaluation"] = evaluate(result.segmentation.labels, result.truth.labels, result.case.spacing, result.case.convention)
         truth = result.truth
-        caption = f"Reference: {truth.name} ({CONVENTION_TITLES[truth.convention]} labels, {truth.how})"
-        if truth.how.startswith("guessed") and truth.convention == "brats2023":
+        caption = f"Reference: {truth.name} ({CONVENTION_TITLES[truth.convention]} labels, {READ_FROM[truth.source]})"
+        if truth.source == "values" and truth.convention == "brats2023":
             # the same values 1-3 mean another thing in the Decathlon's maps: say so where it matters
-            caption += f"; a Decathlon Task01 map uses 1-3 too, for edema, core and ET: choose {CONVENTION_TITLES['msd']} above"
+            caption += (f"; a Decathlon Task01 map uses 1-3 too, for edema, non-enhancing core and ET: choose "
+                        f"{CONVENTION_TITLES['msd']} above")
         st.caption(caption)
         st.dataframe(report.metric_rows(result.cache["evaluation"]), hide_index=True, key="metric_table", column_config=METRIC_COLUMNS)
         region = st.radio("Errors of region", REGIONS, horizontal=True, key="error_region")

@@ -36,8 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    seg = sub.add_parser("segment", help="segment a case (folder or four files) or a folder of case folders")
-    seg.add_argument("inputs", nargs="+", help="a case folder, the four scan files, or a folder of case folders")
+    seg = sub.add_parser("segment", help="segment a case or a cohort (a folder of case folders, or a dataset's images folder)")
+    seg.add_argument("inputs", nargs="+", help="one case: a case folder, the four scan files, one 4-channel file, or a "
+                                               "dataset case's CASE_0000 ... CASE_0003 files; a cohort: a folder of "
+                                               "case folders, or a Decathlon / nnU-Net images folder (imagesTs)")
     seg.add_argument("-o", "--output", required=True, help="output .nii.gz (one case) or folder (cohort)")
     seg.add_argument("--stats", help="write volume statistics as JSON here (one case; a folder of cases gets CASE_stats.json beside each label map)")
     seg.add_argument("--min-component", type=int, help="remove whole-tumour components smaller than this many voxels")
@@ -64,9 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a second folder of predictions of the same cases (another checkpoint or setting): prints "
                          "per region the mean difference second - first in Dice and HD95, its 95%% bootstrap "
                          "interval over the cases, and how many cases each side wins")
-    for who in ("reference", "prediction"):
-        ev.add_argument(f"--{who}-labels", default=AUTO, choices=LABEL_OPTIONS,
-                        help=f"label convention of the {who} files; {READ_LABELS_HELP}")
+    ev.add_argument("--reference-labels", default=AUTO, choices=LABEL_OPTIONS,
+                    help=f"label convention of the reference files; {READ_LABELS_HELP}")
+    ev.add_argument("--prediction-labels", default=AUTO, choices=LABEL_OPTIONS,
+                    help="label convention of the prediction files; auto: what a brainseg-written map's header "
+                         "names, else as for the references without a dataset.json (another tool's Decathlon-valued "
+                         "predictions need msd)")
 
     # no defaults here: unset options take the --config file's values, else TrainConfig's and BrainsegConfig's
     tr = sub.add_parser("train", help="train a U-Net on labelled BraTS cases",
@@ -93,8 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--augment", action=argparse.BooleanOptionalAction, help=f"TorchIO augmentation (default {tc.augment})")
     tr.add_argument("--threads", type=int, help=f"default {tc.threads}: torch's choice")
     tr.add_argument("--seed", type=int, help=f"default {tc.seed}")
-    tr.add_argument("--resume", help="state.pt of an earlier run")
-    tr.add_argument("--init", help="start from this checkpoint's weights and settings (fresh optimiser and schedule)")
+    tr.add_argument("--resume", help="state.pt of an earlier run, or its run folder; its config.json gives the settings "
+                                     "no option names (the --time-limit counts again from this start)")
+    tr.add_argument("--init", help="start from this checkpoint's weights and its model, preprocessing, inference and "
+                                   "post-processing settings, which replace those of --config (fresh optimiser and schedule)")
     tr.add_argument("--time-limit", type=float, help=f"minutes; validate, save and stop when reached (default {tc.time_limit_minutes:g}: none)")
     tr.add_argument("--labels", choices=LABEL_OPTIONS,
                     help=f"label convention of the segmentations (default {tc.labels}); {READ_LABELS_HELP}")

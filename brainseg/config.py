@@ -1,4 +1,5 @@
-"""One typed configuration that travels inside every checkpoint.
+"""One typed configuration that travels inside every checkpoint (BrainsegConfig), and the training
+run's settings written beside it (TrainConfig).
 
 Every configuration object checks its values when it is built (so a checkpoint's settings are
 checked as it loads, and a command's options before any data is read); a value out of range raises
@@ -272,7 +273,7 @@ class TrainConfig:
     init: str = ""  # brainseg checkpoint whose weights (and model/preprocessing settings) start a fresh run
     amp: bool = True
     time_limit_minutes: float = 0.0  # stop (after validating) once this much time has passed; 0 = none
-    labels: str = AUTO  # label convention of the data's segmentations (labels.READABLE); auto: guessed per file
+    labels: str = AUTO  # label convention of the data's segmentations (labels.READABLE); auto: see io.LabelMap.read_as
 
     def __post_init__(self) -> None:
         """Check every value before any data is read; ``SettingError`` names the field."""
@@ -307,5 +308,6 @@ class TrainConfig:
 
     @property
     def label_convention(self) -> str | None:
-        """The convention segmentations are read in; None: guessed from each file's values."""
+        """The convention segmentations are read in; None: each file's header, dataset.json or values
+        decide (io.LabelMap.read_as)."""
         return chosen_convention(self.labels)

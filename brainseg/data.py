@@ -62,14 +62,15 @@ def find_cases(root: str | Path) -> list[CaseSource]:
     return cases
 
 
-def load_reference(source: CaseSource | Path, convention: str | None = None) -> tuple[Case, np.ndarray]:
+def load_reference(source: CaseSource | str | Path, convention: str | None = None) -> tuple[Case, np.ndarray]:
     """A labelled case at full resolution: the scans and internal labels (X, Y, Z) uint8.
 
     ``source`` is a case of ``find_cases`` or a case folder. The segmentation is checked as the app and
     ``brainseg evaluate`` check one (io.read_label_map) and read in ``convention`` (``labels.READABLE``;
-    None: the one its dataset describes, else guessed from its values).
+    None: the one its header names, else its dataset describes, else guessed from its values).
     """
-    if isinstance(source, Path):
+    if isinstance(source, (str, Path)):
+        source = Path(source)
         source = CaseSource(source.name, (source,), segmentation=segmentation_file(source))
     if source.segmentation is None:
         raise InputError(f"{source.scans[0]}: no segmentation file; expected one named like CASE_seg.nii.gz beside the scans")
@@ -99,7 +100,7 @@ def to_training_case(case: Case, labels: np.ndarray, config: PreprocessConfig, c
 def load_training_cases(sources: list[CaseSource], config: PreprocessConfig, cache_dir: Path | None = None,
                         convention: str | None = None) -> list[TrainingCase]:
     """Preprocess labelled cases onto the model grid, caching the arrays in ``cache_dir``; segmentations
-    are read in ``convention`` (None: the one each case's dataset describes, else guessed per file)."""
+    are read in ``convention`` (None: as ``load_reference`` reads them)."""
     settings = [config.spacing, config.orientation, config.modalities, config.crop_margin, "soft"]
     out = []
     for source in sources:
@@ -113,7 +114,7 @@ def load_training_cases(sources: list[CaseSource], config: PreprocessConfig, cac
             data = np.load(cached)
             out.append(TrainingCase(source.name, data["image"], data["target"], data["brain"]))
             continue
-        case, labels = load_reference(source, read_as)
+        case, labels = load_reference(source, convention)  # a map's header still outranks its dataset.json
         item = to_training_case(case, labels, config, source.name)
         if cached is not None:
             cached.parent.mkdir(parents=True, exist_ok=True)

@@ -19,13 +19,15 @@ import nibabel as nib
 from brainseg import MODALITIES
 from brainseg.errors import InputError
 from brainseg.io import NIFTI_SUFFIXES, Case, case_files, is_hidden, load_case, load_channel_files, strip_suffix
-from brainseg.labels import CONVENTIONS, ED, ET, LABEL_NAMES, NCR
+from brainseg.labels import CONVENTIONS, ED, ET, LABEL_NAMES, NCR, READ_ONLY
 
 log = logging.getLogger(__name__)
 
 DESCRIPTION = "dataset.json"
 _CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")  # nnU-Net: CASE_0000.nii.gz
-CAVITY = 4  # BraTS 2024 post-treatment: resection cavity, read as background (labels.READ_ONLY)
+# BraTS 2024 post-treatment: the convention its tumour labels follow, and the resection cavity's value
+POST_TREATMENT = "brats2024"
+CAVITY_FOLLOWS, (CAVITY,) = READ_ONLY[POST_TREATMENT]
 
 
 @dataclass(frozen=True)
@@ -79,11 +81,10 @@ def dataset_of(folder: Path) -> Path | None:
 
 def is_images_folder(folder: Path) -> bool:
     """A folder of image files that are cases (not a case folder, nor a folder of case folders): one in a
-    dataset folder, or one named like ``imagesTs``."""
+    dataset folder, or one named like ``imagesTs``. Its subfolders (an output folder inside) do not count."""
     if dataset_of(folder) is None and not folder.name.lower().startswith("images"):
         return False
-    entries = [p for p in folder.iterdir() if not is_hidden(p.name)]
-    if any(p.is_dir() for p in entries) or not any(p.name.lower().endswith(NIFTI_SUFFIXES) for p in entries):
+    if not any(p.is_file() and not is_hidden(p.name) and p.name.lower().endswith(NIFTI_SUFFIXES) for p in folder.iterdir()):
         return False
     try:
         case_files(folder)  # four scans named by modality: a case folder that happens to be called "images"
@@ -106,15 +107,21 @@ def describe(root: Path, channels: bool = True) -> Description:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: not a readable JSON file ({exc}); expected the dataset's description") from None
     if not isinstance(text, dict):
-        raise InputError(f"{path}: holds {type(text).__name__}, expected a JSON object describing the dataset")
+        raise InputError(f"{path}: holds {type(text).__name__}; expected a JSON object describing the dataset")
     order = _channels(text, path) if channels else MODALITIES
     return Description(order, _label_convention(text.get("labels"), path), found=True)
 
 
+def description_of(folder: Path, channels: bool = True) -> Description:
+    """What the dataset.json of the dataset ``folder`` (an images or labels folder) lies in says;
+    nothing (``Description()``) outside a dataset."""
+    root = dataset_of(folder)
+    return describe(root, channels) if root is not None else Description()
+
+
 def label_convention_of(folder: Path) -> str | None:
     """The label values the dataset.json of the dataset ``folder`` lies in names, or None."""
-    root = dataset_of(folder)
-    return describe(root, channels=False).label_convention if root is not None else None
+    return description_of(folder, channels=False).label_convention
 
 
 _CHANNEL_WORDS = "FLAIR (T2-FLAIR, T2f), T1 (T1w, T1n), T1ce (T1gd, T1c, T1-CE, T1post) and T2 (T2w)"
@@ -206,9 +213,9 @@ def _label_convention(labels, path: Path) -> str | None:
     for convention, mapping in CONVENTIONS.items():
         if all(found.get(role) == mapping[role] for role in (NCR, ED, ET)):
             if cavity is not None:
-                if (convention, cavity) != ("brats2023", CAVITY):
+                if (convention, cavity) != (CAVITY_FOLLOWS, CAVITY):
                     break
-                convention = "brats2024"
+                convention = POST_TREATMENT
             named = ", ".join(f"{LABEL_NAMES[role]} {value}" for role, value in sorted(found.items()))
             log.info("%s: label values (%s) are the %s convention", path, named, convention)
             return convention

@@ -55,20 +55,10 @@ def evaluate_files(pred_path: Path, ref_path: Path, pred_convention: str | None 
     pred_labels, pred_read_as = pred.internal(pred_convention)
     ref_labels, convention = ref.internal(ref_convention, ref_dataset_convention)
     # which values were read how, so a guessed convention can be checked afterwards
-    how = {"prediction": _how_read(pred, pred_convention), "reference": _how_read(ref, ref_convention, ref_dataset_convention)}
+    how = {"prediction": pred.read_as(pred_convention)[1], "reference": ref.read_as(ref_convention, ref_dataset_convention)[1]}
     return {**evaluate(pred_labels, ref_labels, ref.spacing, convention),
             "label_conventions": {"prediction": pred_read_as, "reference": convention, "read_from": how,
                                   "guessed": [who for who, source in how.items() if source == "values"]}}
-
-
-def _how_read(label_map, given: str | None, dataset: str | None = None) -> str:
-    """Where a map's convention came from (in ``LabelMap.internal``'s order): "given", "header" (brainseg
-    wrote it), "dataset.json" or "values"."""
-    if given is not None:
-        return "given"
-    if label_map.declared is not None:
-        return "header"
-    return "dataset.json" if dataset is not None else "values"
 
 
 @dataclass
@@ -184,15 +174,15 @@ def run_evaluate(args) -> int:
             _print_table({case_id: result})
             print(_conventions_line([result]))
         return 0
-    pairing, results, failed = score_folder(pred, ref, conventions)
+    pairing, results, failed = score_folder(pred, ref, conventions, named=other is not None)
     if not results:
         return 2
     summary = {r: {m: summarise([res["regions"][r][m] for res in results.values()]) for m in METRICS} for r in REGIONS}
     payload = {"cases": results, "summary": summary, "matching": pairing.summary(failed)}
     if other is not None:
-        other_pairing, other_results, other_failed = score_folder(other, ref, conventions)
-        failed += other_failed
-        payload["comparison"] = compare(results, other_results, pred, other)
+        other_pairing, other_results, other_failed = score_folder(other, ref, conventions, named=True)
+        payload["comparison"] = {**compare(results, other_results, pred, other),
+                                 "matching": other_pairing.summary(other_failed)}
     if args.csv:
         _write_csv(Path(args.csv), results)
     if args.json:
@@ -204,13 +194,16 @@ def run_evaluate(args) -> int:
         print(pairing.describe(failed))
         print(_conventions_line(list(results.values())))
         if other is not None:
+            print(f"\n{other}: {other_pairing.describe(other_failed)}")
+            print(_conventions_line(list(other_results.values())))
             _print_comparison(payload["comparison"])
-    return 2 if failed else 0
+    return 2 if failed or (other is not None and other_failed) else 0
 
 
-def score_folder(pred: Path, ref: Path, conventions: tuple) -> tuple[Pairing, dict, list[str]]:
+def score_folder(pred: Path, ref: Path, conventions: tuple, named: bool = False) -> tuple[Pairing, dict, list[str]]:
     """Each prediction of a folder scored against its reference case: (pairing, case -> result, failed case
-    ids). One bad file costs its case (an ``error: CASE: ...`` line), not the cohort's scores."""
+    ids). One bad file costs its case (an ``error: CASE: ...`` line, naming the folder when ``named``), not
+    the cohort's scores."""
     pairing = pair_folders(pred, ref)
     results, failed = {}, []
     for case_id, p, r in pairing.pairs:
@@ -218,7 +211,7 @@ def score_folder(pred: Path, ref: Path, conventions: tuple) -> tuple[Pairing, di
             results[case_id] = evaluate_files(p, r, *conventions)
         except BrainsegError as exc:
             failed.append(case_id)
-            print(f"error: {case_id}: {exc}", file=sys.stderr)
+            print(f"error: {case_id}{f' in {pred}' if named else ''}: {exc}", file=sys.stderr)
     return pairing, results, failed
 
 

@@ -406,11 +406,19 @@ class LabelMap(NamedTuple):
         """False for a .npy file: it has no voxel-to-world matrix, only a shape."""
         return not self.name.lower().endswith(".npy")
 
+    def read_as(self, convention: str | None = None, described: str | None = None) -> tuple[str, str]:
+        """The convention the file is read in and where it came from, the first of: the ``convention`` a
+        user names ("given"), the one its header names ("header", brainseg's own maps), the one its
+        dataset describes (``described``: "dataset.json"), the one its values suggest ("values": BraTS
+        2018-2021, or 2023+ when a map holds 3)."""
+        for found, source in ((convention, "given"), (self.declared, "header"), (described, "dataset.json")):
+            if found is not None:
+                return found, source
+        return guess_convention(self.values, self.name), "values"
+
     def internal(self, convention: str | None = None, described: str | None = None) -> tuple[np.ndarray, str]:
-        """Internal labels 0-3 (uint8) and the convention the file was written in, the first of: the
-        ``convention`` a user names, the one its header names (brainseg's own maps), the one its dataset
-        describes (``described``), the one its values suggest (BraTS 2018-2021 or 2023+)."""
-        convention = convention or self.declared or described or guess_convention(self.values, self.name)
+        """Internal labels 0-3 (uint8) and the convention they were read in (see ``read_as``)."""
+        convention = self.read_as(convention, described)[0]
         return to_internal(self.values, convention, self.name), convention
 
 
@@ -438,13 +446,6 @@ def read_label_map(source: bytes | str | Path, name: str | None = None, case: Ca
         check_same_grid(scans, case.shape, case.affine, name, labels.values.shape, affine,
                         "the segmentation of this case, on the scans' grid", labels.has_geometry)
     return labels
-
-
-def read_reference(source: bytes | str | Path, name: str | None, case: Case,
-                   convention: str | None = None) -> tuple[np.ndarray, str]:
-    """A reference segmentation for ``case``: (internal labels uint8, the convention it was written in:
-    ``convention`` or, when None, guessed from its values)."""
-    return read_label_map(source, name, case).internal(convention)
 
 
 def _declared_convention(header: nib.Nifti1Header | None) -> str | None:

@@ -94,7 +94,8 @@ def build_configs(path: str | Path | None, train_options: dict[str, Any],
         raise InputError(f"{path}: {exc}") from None
     try:
         tc = TrainConfig(**values)
-        tc.check_fits(config.model)
+        if not tc.init or tc.resume:  # with --init the checkpoint's network is checked, in train()
+            tc.check_fits(config.model)
     except SettingError as exc:
         raise refused(exc, exc.setting in train_options) from None
     return tc, config

@@ -13,7 +13,7 @@ from brainseg.errors import InputError
 from brainseg.files import check_can_create, check_can_write
 
 if TYPE_CHECKING:
-    from brainseg.datasets import CaseSource, Description
+    from brainseg.datasets import CaseSource
 
 
 def is_cohort(inputs: list[str]) -> bool:
@@ -31,19 +31,11 @@ def is_cohort(inputs: list[str]) -> bool:
     return not has_files and any(p.is_dir() for p in folder.iterdir())
 
 
-def _description(images_folder: Path) -> "Description":
-    """What the dataset.json of the dataset an images folder lies in says (nothing, outside a dataset)."""
-    from brainseg.datasets import Description, dataset_of, describe
-
-    root = dataset_of(images_folder)
-    return describe(root) if root is not None else Description()
-
-
 def _dataset_case(inputs: list[str]) -> "CaseSource | None":
     """The ``datasets.CaseSource`` of input files from a dataset's images folder (one 4-channel file, or
     one case's CASE_0000 ... CASE_0003 channel files), read in the order and label values of its
     dataset.json; None for other inputs."""
-    from brainseg.datasets import dataset_of, group_cases
+    from brainseg.datasets import dataset_of, description_of, group_cases
     from brainseg.io import NIFTI_SUFFIXES
 
     paths = [Path(p) for p in inputs]
@@ -52,7 +44,7 @@ def _dataset_case(inputs: list[str]) -> "CaseSource | None":
     folder = paths[0].parent
     if len({p.absolute().parent for p in paths}) != 1 or dataset_of(folder) is None:
         return None
-    cases = group_cases(paths, _description(folder), folder)
+    cases = group_cases(paths, description_of(folder), folder)
     return cases[0] if len(cases) == 1 else None
 
 
@@ -67,7 +59,7 @@ def run_segment(args) -> int:
         return _run_cohort(args, checkpoint)
     out = Path(args.output)
     if not out.name.endswith((".nii", ".nii.gz")):
-        raise InputError(f"{out}: output must end in .nii.gz or .nii (or give a folder of case folders as input)")
+        raise InputError(f"{out}: output must end in .nii.gz or .nii (or give a folder of case folders, or a dataset's images folder, as input)")
     outputs = [out] + ([Path(args.stats)] if args.stats else []) + ([probabilities_path(out)] if args.save_probabilities else [])
     check_can_create(outputs)
     _refuse_overwriting_inputs(outputs, args.inputs)
@@ -273,11 +265,11 @@ def cohort_cases(root: Path, out_dir: Path) -> "list[CaseSource]":
     """The cases of a cohort: the image cases of a Decathlon / nnU-Net images folder, or the subfolders
     of a folder of cases, less hidden ones (.ipynb_checkpoints, .git) and the output folder when it lies
     inside. Raises InputError when there are none."""
-    from brainseg.datasets import CaseSource, image_cases, is_dataset, is_images_folder
+    from brainseg.datasets import CaseSource, description_of, image_cases, is_dataset, is_images_folder
     from brainseg.io import is_hidden
 
     if is_images_folder(root):
-        return image_cases(root, _description(root))
+        return image_cases(root, description_of(root))
     if is_dataset(root):
         raise InputError(f"{root}: is a Decathlon / nnU-Net dataset folder; give its imagesTs (or imagesTr) folder")
     out = out_dir.resolve()

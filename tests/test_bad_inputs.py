@@ -573,9 +573,9 @@ def label_map(dtype=np.uint8) -> np.ndarray:
 
 
 def _read_as_app(folder: Path, seg: Path):
-    from brainseg.io import read_reference
+    from brainseg.io import read_label_map
 
-    return read_reference(seg.read_bytes(), seg.name, load_case([folder]))[0]
+    return read_label_map(seg.read_bytes(), seg.name, load_case([folder])).internal()[0]
 
 
 def _read_for_training(folder: Path, seg: Path):

@@ -526,19 +526,20 @@ def test_paired_difference_against_hand_computed_values():
         paired_difference([1.0], [1.0, 2.0], "dice")
 
 
-def test_evaluate_compares_two_prediction_folders_case_by_case(tmp_path, capsys):
+def test_evaluate_compares_two_prediction_folders_case_by_case(tmp_path, capsys, caplog):
     ref, first, second = tmp_path / "r", tmp_path / "a", tmp_path / "b"
     reference = _evaluate_label_map()
     worse = reference.copy()
     worse[9, 5:10, 5:10] = 0  # 25 of 125 WT voxels missed: WT Dice 200/225
-    for k in (1, 2, 3):
+    for k in (1, 2, 3, 4):
         _save_labels(ref / f"c{k}" / f"c{k}_seg.nii.gz")
-        _save_labels(first / f"c{k}_seg.nii.gz", worse)
         _save_labels(second / f"c{k}_seg.nii.gz", reference if k < 3 else worse)
-    _save_labels(second / "c4_seg.nii.gz")  # a case the first folder lacks: left out of the pairing
+        if k < 4:  # c4: only the second folder has it, so the pairing leaves it out
+            _save_labels(first / f"c{k}_seg.nii.gz", worse)
     assert main(["evaluate", str(first), str(ref), "--compare", str(second), "--json"]) == 0
     comparison = json.loads(capsys.readouterr().out)["comparison"]
     assert comparison["cases"] == ["c1", "c2", "c3"]
+    assert "comparison leaves out 1 case(s) only one folder scored: c4" in caplog.text
     wt = comparison["difference"]["WT"]["dice"]
     assert wt["mean_difference"] == pytest.approx(2 / 3 * (1 - 200 / 225))
     assert (wt["second_better"], wt["first_better"], wt["cases"]) == (2, 0, 3)
@@ -549,3 +550,12 @@ def test_evaluate_compares_two_prediction_folders_case_by_case(tmp_path, capsys)
     assert "with 3 cases the interval is too narrow" in out
     assert main(["evaluate", str(first / "c1_seg.nii.gz"), str(ref / "c1" / "c1_seg.nii.gz"), "--compare", str(second)]) == 2
     assert "--compare" in capsys.readouterr().err
+    # a bad file of the second folder is its own error, not the first folder's
+    (second / "c2_seg.nii.gz").write_bytes(b"not a nifti")
+    assert main(["evaluate", str(first), str(ref), "--compare", str(second)]) == 2
+    captured = capsys.readouterr()
+    assert f"error: c2 in {second}: " in captured.err
+    lines = captured.out.splitlines()
+    assert lines[lines.index("") - 2].startswith("scored 3 of 4 reference cases; no prediction for c4")  # the first folder's
+    assert f"{second}: scored 3 of 4 reference cases; errors (above) in c2" in captured.out
+    assert "comparison on 2 cases" in captured.out

@@ -12,7 +12,8 @@ from brainseg.data import find_cases, load_reference
 from brainseg.datasets import Description, describe, image_cases
 from brainseg.errors import InputError
 from brainseg.labels import CONVENTIONS, ED, ET, NCR, from_internal
-from brainseg.train import DEFAULT_VALIDATION, TrainConfig, validation_split
+from brainseg.config import TrainConfig
+from brainseg.train import DEFAULT_VALIDATION, validation_split
 from conftest import BRATS, LPS, needs_data, synthetic_images
 
 MSD_LABELS = {"0": "background", "1": "edema", "2": "non-enhancing tumor", "3": "enhancing tumour"}
@@ -179,7 +180,7 @@ def test_one_bad_case_of_an_images_folder_costs_only_itself(tmp_path, tiny_check
                     description={"channel_names": {"0": "FLAIR", "1": "T1", "2": "T1ce", "3": "T2"}, "labels": MSD_LABELS})
     (root / "imagesTr" / "c2_0003.nii.gz").unlink()
     (root / "labelsTr" / "._c1.nii.gz").write_bytes(b"AppleDouble")
-    out = tmp_path / "pred"
+    out = root / "imagesTr" / "pred"  # inside the images folder: still a cohort when resumed
     args = ["segment", str(root / "imagesTr"), "-o", str(out), "--checkpoint", str(tiny_checkpoint), "--no-progress"]
     assert main(args) == 2
     captured = capsys.readouterr()
@@ -234,7 +235,13 @@ def test_a_maps_header_wins_over_its_datasets_description_everywhere(tmp_path, c
     case = Case({"flair": np.zeros(truth_labels().shape, np.float32)}, LPS, nib.load(reference).header)
     save_labels(truth_labels(), case, reference, "brats2023")  # 1 core, 2 edema: swapped if read as msd
     (source,) = find_cases(root)
-    np.testing.assert_array_equal(load_reference(source)[1], truth_labels())
+    case, labels = load_reference(source)
+    np.testing.assert_array_equal(labels, truth_labels())
+    from brainseg.config import PreprocessConfig
+    from brainseg.data import load_training_cases, to_training_case
+
+    (trained,) = load_training_cases([source], PreprocessConfig())  # training targets read it alike
+    np.testing.assert_array_equal(trained.target, to_training_case(case, truth_labels(), PreprocessConfig(), "c1").target)
     assert main(["evaluate", str(reference), str(reference), "--json"]) == 0
     read = json.loads(capsys.readouterr().out)["label_conventions"]
     assert read["reference"] == "brats2023" and read["read_from"]["reference"] == "header"

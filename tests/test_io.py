@@ -1,5 +1,4 @@
 import gzip
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np

@@ -13,7 +13,7 @@ import pytest
 from brainseg import report
 from brainseg.config import BrainsegConfig
 from brainseg.errors import InputError
-from brainseg.io import Case, assemble_case, labels_bytes, read_reference, read_scan
+from brainseg.io import Case, assemble_case, labels_bytes, read_label_map, read_scan
 from brainseg.labels import ED, ET, NCR, from_internal
 from brainseg.metrics import evaluate, volume_stats
 
@@ -137,6 +137,11 @@ def test_read_scan_refuses_a_label_map_and_a_truncated_file():
 
 def _case(shape=(10, 10, 10)) -> Case:
     return Case({m: _scan(i, shape) for i, m in enumerate(("flair", "t1", "t1ce", "t2"))}, LPS2, None, {"flair": "c_flair.nii.gz"})
+
+
+def read_reference(data, name, case, convention=None):
+    """A reference as the app reads one: checked on the case's grid, in the convention named or found."""
+    return read_label_map(data, name, case).internal(convention)
 
 
 def test_read_reference_maps_either_convention_to_internal_labels():

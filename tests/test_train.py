@@ -2,7 +2,6 @@
 import csv
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -275,6 +274,16 @@ def test_config_file_settings_and_where_a_bad_one_came_from(tmp_path, capsys):
     path.write_text(json.dumps({"train": {"data": "d", "augment": False}, "model": {"model": {"residual": True}}}))
     tc, config = build_configs(path, {"output": "o", "augment": True}, {"model.residual": False})
     assert tc.augment is True and config.model.residual is False
+
+
+def test_init_patches_are_checked_against_the_checkpoints_network(tiny_checkpoint):
+    from brainseg.run_config import build_configs
+
+    options = {"data": "d", "output": "o", "patch_size": (18, 18, 18)}
+    with pytest.raises(SettingError, match="expected multiples of 16"):  # the default network: 4 poolings
+        build_configs(None, options, {})
+    tc, _ = build_configs(None, {**options, "init": str(tiny_checkpoint)}, {})  # its network pools once
+    assert tc.patch_size == (18, 18, 18)
 
 
 def test_a_resumed_run_takes_its_own_settings_unless_told_otherwise(tmp_path):
