@@ -334,8 +334,8 @@ def set_truth(result, name: str, data: bytes, convention: str | None = None) -> 
     result.truth_source = SimpleNamespace(name=name, data=data, tried=convention)
     with attempt(f"Reading the ground truth {name}"):
         label_map = read_label_map(data, name, result.case)
-        labels, read_as = label_map.internal(convention)
-        source = label_map.read_as(convention)[1]
+        read_as, source = label_map.read_as(convention)
+        labels, _ = label_map.internal(read_as)
         result.truth = SimpleNamespace(name=name, labels=labels, convention=read_as, chosen=convention, source=source)
         result.cache.pop("evaluation", None)
 

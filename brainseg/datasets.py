@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import nibabel as nib
@@ -248,7 +248,9 @@ def group_cases(files: list[Path], description: Description, where: Path) -> lis
         if is_hidden(path.name) or not path.name.lower().endswith(NIFTI_SUFFIXES):
             continue
         stem = strip_suffix(path.name)
-        match = None if _is_4d(path) else _CHANNEL_FILE.match(stem)  # BraTS_0001.nii.gz may be a whole case
+        match = _CHANNEL_FILE.match(stem)
+        if match and _is_4d(path):  # BraTS_0001.nii.gz may be a whole case
+            match = None
         case, channel = (match["case"], int(match["channel"])) if match else (stem, -1)
         by_case.setdefault(case, {})[channel] = path
     if not by_case:
@@ -291,8 +293,7 @@ def labelled_cases(root: Path) -> list[CaseSource]:
         if segmentation is None:
             log.warning("%s: no label map %s.nii.gz in %s; case left out", root, source.name, labels_dir)
             continue
-        cases.append(CaseSource(source.name, source.scans, source.channels, segmentation, source.label_convention,
-                                source.problem))
+        cases.append(replace(source, segmentation=segmentation))
     if not cases:
         raise InputError(f"{root}: no case of imagesTr has its label map in labelsTr (CASE.nii.gz)")
     return cases

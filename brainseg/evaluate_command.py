@@ -52,10 +52,13 @@ def evaluate_files(pred_path: Path, ref_path: Path, pred_convention: str | None 
             pred = pred._replace(values=moved, affine=ref.affine)
     check_same_grid(ref.name, ref.values.shape, ref.affine, pred.name, pred.values.shape, pred.affine,
                     "a prediction on the reference's grid", pred.has_geometry and ref.has_geometry)
-    pred_labels, pred_read_as = pred.internal(pred_convention)
-    ref_labels, convention = ref.internal(ref_convention, ref_dataset_convention)
+    # decided once per map (a guess scans the whole volume), then read in it
+    pred_read_as, pred_source = pred.read_as(pred_convention)
+    convention, ref_source = ref.read_as(ref_convention, ref_dataset_convention)
+    pred_labels, _ = pred.internal(pred_read_as)
+    ref_labels, _ = ref.internal(convention)
     # which values were read how, so a guessed convention can be checked afterwards
-    how = {"prediction": pred.read_as(pred_convention)[1], "reference": ref.read_as(ref_convention, ref_dataset_convention)[1]}
+    how = {"prediction": pred_source, "reference": ref_source}
     return {**evaluate(pred_labels, ref_labels, ref.spacing, convention),
             "label_conventions": {"prediction": pred_read_as, "reference": convention, "read_from": how,
                                   "guessed": [who for who, source in how.items() if source == "values"]}}

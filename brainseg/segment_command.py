@@ -70,7 +70,7 @@ def run_segment(args) -> int:
     if source is None:
         case = _with_labels(load_case(args.inputs), args.labels)
     else:
-        case = _with_labels(source.load(), _output_convention(source, args))
+        case = _with_labels(source.load(), args.labels or source.label_convention)
     load_seconds = time.perf_counter() - t
     loaded = load_checkpoint(checkpoint)
     settings = run_settings(args, loaded)
@@ -130,7 +130,8 @@ def _segment_one(args, case, loaded, settings: tuple, out: Path, show_progress: 
 
 
 def _output_convention(source, args) -> str:
-    """The label values a cohort case is written in: the command's, its dataset's, or its file names'."""
+    """The label values a cohort case is written in, known before loading it: the command's, its dataset's, or
+    its file names' (as io.assemble_case decides them)."""
     from brainseg.io import case_files, convention_from_names
 
     if args.labels or source.label_convention:
@@ -249,7 +250,7 @@ def _run_cohort(args, checkpoint: Path) -> int:
             if _done_before(source, target, stats, args):
                 resumed += 1
                 continue
-            case = _with_labels(source.load(), _output_convention(source, args))
+            case = _with_labels(source.load(), args.labels or source.label_convention)  # None: the file names decide
             result = _segment_one(args, case, loaded, settings, target, show_progress=False)
             _write_json(stats, _stats_payload(result, case, loaded, settings))
         except BrainsegError as exc:  # this case's input; a failed write (OSError) stops the run
