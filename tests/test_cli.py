@@ -559,3 +559,20 @@ def test_evaluate_compares_two_prediction_folders_case_by_case(tmp_path, capsys,
     assert lines[lines.index("") - 2].startswith("scored 3 of 4 reference cases; no prediction for c4")  # the first folder's
     assert f"{second}: scored 3 of 4 reference cases; errors (above) in c2" in captured.out
     assert "comparison on 2 cases" in captured.out
+
+
+def test_bench_uniform_loop_runs_without_monai(tmp_path, tiny_checkpoint, monkeypatch):
+    """The replaced app's loop is plain torch: a machine without MONAI still measures it."""
+    from brainseg import bench
+
+    monkeypatch.setitem(sys.modules, "monai", None)  # import monai raises ImportError
+    monkeypatch.setitem(sys.modules, "monai.inferers", None)
+    # windows of 128x128x64 every 64x64x32 where they fit: 2 x 1 x 2 in this volume, the last 16 / 8 /
+    # 16 voxels of each axis never predicted; a volume smaller than one window gets none
+    for shape, windows, unpredicted in [((200, 136, 104), 4, 1 - (192 * 128 * 96) / (200 * 136 * 104)), ((40, 44, 36), 0, 1.0)]:
+        write_case(tmp_path / str(shape[0]), shape=shape)
+        stats = tmp_path / "stats.json"
+        bench._worker("uniform-1mm", str(tmp_path / str(shape[0])), str(tiny_checkpoint), str(tmp_path / "out.nii.gz"), str(stats), "cpu")
+        figures = json.loads(stats.read_text())
+        assert figures["windows"] == windows
+        assert figures["unpredicted_share"] == pytest.approx(unpredicted)

@@ -1,0 +1,120 @@
+"""Training augmentation of whole batches in torch, on the device the batch lives on.
+
+The transforms of the recipe the shipped model was trained with (TorchIO's flip, affine, gamma,
+bias field and noise, then a per-channel scale and shift), written for (N, C, X, Y, Z) tensors so a
+GPU run augments on the GPU instead of waiting on one CPU core, and training needs neither TorchIO
+nor SimpleITK. Targets are soft region shares and go through the same geometry with linear
+interpolation; intensity transforms touch the image alone.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Probabilities (per sample; flips per sample and axis) and ranges of each transform."""
+
+    flip: float = 0.5
+    affine: float = 0.3
+    scales: tuple[float, float] = (0.85, 1.15)  # per axis
+    degrees: float = 15.0  # about each axis, uniform in +-degrees
+    gamma: float = 0.3
+    log_gamma: float = 0.3  # gamma = exp(uniform(+-log_gamma))
+    bias: float = 0.15
+    bias_coefficient: float = 0.3  # of each term of a cubic polynomial in the log field
+    noise: float = 0.15
+    noise_std: float = 0.1  # the standard deviation is uniform in [0, noise_std]
+    channel: float = 0.3
+    channel_scale: float = 0.1  # each channel times uniform(1 +- scale), plus uniform(+-shift)
+    channel_shift: float = 0.1
+
+
+def _chosen(p: float, n: int, generator: torch.Generator) -> torch.Tensor:
+    return torch.rand(n, generator=generator, device=generator.device) < p
+
+
+def _uniform(low: float, high: float, shape: tuple, generator: torch.Generator) -> torch.Tensor:
+    return low + (high - low) * torch.rand(shape, generator=generator, device=generator.device)
+
+
+def _rotation(angles: torch.Tensor) -> torch.Tensor:
+    """(N, 3, 3) rotations about the three axes by ``angles`` (N, 3) in radians."""
+    c, s = angles.cos(), angles.sin()
+    one, zero = torch.ones_like(c[:, 0]), torch.zeros_like(c[:, 0])
+
+    def matrix(rows):
+        return torch.stack([torch.stack(r, dim=-1) for r in rows], dim=-2)
+
+    rx = matrix([[one, zero, zero], [zero, c[:, 0], -s[:, 0]], [zero, s[:, 0], c[:, 0]]])
+    ry = matrix([[c[:, 1], zero, s[:, 1]], [zero, one, zero], [-s[:, 1], zero, c[:, 1]]])
+    rz = matrix([[c[:, 2], -s[:, 2], zero], [s[:, 2], c[:, 2], zero], [zero, zero, one]])
+    return rz @ ry @ rx
+
+
+def _affine(images: torch.Tensor, targets: torch.Tensor, chosen: torch.Tensor, settings: Augmentation,
+            generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    n = int(chosen.sum())
+    angles = _uniform(-settings.degrees, settings.degrees, (n, 3), generator) * (math.pi / 180)
+    scales = _uniform(*settings.scales, (n, 3), generator)
+    # affine_grid maps output to input coordinates: dividing by the scale enlarges the content by it
+    theta = torch.zeros(n, 3, 4, device=images.device)
+    theta[:, :, :3] = _rotation(angles) / scales[:, None, :]
+    both = torch.cat([images[chosen], targets[chosen].to(images.dtype)], dim=1)
+    grid = F.affine_grid(theta.to(both.dtype), list(both.shape), align_corners=False)
+    moved = F.grid_sample(both, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    images, targets = images.clone(), targets.clone()
+    images[chosen] = moved[:, : images.shape[1]]
+    targets[chosen] = moved[:, images.shape[1]:].clamp(0, 1).to(targets.dtype)
+    return images, targets
+
+
+def _bias_field(shape: tuple, coefficients: torch.Tensor) -> torch.Tensor:
+    """(N, 1, X, Y, Z) multiplicative fields exp(sum c_ijk x^i y^j z^k), i + j + k <= 3, on [-1, 1]^3."""
+    axes = [torch.linspace(-1, 1, s, device=coefficients.device) for s in shape]
+    x, y, z = torch.meshgrid(*axes, indexing="ij")
+    terms = torch.stack([x**i * y**j * z**k for i, j, k in _POWERS])  # (T, X, Y, Z)
+    return torch.einsum("nt,txyz->nxyz", coefficients, terms).exp()[:, None]
+
+
+_POWERS = [(i, j, k) for i in range(4) for j in range(4 - i) for k in range(4 - i - j)]
+
+
+def augment_batch(images: torch.Tensor, targets: torch.Tensor, generator: torch.Generator,
+                  settings: Augmentation = Augmentation()) -> tuple[torch.Tensor, torch.Tensor]:
+    """Augmented copies of ``images`` (N, C, X, Y, Z) and ``targets`` (N, K, X, Y, Z) in [0, 1].
+
+    Random numbers come from ``generator``, which lives on the batch's device, so a seeded run repeats.
+    """
+    n, channels = images.shape[:2]
+    if settings.flip > 0:
+        for axis in (2, 3, 4):
+            flip = _chosen(settings.flip, n, generator)[:, None, None, None, None]
+            images = torch.where(flip, images.flip(axis), images)
+            targets = torch.where(flip, targets.flip(axis), targets)
+    if settings.affine > 0 and (chosen := _chosen(settings.affine, n, generator)).any():
+        images, targets = _affine(images, targets, chosen, settings, generator)
+    if settings.gamma > 0:
+        chosen = _chosen(settings.gamma, n, generator)
+        gamma = torch.where(chosen, _uniform(-settings.log_gamma, settings.log_gamma, (n,), generator).exp(), 1.0)
+        # intensities are z-scores: the power keeps each one's sign, as TorchIO does for negative values
+        images = images.sign() * images.abs().pow(gamma[:, None, None, None, None])
+    if settings.bias > 0 and (chosen := _chosen(settings.bias, n, generator)).any():
+        c = settings.bias_coefficient
+        coefficients = _uniform(-c, c, (n, len(_POWERS)), generator) * chosen[:, None]
+        images = images * _bias_field(images.shape[2:], coefficients)
+    if settings.noise > 0:
+        std = _uniform(0, settings.noise_std, (n,), generator) * _chosen(settings.noise, n, generator)
+        noise = torch.randn(images.shape, generator=generator, device=generator.device, dtype=images.dtype)
+        images = images + noise * std[:, None, None, None, None]
+    if settings.channel > 0:
+        chosen = _chosen(settings.channel, n, generator)[:, None]
+        s, d = settings.channel_scale, settings.channel_shift
+        scale = torch.where(chosen, _uniform(1 - s, 1 + s, (n, channels), generator), 1.0)
+        shift = torch.where(chosen, _uniform(-d, d, (n, channels), generator), 0.0)
+        images = images * scale[..., None, None, None] + shift[..., None, None, None]
+    return images, targets
