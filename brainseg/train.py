@@ -338,7 +338,8 @@ def _provenance(tc: TrainConfig, train_sources, val_sources, step, result, secon
         "data": str(tc.data),
         "step": step,
         "training_seconds": round(seconds, 1),
-        "hardware": f"{platform.processor() or platform.machine()}, {ddp.world} process(es), {ddp.device.type}, {torch.get_num_threads()} threads, "
+        "hardware": f"{platform.processor() or platform.machine()}, {ddp.world} process(es), "
+                    f"{torch.cuda.get_device_name(ddp.device) if ddp.device.type == 'cuda' else 'cpu'}, {torch.get_num_threads()} threads, "
                     f"{'fp32' if amp_dtype is None else str(amp_dtype).removeprefix('torch.') + ' autocast'}",
         "validation": {"dice": result["dice"], "hd95": result["hd95"], "score": result["score"]},
         "train_config": to_plain(asdict(tc)),
@@ -370,7 +371,9 @@ def _plot(metrics_path: Path, png: Path) -> None:
     a.set_xlabel("step")
     a.legend()
     for r in REGIONS:
-        b.plot(steps, [float(row[f"val_dice_{r}"]) for row in rows], label=f"val Dice {r}")
+        values = [float(row[f"val_dice_{r}"]) for row in rows]
+        if not all(math.isnan(v) for v in values):  # a run without validation cases has none to draw
+            b.plot(steps, values, label=f"val Dice {r}")
     b.plot(steps, [float(r["train_dice"]) for r in rows], "--", label="train soft Dice")
     b.set_xlabel("step")
     b.set_ylim(0, 1)

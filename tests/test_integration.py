@@ -79,7 +79,7 @@ def test_volume_smaller_than_the_patch(tmp_path):
     seg = nib.load(out)
     assert seg.shape == (80, 80, 60)
     # the one padded window still finds the tumour the crop holds (29 mL of the expert WT; measured
-    # Dice 0.65 with the shipped model, against 0.88 on the whole case, whose context the crop lacks)
+    # Dice 0.85 with the shipped features-24-320 model, 0.65 with the previous 16-256 one)
     truth = np.asarray(nib.load(BRATS / VALIDATION_CASE / f"{VALIDATION_CASE}_seg.nii.gz").dataobj)[60:140, 50:130, 40:100]
     assert dice(np.asarray(seg.dataobj) > 0, truth > 0) > 0.5
 
