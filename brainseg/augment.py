@@ -61,16 +61,28 @@ def _affine(images: torch.Tensor, targets: torch.Tensor, chosen: torch.Tensor, s
     n = int(chosen.sum())
     angles = _uniform(-settings.degrees, settings.degrees, (n, 3), generator) * (math.pi / 180)
     scales = _uniform(*settings.scales, (n, 3), generator)
-    # affine_grid maps output to input coordinates: dividing by the scale enlarges the content by it
-    theta = torch.zeros(n, 3, 4, device=images.device)
-    theta[:, :, :3] = _rotation(angles) / scales[:, None, :]
     both = torch.cat([images[chosen], targets[chosen].to(images.dtype)], dim=1)
+    theta = _affine_theta(angles, scales, both.shape[2:])
     grid = F.affine_grid(theta.to(both.dtype), list(both.shape), align_corners=False)
     moved = F.grid_sample(both, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     images, targets = images.clone(), targets.clone()
     images[chosen] = moved[:, : images.shape[1]]
     targets[chosen] = moved[:, images.shape[1]:].clamp(0, 1).to(targets.dtype)
     return images, targets
+
+
+def _affine_theta(angles: torch.Tensor, scales: torch.Tensor, shape) -> torch.Tensor:
+    """(N, 3, 4) matrices for ``affine_grid``: rotations by ``angles`` and per-axis ``scales`` about the centre.
+
+    affine_grid works in coordinates normalised to [-1, 1] per axis (ordered last axis first); the
+    rotation is made in voxel units and converted, so a patch that is not a cube is rotated, not sheared.
+    """
+    half = torch.tensor([float(s) for s in reversed(tuple(shape))], device=angles.device) / 2
+    # output to input coordinates: dividing by the scale enlarges the content by it
+    voxels = _rotation(angles) / scales[:, None, :]
+    theta = torch.zeros(angles.shape[0], 3, 4, device=angles.device)
+    theta[:, :, :3] = voxels * half[None, None, :] / half[None, :, None]
+    return theta
 
 
 def _bias_field(shape: tuple, coefficients: torch.Tensor) -> torch.Tensor:

@@ -110,3 +110,21 @@ def test_runs_on_cuda_with_a_cuda_generator():
     g = torch.Generator(device="cuda").manual_seed(0)
     out_i, out_t = augment_batch(images.cuda(), targets.cuda(), g)
     assert out_i.device.type == "cuda" and out_t.shape == targets.shape
+
+
+def test_quarter_turn_of_a_patch_that_is_not_a_cube_turns_a_box_without_shearing():
+    import torch.nn.functional as F
+
+    from brainseg.augment import _affine_theta
+
+    shape = (32, 48, 8)  # X, Y, Z
+    volume = torch.zeros(1, 1, *shape)
+    volume[0, 0, 14:18, 16:32, :] = 1  # 4 x 16 voxels in the X-Y plane
+    # affine_grid orders axes Z, Y, X: a turn about its first axis turns the X-Y plane
+    theta = _affine_theta(torch.tensor([[math.pi / 2, 0.0, 0.0]]), torch.ones(1, 3), shape)
+    grid = F.affine_grid(theta, [1, 1, *shape], align_corners=False)
+    turned = F.grid_sample(volume, grid, mode="nearest", align_corners=False)[0, 0]
+    inside = turned[:, :, 4].nonzero()
+    extent = inside.max(0).values - inside.min(0).values + 1
+    assert extent.tolist() == [16, 4]  # 16 along X, 4 along Y: the box turned, its sides kept
+    assert turned.sum() == volume.sum()
