@@ -4,7 +4,8 @@ The transforms of the recipe the shipped model was trained with (TorchIO's flip,
 bias field and noise, then a per-channel scale and shift), written for (N, C, X, Y, Z) tensors so a
 GPU run augments on the GPU instead of waiting on one CPU core, and training needs neither TorchIO
 nor SimpleITK. Targets are soft region shares and go through the same geometry with linear
-interpolation; intensity transforms touch the image alone.
+interpolation; intensity transforms touch the image alone. One difference: rotation fills the corners
+it brings in with 0, the background of the z-scored images, where TorchIO fills with the minimum.
 """
 from __future__ import annotations
 
@@ -100,9 +101,11 @@ def augment_batch(images: torch.Tensor, targets: torch.Tensor, generator: torch.
                   settings: Augmentation = Augmentation()) -> tuple[torch.Tensor, torch.Tensor]:
     """Augmented copies of ``images`` (N, C, X, Y, Z) and ``targets`` (N, K, X, Y, Z) in [0, 1].
 
-    Random numbers come from ``generator``, which lives on the batch's device, so a seeded run repeats.
+    Random numbers come from ``generator``, which lives on the batch's device, so a seeded generator
+    draws the same transforms again. The image comes back in its own dtype.
     """
     n, channels = images.shape[:2]
+    dtype = images.dtype
     if settings.flip > 0:
         for axis in (2, 3, 4):
             flip = _chosen(settings.flip, n, generator)[:, None, None, None, None]
@@ -129,4 +132,4 @@ def augment_batch(images: torch.Tensor, targets: torch.Tensor, generator: torch.
         scale = torch.where(chosen, _uniform(1 - s, 1 + s, (n, channels), generator), 1.0)
         shift = torch.where(chosen, _uniform(-d, d, (n, channels), generator), 0.0)
         images = images * scale[..., None, None, None] + shift[..., None, None, None]
-    return images, targets
+    return images.to(dtype), targets

@@ -128,3 +128,10 @@ def test_quarter_turn_of_a_patch_that_is_not_a_cube_turns_a_box_without_shearing
     extent = inside.max(0).values - inside.min(0).values + 1
     assert extent.tolist() == [16, 4]  # 16 along X, 4 along Y: the box turned, its sides kept
     assert turned.sum() == volume.sum()
+
+
+def test_a_batch_of_one_in_bfloat16_keeps_its_dtype_and_shape():
+    images, targets = _batch(n=1, size=12)
+    out_i, out_t = augment_batch(images.bfloat16(), targets, _gen(2), Augmentation(flip=1, affine=1, gamma=1, bias=1, noise=1, channel=1))
+    assert out_i.dtype == torch.bfloat16 and out_i.shape == images.shape and out_t.shape == targets.shape
+    assert out_t.min() >= 0 and out_t.max() <= 1
