@@ -1,19 +1,28 @@
-"""Training augmentation of whole batches in torch, on the device the batch lives on.
+"""Training augmentation: one recipe (``Augmentation``), two engines.
 
-The transforms of the recipe the shipped model was trained with (TorchIO's flip, affine, gamma,
-bias field and noise, then a per-channel scale and shift), written for (N, C, X, Y, Z) tensors so a
-GPU run augments on the GPU instead of waiting on one CPU core, and training needs neither TorchIO
-nor SimpleITK. Targets are soft region shares and go through the same geometry with linear
-interpolation; intensity transforms touch the image alone. One difference: rotation fills the corners
-it brings in with 0, the background of the z-scored images, where TorchIO fills with the minimum.
+- ``torchio``: TorchIO's flip, affine, gamma, bias field and noise on one (image, target) patch at a
+  time, then a per-channel scale and shift; runs on the CPU beside the training loop.
+- ``torch``: the same transforms and ranges on whole (N, C, X, Y, Z) batches in torch, on the device
+  the batch lives on, so a GPU run augments on the GPU instead of waiting on one CPU core (and needs
+  neither TorchIO nor SimpleITK there). One difference: rotation fills the corners it brings in with 0,
+  the background of the z-scored images, where TorchIO fills with the patch's minimum.
+
+``auto`` takes ``torch`` on CUDA and ``torchio`` elsewhere. Targets are soft region shares and go
+through the same geometry with linear interpolation; intensity transforms touch the image alone.
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from brainseg.config import AUGMENTATION_ENGINES, SettingError, require_choice
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -133,3 +142,50 @@ def augment_batch(images: torch.Tensor, targets: torch.Tensor, generator: torch.
         shift = torch.where(chosen, _uniform(-d, d, (n, channels), generator), 0.0)
         images = images * scale[..., None, None, None] + shift[..., None, None, None]
     return images.to(dtype), targets
+
+
+def choose_engine(requested: str, device: torch.device) -> str:
+    """The engine ``requested`` (AUGMENTATION_ENGINES) resolves to on ``device``."""
+    require_choice("augmentation", requested, AUGMENTATION_ENGINES, "augmentation engine")
+    if requested == "torch" or (requested == "auto" and device.type == "cuda"):
+        return "torch"
+    try:
+        import torchio  # noqa: F401  (the train extra)
+    except ImportError:
+        if requested == "torchio":
+            raise SettingError("augmentation", "got 'torchio', but TorchIO is not installed; expected it installed "
+                                               "(pip install -e '.[train]') or --augmentation torch") from None
+        log.warning("TorchIO is not installed: augmenting with the torch engine (pip install -e '.[train]' for TorchIO)")
+        return "torch"
+    return "torchio"
+
+
+def torchio_transform(settings: Augmentation = Augmentation()):
+    """The recipe's geometric and intensity transforms as a TorchIO Compose (geometry first)."""
+    import torchio as tio
+
+    return tio.Compose(
+        [
+            tio.RandomFlip(axes=(0, 1, 2), flip_probability=settings.flip),
+            tio.RandomAffine(scales=settings.scales, degrees=settings.degrees, translation=0, p=settings.affine,
+                             label_interpolation="linear"),
+            tio.RandomGamma(log_gamma=(-settings.log_gamma, settings.log_gamma), p=settings.gamma),
+            tio.RandomBiasField(coefficients=settings.bias_coefficient, p=settings.bias),
+            tio.RandomNoise(std=(0, settings.noise_std), p=settings.noise),
+        ]
+    )
+
+
+def augment_patch(transform, image: np.ndarray, target: np.ndarray, rng: np.random.Generator,
+                  settings: Augmentation = Augmentation()) -> tuple[np.ndarray, np.ndarray]:
+    """One (C, X, Y, Z) patch and its target through ``torchio_transform``, then the channel scale and shift."""
+    import torchio as tio
+
+    subject = tio.Subject(image=tio.ScalarImage(tensor=torch.from_numpy(image)),
+                          target=tio.LabelMap(tensor=torch.from_numpy(target.astype(np.float32))))
+    out = transform(subject)
+    image = out["image"].data.numpy()
+    if rng.random() < settings.channel:  # scanners differ in gain and offset per sequence
+        s, d, c = settings.channel_scale, settings.channel_shift, (image.shape[0], 1, 1, 1)
+        image = image * rng.uniform(1 - s, 1 + s, c) + rng.uniform(-d, d, c)
+    return image.astype(np.float32), out["target"].data.numpy().astype(np.float32)

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from brainseg.config import NORMS, OUTPUT_MODES, ModelConfig, PreprocessConfig, TrainConfig
+from brainseg.config import AUGMENTATION_ENGINES, NORMS, OUTPUT_MODES, ModelConfig, PreprocessConfig, TrainConfig
 from brainseg.labels import AUTO, CONVENTIONS, LABEL_OPTIONS
 
 log = logging.getLogger("brainseg")
@@ -95,7 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--norm", choices=NORMS, help=f"default {model.norm}")
     tr.add_argument("--output-mode", choices=OUTPUT_MODES, help=f"default {model.output_mode}")
     tr.add_argument("--residual", action=argparse.BooleanOptionalAction, help=f"residual blocks (default {model.residual})")
-    tr.add_argument("--augment", action=argparse.BooleanOptionalAction, help=f"random flips, affine, gamma, bias field, noise and channel scaling of each batch, on the training device (default {tc.augment})")
+    tr.add_argument("--augment", action=argparse.BooleanOptionalAction, help=f"random flips, affine, gamma, bias field, noise and channel scaling (default {tc.augment})")
+    tr.add_argument("--augmentation", choices=AUGMENTATION_ENGINES,
+                    help=f"engine: torchio (each patch, on the CPU), torch (each batch, on the training device); "
+                         f"default {tc.augmentation}: torch on CUDA, else torchio")
     tr.add_argument("--threads", type=int, help=f"default {tc.threads}: torch's choice")
     tr.add_argument("--seed", type=int, help=f"default {tc.seed}")
     tr.add_argument("--resume", help="state.pt of an earlier run, or its run folder; its config.json gives the settings "

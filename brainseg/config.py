@@ -23,6 +23,7 @@ OUTPUT_CHANNELS = {"regions": 3, "labels": 4}  # what each output mode's head pr
 # a window side beyond this is a typo, not a choice (the 1 mm BraTS head is 240 voxels): refused
 # before it reaches an allocation of terabytes
 MAX_PATCH_VOXELS = 512
+AUGMENTATION_ENGINES = ("auto", "torchio", "torch")  # brainseg.augment: auto = torch on CUDA, TorchIO elsewhere
 _AXIS_PAIRS = ("LR", "PA", "IS")  # nibabel's axis codes: one letter of each pair, in any order
 
 
@@ -264,6 +265,7 @@ class TrainConfig:
     grad_clip: float = 12.0
     tumour_share: float = 0.5
     augment: bool = True
+    augmentation: str = "auto"  # engine (AUGMENTATION_ENGINES)
     val_every: int = 250
     patience: int = 0  # validations without improvement before stopping; 0 = never stop early
     validation: tuple[str, ...] | None = None  # case ids; () trains on every case; None: see validation_split
@@ -287,6 +289,7 @@ class TrainConfig:
         require_number("grad_clip", self.grad_clip, 0.0, low_open=True)
         require_number("tumour_share", self.tumour_share, 0.0, 1.0)
         require_choice("labels", self.labels, LABEL_OPTIONS, "label convention")
+        require_choice("augmentation", self.augmentation, AUGMENTATION_ENGINES, "augmentation engine")
         for name in ("data", "output", "resume", "init"):
             require_text(name, getattr(self, name))
         for name in ("augment", "amp"):

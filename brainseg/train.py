@@ -1,5 +1,5 @@
-"""Training: tumour-aware patches, batch augmentation on the training device (brainseg.augment),
-Dice + CE, validation on whole cases.
+"""Training: tumour-aware patches, augmentation (brainseg.augment: TorchIO per patch, or torch per batch on
+the GPU), Dice + CE, validation on whole cases.
 
 Runs alone or under ``torchrun`` (DistributedDataParallel: gloo on CPU, NCCL on CUDA); rank 0
 validates, logs and writes checkpoints.
@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 
 from brainseg import __version__
-from brainseg.augment import augment_batch
+from brainseg.augment import augment_batch, augment_patch, choose_engine, torchio_transform
 from brainseg.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
 from brainseg.config import BrainsegConfig, SettingError, TrainConfig, to_plain
 from brainseg.data import find_cases, load_reference, load_training_cases, sample_patch
@@ -207,6 +207,8 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None)
             amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         elif cpu_supports_bf16():
             amp_dtype = torch.bfloat16
+    engine = choose_engine(train_config.augmentation, ddp.device) if train_config.augment else None
+    transform = torchio_transform() if engine == "torchio" else None
     generator = torch.Generator(device=ddp.device)
     generator.manual_seed(train_config.seed + 1000 * ddp.rank)
     if ddp.device.type == "cuda":
@@ -224,11 +226,13 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None)
         for _ in range(train_config.batch_size):
             item = train_cases[rng.integers(len(train_cases))]
             image, target = sample_patch(item, train_config.patch_size, rng, train_config.tumour_share)
+            if transform is not None:
+                image, target = augment_patch(transform, image, target, rng)
             images.append(image)
             targets.append(target)
         x = torch.from_numpy(np.stack(images)).to(ddp.device)
         y = torch.from_numpy(np.stack(targets)).to(ddp.device).float()
-        if train_config.augment:
+        if engine == "torch":
             x, y = augment_batch(x, y, generator)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
@@ -262,7 +266,8 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None)
                 history.append(row)
                 _append_csv(metrics_path, row)
                 improved = result["score"] > best_score or not val_cases
-                provenance = _provenance(train_config, train_sources, val_sources, step, result, elapsed, ddp, amp_dtype)
+                done = replace(train_config, augmentation=engine) if engine else train_config  # "auto" resolved
+                provenance = _provenance(done, train_sources, val_sources, step, result, elapsed, ddp, amp_dtype)
                 save_checkpoint(out_dir / "last.pt", model, config, provenance)
                 if improved:
                     best_score = result["score"]

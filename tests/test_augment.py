@@ -135,3 +135,36 @@ def test_a_batch_of_one_in_bfloat16_keeps_its_dtype_and_shape():
     out_i, out_t = augment_batch(images.bfloat16(), targets, _gen(2), Augmentation(flip=1, affine=1, gamma=1, bias=1, noise=1, channel=1))
     assert out_i.dtype == torch.bfloat16 and out_i.shape == images.shape and out_t.shape == targets.shape
     assert out_t.min() >= 0 and out_t.max() <= 1
+
+
+def test_engine_choice_follows_the_device_and_what_is_installed(monkeypatch, caplog):
+    from brainseg.augment import choose_engine
+    from brainseg.config import SettingError
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert choose_engine("auto", cpu) == "torchio"
+    assert choose_engine("auto", cuda) == "torch"
+    assert choose_engine("torch", cpu) == "torch" and choose_engine("torchio", cuda) == "torchio"
+    with pytest.raises(SettingError, match="augmentation"):
+        choose_engine("kornia", cpu)
+    monkeypatch.setitem(__import__("sys").modules, "torchio", None)  # not installed
+    assert choose_engine("auto", cpu) == "torch"
+    assert "TorchIO is not installed" in caplog.text
+    with pytest.raises(SettingError, match="TorchIO is not installed"):
+        choose_engine("torchio", cpu)
+
+
+def test_torchio_engine_with_nothing_drawn_returns_the_patch_and_moves_image_and_target_together():
+    from brainseg.augment import augment_patch, torchio_transform
+
+    rng = np.random.default_rng(0)
+    image = rng.standard_normal((4, 16, 16, 16)).astype(np.float32)
+    target = (rng.random((3, 16, 16, 16)) > 0.7).astype(np.float32)
+    same = augment_patch(torchio_transform(OFF), image, target, rng, OFF)
+    np.testing.assert_allclose(same[0], image, atol=1e-6)
+    np.testing.assert_array_equal(same[1], target)
+    image[1] = target[1]
+    flips = Augmentation(flip=1.0, affine=1.0, gamma=0, bias=0, noise=0, channel=0)
+    out_i, out_t = augment_patch(torchio_transform(flips), image, target, rng, flips)
+    assert not np.allclose(out_t, target)
+    np.testing.assert_allclose(out_i[1], out_t[1], atol=1e-4)  # one geometry for both
