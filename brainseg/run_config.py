@@ -101,10 +101,15 @@ def build_configs(path: str | Path | None, train_options: dict[str, Any],
     return tc, config
 
 
+def resume_state(resume: str) -> Path:
+    """The state.pt that ``--resume`` names: the file itself, or the one in the run folder given."""
+    path = Path(resume)
+    return path / "state.pt" if path.is_dir() else path
+
+
 def resumed_config(resume: str) -> Path | None:
     """The config.json beside the state a run resumes from (its settings without options), if there is one."""
-    folder = Path(resume) if Path(resume).is_dir() else Path(resume).parent
-    found = folder / "config.json"
+    found = resume_state(resume).parent / "config.json"
     if found.is_file():
         log.info("resuming with the settings of %s (options given override them)", found)
         return found

@@ -31,6 +31,7 @@ from brainseg.losses import dice_ce_loss
 from brainseg.metrics import dice, hd95
 from brainseg.labels import REGIONS, region_masks
 from brainseg.model import UNet3D
+from brainseg.run_config import resume_state
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +100,7 @@ def _resume(train_config: TrainConfig, model: UNet3D, optimizer: torch.optim.Opt
     Raises InputError naming the file when it is missing, is not a training state, or holds weights of
     another network than the options build.
     """
-    path = Path(train_config.resume)
-    if path.is_dir():  # the run folder itself
-        path = path / "state.pt"
+    path = resume_state(train_config.resume)
     if not path.is_file():
         raise InputError(f"{path}: no such file; expected the state.pt of an earlier run's folder")
     try:
