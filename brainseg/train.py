@@ -172,6 +172,8 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None)
     # the model, optimiser and resumed state come before the data, so a bad setting fails in seconds
     model = (initial.model if initial is not None else UNet3D(config.model)).to(ddp.device)
     train_config.check_fits(model.config)
+    engine = choose_engine(train_config.augmentation, ddp.device) if train_config.augment else None  # before the data
+    transform = torchio_transform() if engine == "torchio" else None
     channels_last = ddp.device.type == "cpu"
     if channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
@@ -206,8 +208,6 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None)
             amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         elif cpu_supports_bf16():
             amp_dtype = torch.bfloat16
-    engine = choose_engine(train_config.augmentation, ddp.device) if train_config.augment else None
-    transform = torchio_transform() if engine == "torchio" else None
     generator = torch.Generator(device=ddp.device)
     generator.manual_seed(train_config.seed + 1000 * ddp.rank)
     if ddp.device.type == "cuda":

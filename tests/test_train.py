@@ -376,3 +376,14 @@ def test_every_rank_takes_rank_0s_elapsed_time():
 
 def test_single_process_minutes_are_the_local_clock():
     assert shared_minutes(time.time() - 120, Distributed()) == pytest.approx(2.0, abs=0.01)
+
+
+def test_torchio_engine_missing_is_refused_before_any_data_is_read(tmp_path, monkeypatch, capsys):
+    from brainseg.cli import main
+
+    monkeypatch.setitem(sys.modules, "torchio", None)  # not installed
+    # no data folder at all: a refusal that came after reading data would name the folder instead
+    assert main(["train", "--data", str(tmp_path / "absent"), "--output", str(tmp_path / "run"),
+                 "--augmentation", "torchio", "--max-steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "augmentation" in err and "TorchIO is not installed" in err and "absent" not in err
