@@ -12,6 +12,7 @@ through the same geometry with linear interpolation; intensity transforms touch 
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass
@@ -95,11 +96,17 @@ def _affine_theta(angles: torch.Tensor, scales: torch.Tensor, shape) -> torch.Te
     return theta
 
 
+@functools.lru_cache(maxsize=4)
+def _polynomial_terms(shape: tuple, device: torch.device) -> torch.Tensor:
+    """(T, X, Y, Z) the monomials x^i y^j z^k of ``_POWERS`` on [-1, 1]^3: one patch size, made once."""
+    axes = [torch.linspace(-1, 1, s, device=device) for s in shape]
+    x, y, z = torch.meshgrid(*axes, indexing="ij")
+    return torch.stack([x**i * y**j * z**k for i, j, k in _POWERS])
+
+
 def _bias_field(shape: tuple, coefficients: torch.Tensor) -> torch.Tensor:
     """(N, 1, X, Y, Z) multiplicative fields exp(sum c_ijk x^i y^j z^k), i + j + k <= 3, on [-1, 1]^3."""
-    axes = [torch.linspace(-1, 1, s, device=coefficients.device) for s in shape]
-    x, y, z = torch.meshgrid(*axes, indexing="ij")
-    terms = torch.stack([x**i * y**j * z**k for i, j, k in _POWERS])  # (T, X, Y, Z)
+    terms = _polynomial_terms(tuple(shape), coefficients.device)
     return torch.einsum("nt,txyz->nxyz", coefficients, terms).exp()[:, None]
 
 

@@ -174,6 +174,7 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None)
     train_config.check_fits(model.config)
     engine = choose_engine(train_config.augmentation, ddp.device) if train_config.augment else None  # before the data
     transform = torchio_transform() if engine == "torchio" else None
+    as_run = replace(train_config, augmentation=engine) if engine else train_config  # provenance: "auto" resolved
     channels_last = ddp.device.type == "cpu"
     if channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
@@ -265,8 +266,7 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None)
                 history.append(row)
                 _append_csv(metrics_path, row)
                 improved = result["score"] > best_score or not val_cases
-                done = replace(train_config, augmentation=engine) if engine else train_config  # "auto" resolved
-                provenance = _provenance(done, train_sources, val_sources, step, result, elapsed, ddp, amp_dtype)
+                provenance = _provenance(as_run, train_sources, val_sources, step, result, elapsed, ddp, amp_dtype)
                 save_checkpoint(out_dir / "last.pt", model, config, provenance)
                 if improved:
                     best_score = result["score"]
