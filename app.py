@@ -7,6 +7,7 @@ re-runs the network.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import time
@@ -18,9 +19,9 @@ import torch
 
 from brainseg import MODALITIES, pipeline, render, report
 from brainseg.checkpoint import DEFAULT_DIR, discover, load_checkpoint
-from brainseg.config import BrainsegConfig
+from brainseg.config import MAX_PATCH_VOXELS, BrainsegConfig
 from brainseg.errors import BrainsegError
-from brainseg.io import assemble_case, convention_from_names, labels_bytes, modality_from_name, probabilities_bytes, read_label_map, read_scan
+from brainseg.io import assemble_case, case_stems, convention_from_names, labels_bytes, modality_from_name, probabilities_bytes, read_label_map, read_scan
 from brainseg.labels import AUTO, CONVENTIONS, ED, ET, LABEL_NAMES, LABEL_OPTIONS, NCR, REGIONS, chosen_convention
 from brainseg.metrics import evaluate, slice_area_mm2, slice_stats, volume_stats
 
@@ -28,15 +29,17 @@ log = logging.getLogger("brainseg.app")
 
 ROOT = Path(__file__).resolve().parent
 SAMPLE_DIR = ROOT / "assets" / "sample"
-# None: the window the checkpoint was trained and validated with (see its model card)
 STRIDE_RANGE = (0.1, 1.0)  # share of the patch between window starts: overlap 0.9 to 0
-PATCH_SIZES = {"Model default (as trained)": None, "96x96x48": (96, 96, 48), "128x128x64": (128, 128, 64), "160x160x80": (160, 160, 80)}
+# None: the window the checkpoint was trained and validated with (see its model card); the largest
+# window the settings allow is cut to the brain, so it takes the whole brain at once
+PATCH_SIZES = {"as trained": None, "whole brain": (MAX_PATCH_VOXELS,) * 3}
 ROLES = {"flair": "FLAIR", "t1": "T1", "t1ce": "T1ce", "t2": "T2", "truth": "ground truth", "ignore": "ignore"}
 CONVENTION_TITLES = {"brats2018": "BraTS 2018-2021 (ET = 4)", "brats2023": "BraTS 2023+ (ET = 3)",
                      "msd": "Decathlon Task01 (1 ED, 2 NCR, 3 ET)",
                      "brats2024": "BraTS 2024 post-treatment (4 = resection cavity)",
                      AUTO: "as its header names, else from its values (ET = 3 or 4)"}
-READ_FROM = {"given": "as chosen", "header": "as its header names", "values": "guessed from its values"}
+READ_FROM = {"given": "as chosen", "header": "as its header names", "name": "as its BraTS 2023+ file name implies",
+             "values": "guessed from its values"}
 NOTICE = (
     "**Research use only.** brainseg is not a medical device; its segmentations must not be used for "
     "diagnosis or treatment decisions."
@@ -109,7 +112,8 @@ def attempt(action: str):
 
 def parse_file(name: str, data: bytes) -> SimpleNamespace:
     """One dropped file, decoded once: a scan, a label map (by its name) or an error message."""
-    entry = SimpleNamespace(name=name, size=len(data), scan=None, labels=None, data=None, error=None, guess=None)
+    entry = SimpleNamespace(name=name, size=len(data), scan=None, labels=None, data=None, error=None, guess=None,
+                            digest=hashlib.blake2b(data, digest_size=16).hexdigest())
     try:
         entry.guess = modality_from_name(name)
         if entry.guess == "seg":
@@ -141,15 +145,21 @@ def sidebar() -> tuple[SimpleNamespace, object]:
             return SimpleNamespace(path=None), None
         labels = {checkpoint_label(p): str(p) for p in paths}
         choice = st.selectbox("Checkpoint", list(labels), key="checkpoint")
-        if st.button("Load model", key="load_model"):
-            with attempt("Loading the model"):
-                get_model(labels[choice])
-                st.session_state["model_path"] = labels[choice]
-        card = st.container()  # filled at the end of the page, after a run may have loaded a model
+        loaded = None
+        with attempt("Reading the checkpoint"):  # loaded once per file version, shared by all sessions
+            loaded = get_model(labels[choice])
+        card = st.container()  # the model card, filled at the end of the page
 
         st.header("Settings")
-        defaults = checkpoint_defaults(labels[choice])
-        patch = st.selectbox("Patch size (voxels)", list(PATCH_SIZES), key="patch", help="Window the network sees at once, on the model's grid. The model default is the size it was trained and validated with; other sizes can lower accuracy.")
+        defaults = checkpoint_defaults(labels[choice], loaded)
+        trained = "x".join(map(str, defaults["patch"]))
+        patch = st.selectbox(
+            "Patch size (voxels)", list(PATCH_SIZES), key="patch",
+            format_func=lambda k: f"{trained}, as trained (default)" if PATCH_SIZES[k] is None else "whole brain in one window",
+            help=f"Window the network sees at once, on the model's grid. {trained} is the window this checkpoint was trained and "
+                 f"validated with. One window over the whole brain is about twice as fast on a CPU, but the network then sees "
+                 f"other statistics than in training: with the shipped model it lowered the mean Dice of every region by "
+                 f"0.02 on the validation cases.")
         stride = st.slider("Stride ratio", *STRIDE_RANGE, step=0.05, key="stride", help=f"Step between windows as a share of the patch; this checkpoint's default is {defaults['stride']:.2f}.")
         st.caption("Smaller stride = more overlap between windows: slower, smoother borders.")
         tta = st.checkbox("Test-time augmentation (8 mirrored copies, ~8x slower)", key="tta")
@@ -157,16 +167,15 @@ def sidebar() -> tuple[SimpleNamespace, object]:
         max_distance = st.number_input("Farthest tumour piece kept (mm)", 0.0, 500.0, step=5.0, key="max_distance", help=f"Whole-tumour pieces farther than this from the largest one are removed (0 keeps all; a distant second lesion needs 0 or a larger value); this checkpoint's default is {defaults['max_distance']:g}.")
         devices = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
         device = st.selectbox("Device", devices, key="device")
-    settings = SimpleNamespace(path=labels[choice], patch=PATCH_SIZES[patch], overlap=round(1.0 - stride, 4), tta=tta, min_component=int(min_component), max_distance=float(max_distance), device=device)
+    # an unreadable checkpoint: Run stays off (the error above says why)
+    settings = SimpleNamespace(path=labels[choice] if loaded is not None else None, patch=PATCH_SIZES[patch], overlap=round(1.0 - stride, 4), tta=tta, min_component=int(min_component), max_distance=float(max_distance), device=device)
     return settings, card
 
 
-def checkpoint_defaults(path: str) -> dict:
+def checkpoint_defaults(path: str, loaded) -> dict:
     """The chosen checkpoint's own inference and post-processing settings, put into the sidebar widgets
     whenever the choice changes, so the app segments as `brainseg segment` does with that checkpoint."""
-    config = BrainsegConfig()  # if the file cannot be read, Run reports why; the widgets still need values
-    with attempt("Reading the checkpoint's settings"):
-        config = get_model(path).config
+    config = loaded.config if loaded is not None else BrainsegConfig()  # unreadable: Run is off, widgets need values
     low, high = STRIDE_RANGE
     defaults = {
         "stride": min(max(round(1.0 - config.inference.overlap, 2), low), high),
@@ -177,7 +186,7 @@ def checkpoint_defaults(path: str) -> dict:
     if st.session_state.get("defaults_for") != path:
         st.session_state["defaults_for"] = path
         st.session_state.update(defaults)
-    return defaults
+    return {**defaults, "patch": tuple(config.inference.patch_size)}  # shown, not a widget's value
 
 
 # ---------------------------------------------------------------- inputs
@@ -191,8 +200,8 @@ def inputs_section() -> SimpleNamespace | None:
     """Drop zone, sample button and the modality table; returns the case once four scans are set."""
     st.subheader("1 · Scans")
     uploads = st.file_uploader(
-        "Drop the four scans here: FLAIR, T1, T1ce, T2 (.nii, .nii.gz or .npy; any BraTS naming). "
-        "A segmentation file added here is used as ground truth.",
+        "Drop the four scans here: FLAIR, T1, T1ce, T2 (.nii, .nii.gz or .npy; any BraTS naming), skull-stripped "
+        "and co-registered as BraTS provides them. A segmentation file added here is used as ground truth.",
         type=["nii", "gz", "npy"],
         accept_multiple_files=True,
         key="uploads",
@@ -278,9 +287,35 @@ def modality_table(parsed: dict, ids: list[str]) -> SimpleNamespace | None:
     if case is None:
         return None
     truth_id = by_role.get("truth", [None])[0]
-    key = tuple(by_role[m][0] for m in MODALITIES)
+    key = tuple(parsed[by_role[m][0]].digest for m in MODALITIES)  # the same scans dropped again are the same case
+    if truth_id is not None and not truth_fits(parsed[truth_id], case, key):
+        truth_id = None
     st.success(f"Ready: {report.case_name(case.sources)}, {'x'.join(map(str, case.shape))} voxels of {'x'.join(f'{s:g}' for s in case.spacing)} mm.")
+    stems = case_stems(case.sources.values())
+    if len(stems) > 1:
+        st.warning(f"The file names name {len(stems)} cases ({', '.join(stems)}): check that the four scans are one "
+                   f"patient's, from one session, before trusting the result.")
+    if not case.has_geometry:
+        st.warning(".npy arrays carry no orientation or voxel size: they are taken as 1 mm voxels in BraTS files' axis "
+                   "order (LPS). The slice views, the volumes in mL and the downloaded NIfTI rest on that assumption; "
+                   "use NIfTI files where you can.")
     return SimpleNamespace(case=case, key=key, truth=parsed[truth_id] if truth_id else None)
+
+
+def truth_fits(entry: SimpleNamespace, case, key: tuple) -> bool:
+    """Whether a dropped segmentation lies on the scans' grid, checked once per set of scans, before the
+    run (its label values are read when it is scored, as the user chooses them)."""
+    if getattr(entry, "grid_check", None) is None or entry.grid_check[0] != key:
+        problem = None
+        try:
+            read_label_map(entry.data, entry.name, case)
+        except BrainsegError as exc:
+            problem = str(exc)
+        entry.grid_check = (key, problem)
+    problem = entry.grid_check[1]
+    if problem:
+        st.error(f"Ground truth: {problem}. The scans can still be segmented; drop a segmentation of this case to score them.")
+    return problem is None
 
 
 # ---------------------------------------------------------------- run
@@ -293,20 +328,20 @@ def run_section(inputs: SimpleNamespace | None, settings: SimpleNamespace) -> No
         return
     with attempt("Segmentation"):
         loaded = get_model(settings.path)
-        st.session_state["model_path"] = settings.path
-        segmentation, seconds, used = segment(inputs.case, loaded, settings)
+        segmentation, seconds, record = segment(inputs.case, loaded, settings)
         result = SimpleNamespace(
             id=_next_run_id(), case=inputs.case, key=inputs.key, segmentation=segmentation, model=loaded.name,
-            model_path=settings.path, settings=settings, settings_used=used, seconds=seconds, cache={}, truth=None, truth_source=None, comparison=None,
+            model_path=settings.path, settings=settings, record=record, seconds=seconds, cache={}, truth=None, truth_source=None, dropped_truth=None, comparison=None,
             ranges={m: render.intensity_range(v) for m, v in inputs.case.images.items()},
         )
         st.session_state["result"] = result
         if inputs.truth is not None:
+            result.dropped_truth = inputs.truth.digest
             set_truth(result, inputs.truth.name, inputs.truth.data, reference_convention())
 
 
 def segment(case, loaded, settings: SimpleNamespace):
-    """Run the pipeline with a progress bar; returns (segmentation, wall seconds, settings used)."""
+    """Run the pipeline with a progress bar; returns (segmentation, wall seconds, ``report.run_record``)."""
     inference = pipeline.inference_settings(loaded, settings.patch, settings.overlap, settings.tta)
     post = pipeline.postprocess_settings(loaded, settings.min_component, settings.max_distance)
     bar = st.progress(0.0, text=f"{loaded.name}: preparing the scans…")
@@ -318,12 +353,7 @@ def segment(case, loaded, settings: SimpleNamespace):
     segmentation = pipeline.segment_case(case, loaded, inference, post, device=settings.device, progress=progress)
     seconds = time.perf_counter() - started
     bar.progress(1.0, text=f"{loaded.name}: done in {seconds:.1f} s")
-    used = {
-        "checkpoint": loaded.name, "patch_size": list(inference.patch_size), "overlap": inference.overlap,
-        "tta": inference.tta, "min_component_voxels": post.min_component_voxels,
-        "max_component_distance_mm": post.max_component_distance_mm, "device": settings.device,
-    }
-    return segmentation, seconds, used
+    return segmentation, seconds, report.run_record(loaded, inference, post, segmentation)
 
 
 def set_truth(result, name: str, data: bytes, convention: str | None = None) -> None:
@@ -348,15 +378,29 @@ def reference_convention() -> str | None:
 # ---------------------------------------------------------------- results
 
 
-def results_section(inputs: SimpleNamespace | None) -> None:
+def results_section(inputs: SimpleNamespace | None, settings: SimpleNamespace) -> None:
     result = st.session_state.get("result")
     if result is None:
         return
     seg, case = result.segmentation, result.case
     st.subheader("3 · Result")
-    st.success(f"{report.case_name(case.sources)} segmented by {result.model} in {result.seconds:.1f} s ({seg.windows} windows, {seg.precision}).")
+    windows = f"{seg.windows} window{'s' if seg.windows != 1 else ''}"
+    st.success(f"{report.case_name(case.sources)} segmented by {result.model} in {result.seconds:.1f} s ({windows}, {seg.precision} on {seg.device}).")
+    st.caption(f"Settings used: {settings_text(result.record['settings'])}.")
+    for warning in seg.warnings:
+        st.warning(warning)
+    if seg.removed_ml > 0:
+        st.caption(f"Post-processing removed {seg.removed_ml:.2f} mL of predicted tumour in pieces it judged spurious; "
+                   f"set the minimum component and the farthest piece to 0 in the sidebar to keep every piece.")
     if inputs is not None and inputs.key != result.key:
         st.info("The scans above changed since this result; it still shows the case it was made from. Run again to segment the new scans.")
+    elif inputs is not None and inputs.truth is not None and inputs.truth.digest != result.dropped_truth:
+        # dropped with the scans after the run (once: a reference uploaded below later replaces it)
+        result.dropped_truth = inputs.truth.digest
+        set_truth(result, inputs.truth.name, inputs.truth.data, reference_convention())
+    elif settings.path is not None and settings != result.settings:
+        st.info("The checkpoint or settings in the sidebar changed since this result, which was made with the settings "
+                "above. Run again to apply them.")
 
     with attempt("Showing the volumes"):
         convention = st.selectbox("Label values in downloads", list(CONVENTIONS), index=list(CONVENTIONS).index(case.convention), format_func=CONVENTION_TITLES.get, key="convention")
@@ -371,14 +415,26 @@ def results_section(inputs: SimpleNamespace | None) -> None:
     three_d(result)
 
 
+def settings_text(used: dict) -> str:
+    """One line for the inference and post-processing settings a result was made with."""
+    inference, post = used["inference"], used["postprocess"]
+    patch = tuple(inference["patch_size"])
+    window = "whole brain in one window" if patch == PATCH_SIZES["whole brain"] else f"window {'x'.join(map(str, patch))}"
+    parts = [window, f"overlap {inference['overlap']:g}",
+             f"TTA {'on' if inference['tta'] else 'off'}", f"threshold {inference['threshold']:g}",
+             f"tumour pieces under {post['min_component_voxels']} voxels removed" if post["min_component_voxels"] else "no minimum piece size",
+             f"pieces over {post['max_component_distance_mm']:g} mm from the largest removed" if post["max_component_distance_mm"] else "distant pieces kept"]
+    return ", ".join(parts)
+
+
 @st.fragment
 def slice_sections(result, convention: str, stats: dict) -> None:
     """Everything that follows the slice; a fragment, so a slider move reruns only this part."""
     display = viewer(result)
     if display is not None:
         statistics(result, display, convention, stats)
+        truth_section(result, display)  # before the downloads: the summary holds the scores on screen
         downloads(result, display, convention, stats)
-        truth_section(result, display)
         compare_section(result, display)
 
 
@@ -488,7 +544,9 @@ def downloads(result, display: render.Display, convention: str, stats: dict) -> 
     with attempt("Preparing the downloads"):
         case, seg = result.case, result.segmentation
         name = report.case_name(case.sources)
-        summary = report.summary(case, seg, result.model, result.settings_used, result.cache.get("evaluation"), convention, stats)
+        evaluation = result.cache.get("evaluation") if result.truth is not None else None
+        summary = report.summary(case, seg, result.record, evaluation, convention, stats,
+                                 reference=result.truth.name if evaluation is not None else None)
         cols = st.columns(5)
         cols[0].download_button(
             "Segmentation (.nii.gz)", lambda: labels_bytes(seg.labels, case, convention),
@@ -547,7 +605,11 @@ def compare_section(result, display: render.Display) -> None:
     st.markdown("#### Compare checkpoints")
     paths = discover(checkpoint_folders())
     labels = {checkpoint_label(p): str(p) for p in paths}
-    others = [k for k, v in labels.items() if v != result.model_path] or list(labels)
+    others = [k for k, v in labels.items() if v != result.model_path]
+    if not others:
+        st.caption("Only one checkpoint is available; put another brainseg .pt file in models/ (or a BRAINSEG_MODELS "
+                   "folder) to compare two on these scans.")
+        return
     choice = st.selectbox("Second checkpoint", others, key="compare_checkpoint")
     if st.button("Run comparison", key="run_compare"):
         with attempt("Comparison"):
@@ -574,19 +636,15 @@ def compare_section(result, display: render.Display) -> None:
         st.dataframe(rows, hide_index=True, key="compare_table")
 
 
-def model_card(container) -> None:
-    if container is None:
+def model_card(container, settings: SimpleNamespace) -> None:
+    """The selected checkpoint's card (nothing when it could not be read: the sidebar says why)."""
+    if container is None or settings.path is None:
         return
-    with container:
-        loaded_path = st.session_state.get("model_path")
-        if not loaded_path:
-            st.caption("No model loaded yet; Run loads the selected one.")
-            return
-        with attempt("Reading the model card"):
-            loaded = get_model(loaded_path)
-            st.caption(f"Loaded: {checkpoint_label(Path(loaded_path))}")
-            with st.expander("Model card", expanded=False):
-                st.markdown(report.model_card(loaded.path, loaded.config, loaded.provenance))
+    with container, attempt("Reading the model card"):
+        loaded = get_model(settings.path)
+        st.caption(f"Loaded: {checkpoint_label(Path(settings.path))}")
+        with st.expander("Model card", expanded=False):
+            st.markdown(report.model_card(loaded.path, loaded.config, loaded.provenance))
 
 
 def three_d(result) -> None:
@@ -615,8 +673,8 @@ def main() -> None:
     with attempt("Reading the scans"):
         inputs = inputs_section()
     run_section(inputs, settings)
-    results_section(inputs)
-    model_card(card)
+    results_section(inputs, settings)
+    model_card(card, settings)
 
 
 main()

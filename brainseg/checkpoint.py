@@ -1,6 +1,8 @@
 """Checkpoints: weights, configuration and provenance in one file that loads without running code."""
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 import pickle
 import re
@@ -114,12 +116,11 @@ def load_checkpoint(path: str | Path) -> LoadedModel:
     """Build the model its configuration describes and load its weights (fp32, eval mode)."""
     path = Path(path)
     payload = read_payload(path)
-    try:  # from_dict checks every setting (spacing, orientation, patch size, overlap, ...)
-        config = BrainsegConfig.from_dict(payload["config"])
+    config = _config_of(payload, path.name)
+    try:
         model = UNet3D(config.model)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path.name}: invalid configuration: {exc}") from None
-    _check_config(config, path.name)
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in payload["state_dict"].items()}
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
@@ -136,11 +137,37 @@ def load_checkpoint(path: str | Path) -> LoadedModel:
     return LoadedModel(model, config, dict(payload.get("provenance", {})), path)
 
 
-def _check_config(config: BrainsegConfig, name: str) -> None:
+def read_config(path: str | Path) -> BrainsegConfig:
+    """A checkpoint's settings, checked, without building its network."""
+    return _config_of(read_payload(path), Path(path).name)
+
+
+def _config_of(payload: dict, name: str) -> BrainsegConfig:
+    try:  # from_dict checks every setting (spacing, orientation, patch size, overlap, ...)
+        config = BrainsegConfig.from_dict(payload["config"])
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{name}: invalid configuration: {exc}") from None
     try:
         config.check_consistent()
     except SettingError as exc:
         raise CheckpointError(f"{name}: {exc}; it was probably written for another model") from None
+    return config
+
+
+def fingerprint(path: str | Path) -> str:
+    """SHA-256 of a checkpoint file: names exactly which weights made a result, whatever the file is called."""
+    path = Path(path)
+    stat = path.stat()
+    return _sha256(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256(path: str, modified_ns: int, size: int) -> str:  # keyed on the file's state: hashed once per version
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def default_checkpoint() -> Path:

@@ -57,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inference_options(seg)
     seg.add_argument("--threshold", type=float, help="sigmoid level a voxel must exceed to join WT/TC/ET (default from the checkpoint, 0.5)")
 
-    ev = sub.add_parser("evaluate", help="BraTS metrics of a prediction against a reference (files or folders)")
+    ev = sub.add_parser("evaluate", help="BraTS metrics of a prediction against a reference (files or folders)",
+                        epilog="exit status: 0 every reference case scored; 1 some reference cases have no prediction "
+                               "(the means leave them out); 2 an error")
     ev.add_argument("prediction")
     ev.add_argument("reference")
     ev.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -103,8 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, help=f"default {tc.seed}")
     tr.add_argument("--resume", help="state.pt of an earlier run, or its run folder; its config.json gives the settings "
                                      "no option names (the --time-limit counts again from this start)")
-    tr.add_argument("--init", help="start from this checkpoint's weights and its model, preprocessing, inference and "
-                                   "post-processing settings, which replace those of --config (fresh optimiser and schedule)")
+    tr.add_argument("--init", help="start from this checkpoint's weights and settings (fresh optimiser and schedule); "
+                                   "--config may change its inference and post-processing settings, not its network "
+                                   "or preprocessing")
     tr.add_argument("--time-limit", type=float, help=f"minutes; validate, save and stop when reached (default {tc.time_limit_minutes:g}: none)")
     tr.add_argument("--labels", choices=LABEL_OPTIONS,
                     help=f"label convention of the segmentations (default {tc.labels}); {READ_LABELS_HELP}")

@@ -59,21 +59,28 @@ class WindowPlan:
     padded_shape: tuple[int, int, int]
     pad: list[int]  # F.pad order (last axis first)
     starts: list[tuple[int, int, int]]
+    patch: tuple[int, int, int]  # the window as placed: no side longer than the volume's
 
 
-def plan_windows(shape: Sequence[int], patch: Sequence[int], overlap: float) -> WindowPlan:
-    """Pad each axis up to the patch where the volume is smaller, then place windows."""
+def plan_windows(shape: Sequence[int], patch: Sequence[int], overlap: float, divisor: int = 1) -> WindowPlan:
+    """Place windows over a volume.
+
+    A window side longer than the volume is cut to the volume, rounded up to ``divisor`` (the
+    network's): a window of 512 voxels takes a whole brain at once without computing on padding. The
+    volume is zero-padded, evenly at both ends, up to the window where it is shorter.
+    """
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     if len(patch) != 3 or any(int(p) < 1 for p in patch):
         raise ValueError(f"patch size must be three positive integers, got {tuple(patch)}")
-    padded = tuple(max(int(s), int(p)) for s, p in zip(shape, patch))
+    patch = tuple(min(int(p), -(-int(s) // divisor) * divisor) for s, p in zip(shape, patch))
+    padded = tuple(max(int(s), p) for s, p in zip(shape, patch))
     pad: list[int] = []
     for s, p in reversed(list(zip(padded, shape))):
         before = (s - p) // 2
         pad += [before, s - p - before]
-    per_axis = [window_starts(s, int(p), overlap) for s, p in zip(padded, patch)]
-    return WindowPlan(padded, pad, list(itertools.product(*per_axis)))
+    per_axis = [window_starts(s, p, overlap) for s, p in zip(padded, patch)]
+    return WindowPlan(padded, pad, list(itertools.product(*per_axis)), patch)
 
 
 @torch.no_grad()
@@ -90,14 +97,14 @@ def sliding_window(
     Args:
         predictor: maps (N, C, *patch) to (N, K, *patch).
         image: (C, X, Y, Z).
-        patch: window size; axes larger than the volume are padded and cropped back.
+        patch: window size; a side longer than the volume is cut to it (``plan_windows``).
         overlap: 0 <= overlap < 1; stride = (1 - overlap) x patch.
         progress: called with (windows done, windows in all) after each batch.
     Returns:
         (K, X, Y, Z) float32: the importance-weighted average of the window outputs.
     """
-    patch = tuple(int(p) for p in patch)
-    plan = plan_windows(image.shape[1:], patch, overlap)
+    plan = plan_windows(image.shape[1:], patch, overlap, getattr(predictor, "divisor", 1))
+    patch = plan.patch
     padded = F.pad(image, plan.pad) if any(plan.pad) else image
     weights = gaussian_importance(patch).to(image.device)
     output = None

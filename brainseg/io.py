@@ -50,6 +50,15 @@ TOKEN_TO_MODALITY = {alias: mod for mod, aliases in _ALIASES.items() for alias i
 # BraTS 2023+ names end in "-t2f", "-t1n", "-t1c" or "-t2w" (BraTS-GLI-00001-000-t2f.nii.gz). The token
 # alone is not enough: BIDS names such as sub-01_T2w.nii.gz hold "t2w" and say nothing about labels.
 _BRATS2023_NAME = re.compile(r"-(t2f|t1n|t1c|t2w)$")
+# a BraTS 2023+ label map (BraTS-GLI-00001-000-seg.nii.gz, or a submission's BraTS-GLI-00001-000.nii.gz):
+# ET is 3, and a 4 can only be BraTS 2024's resection cavity
+_BRATS2023_LABEL_NAME = re.compile(r"^brats-[a-z]+(-[a-z]+)*-\d+-\d+(-seg)?$")
+
+
+# A .npy array has no voxel-to-world matrix: it is taken as 1 mm voxels in BraTS files' voxel order (LPS,
+# the orientation brainseg's models train in), so an array saved from a BraTS NIfTI is neither flipped
+# for the network nor shown mirrored
+NPY_AFFINE = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 @dataclass
@@ -70,6 +79,7 @@ class Case:
     header: nib.Nifti1Header | None = None
     sources: dict[str, str] = field(default_factory=dict)
     convention: str = "brats2018"
+    has_geometry: bool = True  # False for .npy scans: orientation and voxel size assumed (NPY_AFFINE), not known
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -136,6 +146,19 @@ def convention_from_names(names: Iterable[str]) -> str:
             return "brats2023"
     log.info("label convention brats2018 (ET = 4): no BraTS 2023+ name among %s", ", ".join(names))
     return "brats2018"
+
+
+def case_stem(name: str) -> str:
+    """A file name without its suffix and, when it ends in a modality token, without that token:
+    "Brats18_x_1_flair.nii.gz" -> "Brats18_x_1"."""
+    name = strip_suffix(os.path.basename(str(name)))
+    return re.sub(r"[-_. ]+[a-z0-9]+$", "", name, flags=re.IGNORECASE) if modality_from_name(name) else name
+
+
+def case_stems(names: Iterable[str]) -> list[str]:
+    """The different case names the files named by modality give: more than one means scans of
+    different cases may have been combined."""
+    return sorted({case_stem(n) for n in names if modality_from_name(os.path.basename(str(n)))})
 
 
 def assign_modalities(names: Iterable[str], ignore_seg: bool = False, where: str = "") -> dict[str, str]:
@@ -210,18 +233,23 @@ def _folder_modality(path: Path) -> str | None:
 def read_volume(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray, nib.Nifti1Header | None]:
     """Decode one file's bytes into a float32 array, its affine and header.
 
-    A 4D file keeps its channels last: (X, Y, Z, C). A .npy file gets an identity affine.
+    A 4D file keeps its channels last: (X, Y, Z, C). A .npy file, which has no geometry, gets
+    ``NPY_AFFINE``.
     Raises InputError naming ``name`` for anything unreadable or not an image.
     """
     if not data:
         raise InputError(f"{name}: the file is empty; expected a NIfTI (.nii/.nii.gz) or .npy image")
     lower = name.lower()
     if lower.endswith(".npy"):
-        return _read_npy(data, name), np.eye(4), None
+        return _read_npy(data, name), NPY_AFFINE, None
     if data[:2] == b"\x1f\x8b":
         data = _gunzip(data, name)
-    elif lower.endswith(".gz"):
-        raise InputError(f"{name}: named .gz but not gzip-compressed; expected a .nii.gz file")
+    elif lower.endswith(".gz"):  # an uncompressed NIfTI misnamed .nii.gz, a common export slip, reads as it is
+        try:
+            return _read_nifti(data, name)
+        except InputError:
+            raise InputError(f"{name}: named .gz but not gzip-compressed, nor an uncompressed NIfTI image; "
+                             f"expected a .nii.gz or .nii file") from None
     return _read_nifti(data, name)
 
 
@@ -303,17 +331,24 @@ def assemble_case(scans: Mapping[str, Scan], convention: str | None = None) -> C
             f"missing modality {', '.join(m.upper() for m in missing)}; expected four scans: FLAIR, T1, T1ce, T2"
         )
     first = scans[MODALITIES[0]]
+    arrays = {MODALITIES[0]: first.array}
     for modality in MODALITIES[1:]:
         scan = scans[modality]
-        check_same_grid(first.name, first.array.shape, first.affine, scan.name, scan.array.shape, scan.affine)
+        geometry = first.header is not None and scan.header is not None
+        arrays[modality] = _on_grid_of(first.name, first.array.shape, first.affine, scan.name, scan.array, scan.affine,
+                                       "four co-registered scans on one grid", geometry)
+    stems = case_stems(scans[m].name for m in MODALITIES)
+    if len(stems) > 1:
+        log.warning("the scans' file names name %d cases (%s): check they are one patient's scans", len(stems), ", ".join(stems))
     if convention is None:
         convention = convention_from_names(scans[m].name for m in MODALITIES)
     return Case(
-        {m: scans[m].array for m in MODALITIES},
+        arrays,
         first.affine,
         first.header,
         {m: scans[m].name for m in MODALITIES},
         convention,
+        all(scans[m].header is not None for m in MODALITIES),
     )
 
 
@@ -409,9 +444,13 @@ class LabelMap(NamedTuple):
     def read_as(self, convention: str | None = None, described: str | None = None) -> tuple[str, str]:
         """The convention the file is read in and where it came from, the first of: the ``convention`` a
         user names ("given"), the one its header names ("header", brainseg's own maps), the one its
-        dataset describes (``described``: "dataset.json"), the one its values suggest ("values": BraTS
+        dataset describes (``described``: "dataset.json"), BraTS 2023+ for a BraTS 2023+ file name
+        ("name"; 2024 post-treatment where it holds a 4), the one its values suggest ("values": BraTS
         2018-2021, or 2023+ when a map holds 3)."""
-        for found, source in ((convention, "given"), (self.declared, "header"), (described, "dataset.json")):
+        named = None
+        if _BRATS2023_LABEL_NAME.match(strip_suffix(os.path.basename(self.name)).lower()):
+            named = "brats2024" if (self.values == 4).any() else "brats2023"
+        for found, source in ((convention, "given"), (self.declared, "header"), (described, "dataset.json"), (named, "name")):
             if found is not None:
                 return found, source
         return guess_convention(self.values, self.name), "values"
@@ -443,8 +482,9 @@ def read_label_map(source: bytes | str | Path, name: str | None = None, case: Ca
     labels = LabelMap(_label_values(_as_3d(array, name), name), affine, name, _declared_convention(header))
     if case is not None:
         scans = next(iter(case.sources.values()), "the scans")
-        check_same_grid(scans, case.shape, case.affine, name, labels.values.shape, affine,
-                        "the segmentation of this case, on the scans' grid", labels.has_geometry)
+        values = _on_grid_of(scans, case.shape, case.affine, name, labels.values, affine,
+                             "the segmentation of this case, on the scans' grid", labels.has_geometry and case.has_geometry)
+        labels = labels._replace(values=values, affine=case.affine) if values is not labels.values else labels
     return labels
 
 
@@ -665,6 +705,19 @@ def onto_grid(values: np.ndarray, affine: np.ndarray, shape, target_affine: np.n
     return np.ascontiguousarray(moved)
 
 
+def _on_grid_of(first: str, first_shape, first_affine, name: str, values: np.ndarray, affine: np.ndarray,
+                expected: str, geometry: bool) -> np.ndarray:
+    """``values`` on the first image's grid: as they are, or reoriented when they hold the same voxels
+    stored in another axis order or direction (lossless); InputError (``check_same_grid``) otherwise."""
+    if geometry and (values.shape != tuple(first_shape) or not np.allclose(affine, first_affine, atol=AFFINE_TOLERANCE)):
+        moved = onto_grid(values, affine, first_shape, first_affine)
+        if moved is not None:
+            log.info("%s: reoriented onto %s's grid (same voxels, other axis order or directions)", name, first)
+            return moved
+    check_same_grid(first, first_shape, first_affine, name, values.shape, affine, expected, geometry)
+    return values
+
+
 def check_same_grid(
     first: str, first_shape, first_affine, name: str, shape, affine,
     expected: str = "four co-registered scans on one grid", geometry: bool = True,
@@ -718,4 +771,4 @@ def _load_multichannel(name: str, data: bytes, order: tuple[str, ...]) -> Case:
     if header is not None:
         header = header.copy()
         header.set_data_shape(array.shape[:3])
-    return Case(images, affine, header, {m: f"{base}[{i}]" for i, m in enumerate(order)}, "brats2018")
+    return Case(images, affine, header, {m: f"{base}[{i}]" for i, m in enumerate(order)}, "brats2018", header is not None)

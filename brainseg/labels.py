@@ -42,8 +42,7 @@ def to_internal(labels: np.ndarray, convention: str, source: str = "label map") 
     ``convention`` is one of ``READABLE``. Raises InputError naming ``source`` when the map holds a
     value the convention does not define.
     """
-    read = {file_value: internal for internal, file_value in _mapping(written_as(convention)).items()}
-    read.update({file_value: BACKGROUND for file_value in READ_ONLY.get(convention, ("", ()))[1]})
+    read = _read_table(convention)
     values = np.unique(labels)
     bad = [v for v in values.tolist() if v not in read]
     if bad:
@@ -54,6 +53,18 @@ def to_internal(labels: np.ndarray, convention: str, source: str = "label map") 
     for file_value, internal in read.items():
         lut[file_value] = internal
     return lut[labels.astype(np.int64)]
+
+
+def readable_as(labels: np.ndarray, convention: str) -> bool:
+    """Whether every value of a label map has a meaning in ``convention``."""
+    return bool(np.isin(labels, list(_read_table(convention))).all())
+
+
+def _read_table(convention: str) -> dict[int, int]:
+    """File value -> internal label, for the values ``convention`` defines."""
+    read = {file_value: internal for internal, file_value in _mapping(written_as(convention)).items()}
+    read.update({file_value: BACKGROUND for file_value in READ_ONLY.get(convention, ("", ()))[1]})
+    return read
 
 
 def chosen_convention(option: str) -> str | None:

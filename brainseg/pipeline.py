@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from brainseg.checkpoint import LoadedModel
-from brainseg.config import InferenceConfig, PostprocessConfig
+from brainseg.config import InferenceConfig, PostprocessConfig, SettingError
 from brainseg.inference import ModelPredictor, Progress, resolve_device, sliding_window
 from brainseg.io import Case
 from brainseg.labels import regions_to_labels
@@ -30,6 +30,8 @@ class Segmentation:
         probabilities: (K, X, Y, Z) float16: WT/TC/ET sigmoid, or bg/NCR/ED/ET softmax.
         stats: ``volume_stats`` of the labels (keys in the case's label convention).
         seconds: time per stage.
+        removed_ml: predicted tumour the post-processing removed (small or distant pieces).
+        warnings: what makes the result doubtful (scans that look not skull-stripped), for the user.
     """
 
     labels: np.ndarray
@@ -39,6 +41,9 @@ class Segmentation:
     windows: int = 0
     precision: str = "fp32"
     brain_voxels: int = 0
+    device: str = "cpu"
+    removed_ml: float = 0.0
+    warnings: list[str] = field(default_factory=list)
 
 
 def logits_to_labels(logits: torch.Tensor, output_mode: str, threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
@@ -76,8 +81,11 @@ def segment_case(
     t = time.perf_counter()
     prepared = prepare(case, config.preprocess)
     seconds["preprocess"] = time.perf_counter() - t
+    for warning in prepared.warnings:
+        log.warning("%s: %s", next(iter(case.sources.values()), "case"), warning)
     if predictor is None:
         predictor = ModelPredictor(loaded.model, resolve_device(device), precision, inference.tta)
+    used_device = str(getattr(predictor, "device", "custom"))
     used_precision = getattr(predictor, "precision", "custom")
     windows = []
 
@@ -101,8 +109,10 @@ def segment_case(
         probs[0][outside] = 1  # softmax channel 0 is background
     seconds["stitch"] = time.perf_counter() - t
     t = time.perf_counter()
+    tumour = int(np.count_nonzero(labels))
     labels = clean_labels(labels, postprocess.min_component_voxels, postprocess.min_et_voxels,
                           postprocess.max_component_distance_mm, prepared.geometry.spacing)
+    removed_ml = (tumour - int(np.count_nonzero(labels))) * float(np.prod(case.spacing)) / 1000.0
     seconds["postprocess"] = time.perf_counter() - t
     t = time.perf_counter()
     full_labels = paste(labels, prepared.geometry)
@@ -110,7 +120,8 @@ def segment_case(
     full_probs = paste(probs, prepared.geometry, fill=[1] + [0] * (len(probs) - 1) if config.model.output_mode == "labels" else 0)
     stats = volume_stats(full_labels, case.spacing, case.convention, prepared.brain_voxels)
     seconds["paste"] = time.perf_counter() - t
-    return Segmentation(full_labels, full_probs, stats, seconds, windows[0] if windows else 0, used_precision, prepared.brain_voxels)
+    return Segmentation(full_labels, full_probs, stats, seconds, windows[0] if windows else 0, used_precision,
+                        prepared.brain_voxels, used_device, removed_ml, prepared.warnings)
 
 
 def inference_settings(loaded: LoadedModel, patch_size=None, overlap=None, tta=None, batch_size=None, threshold=None) -> InferenceConfig:
@@ -125,7 +136,12 @@ def inference_settings(loaded: LoadedModel, patch_size=None, overlap=None, tta=N
     changes = {key: value for key, value in overrides.items() if value is not None}
     if "threshold" in changes and loaded.config.model.output_mode != "regions":
         raise ValueError("threshold applies to region (sigmoid) outputs; this checkpoint's softmax labels take the argmax")
-    return replace(loaded.config.inference, **changes)
+    inference = replace(loaded.config.inference, **changes)
+    smallest = 2 * loaded.config.model.divisor  # below this the deepest layer holds one voxel per window
+    if "patch_size" in changes and min(inference.patch_size) < smallest:
+        raise SettingError("patch_size", f"got {tuple(inference.patch_size)}; expected at least {smallest} voxels per side "
+                                         f"for this checkpoint's network ({len(loaded.config.model.features) - 1} poolings)")
+    return inference
 
 
 def postprocess_settings(loaded: LoadedModel, min_component_voxels=None, max_component_distance_mm=None) -> PostprocessConfig:

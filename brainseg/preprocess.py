@@ -6,7 +6,7 @@ model's grid back onto the input's exact grid.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import nibabel.orientations as nio
 import numpy as np
@@ -41,6 +41,7 @@ class Prepared:
     geometry: Geometry
     brain_voxels: int  # brain (nonzero) voxels in the input grid
     brain: np.ndarray  # (X, Y, Z) bool brain mask inside the box, reoriented input grid
+    warnings: list[str] = field(default_factory=list)  # what makes the result doubtful, for the user
 
 
 def orientation_transform(affine: np.ndarray, target: str) -> np.ndarray:
@@ -105,6 +106,7 @@ def prepare(case: Case, config: PreprocessConfig) -> Prepared:
     mask = np.zeros(oriented[0].shape, dtype=bool)
     for image in oriented:
         mask |= image != 0
+    warnings = [w for w in (unstripped_warning(mask),) if w]
     box = brain_box(mask, config.crop_margin)
     mask_box = mask[box]
     channels = np.stack([zscore(image[box], mask_box) for image in oriented])
@@ -113,7 +115,24 @@ def prepare(case: Case, config: PreprocessConfig) -> Prepared:
     tensor = resample(torch.from_numpy(channels), model_shape)
     geometry = Geometry(transform, oriented[0].shape, box, model_shape, spacing)
     log.debug("brain box %s -> model grid %s", mask_box.shape, model_shape)
-    return Prepared(tensor.contiguous(), geometry, int(mask.sum()), mask_box)
+    return Prepared(tensor.contiguous(), geometry, int(mask.sum()), mask_box, warnings)
+
+
+# share of the volume's faces that may be non-zero in a skull-stripped scan (BraTS: at most 0.014 on
+# the shared cases); a head scanned with its skull has noise, not zeros, around it
+MAX_BORDER_SHARE = 0.5
+
+
+def unstripped_warning(mask: np.ndarray) -> str | None:
+    """A warning when the scans have no zero background at their borders: not skull-stripped, most likely."""
+    faces = [mask.take(i, axis) for axis in range(3) for i in (0, -1)]
+    share = sum(int(f.sum()) for f in faces) / sum(f.size for f in faces)
+    if share <= MAX_BORDER_SHARE:
+        return None
+    return (f"{share:.0%} of the voxels on the volume's border are non-zero: the scans look not skull-stripped. "
+            f"brainseg's models are trained on skull-stripped, co-registered BraTS scans, where everything "
+            f"outside the brain is 0; skull-strip the scans first (e.g. HD-BET or SynthStrip), or the tumour "
+            f"volumes and the brain share will be wrong")
 
 
 def _oriented_spacing(case: Case, transform: np.ndarray) -> tuple[float, float, float]:

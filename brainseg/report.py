@@ -8,13 +8,15 @@ import csv
 import io
 import json
 import re
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from brainseg import __version__
 from brainseg.config import to_plain
-from brainseg.io import modality_from_name, strip_suffix
+from brainseg.io import case_stem
 from brainseg.labels import CONVENTIONS, LABEL_NAMES, REGIONS, region_counts, region_masks
 from brainseg.metrics import dice, voxel_volume_ml
 
@@ -24,11 +26,10 @@ VOLUME_COLUMNS = ("structure", "kind", "voxels", "volume_ml", "brain_percent")
 
 def case_name(sources: Mapping[str, str]) -> str:
     """A case's name from its scans' file names: "Brats18_x_1_flair.nii.gz" -> "Brats18_x_1"."""
-    names = [strip_suffix(n) for n in sources.values()]
+    names = list(sources.values())
     if not names:
         return "case"
-    stem = re.sub(r"[-_. ]+[a-z0-9]+$", "", names[0], flags=re.IGNORECASE) if modality_from_name(names[0]) else names[0]
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._-") or "case"
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", case_stem(names[0])).strip("._-") or "case"
 
 
 def volume_rows(stats: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -133,30 +134,54 @@ def comparison_rows(
     return rows
 
 
+def run_record(loaded, inference, postprocess, segmentation) -> dict:
+    """What made a segmentation: the checkpoint (path and SHA-256), brainseg's version, the inference and
+    post-processing settings, the device and precision used, timings, and what post-processing removed."""
+    from brainseg.checkpoint import fingerprint  # here: the checkpoint module needs torch, the tables do not
+
+    saved = loaded.path is not None and Path(loaded.path).is_file()
+    return {
+        "model": loaded.name,
+        "checkpoint": str(loaded.path) if saved else None,
+        "checkpoint_sha256": fingerprint(loaded.path) if saved else None,
+        "brainseg_version": __version__,
+        "settings": settings_record(inference, postprocess),
+        "device": segmentation.device,
+        "precision": segmentation.precision,
+        "windows": segmentation.windows,
+        "seconds": {k: round(v, 3) for k, v in segmentation.seconds.items()},
+        "postprocess_removed_ml": round(segmentation.removed_ml, 3),
+        "warnings": list(segmentation.warnings),
+    }
+
+
+def settings_record(inference, postprocess) -> dict:
+    """The inference and post-processing settings as plain JSON values."""
+    return {"inference": to_plain(asdict(inference)), "postprocess": to_plain(asdict(postprocess))}
+
+
 def summary(
-    case, segmentation, model_name: str, settings: Mapping[str, Any], evaluation: Mapping | None = None,
-    convention: str | None = None, volumes: Mapping | None = None,
+    case, segmentation, record: Mapping[str, Any], evaluation: Mapping | None = None,
+    convention: str | None = None, volumes: Mapping | None = None, reference: str | None = None,
 ) -> dict:
-    """Everything a saved result should record: inputs, model, settings, volumes, timings, scores.
+    """Everything a saved result should record: inputs, how it was made (``run_record``), volumes, scores.
 
     ``convention`` and ``volumes`` are the label values the downloads use and the statistics in them;
-    by default the case's own convention and the segmentation's statistics.
+    by default the case's own convention and the segmentation's statistics. ``reference`` names the
+    file ``evaluation`` scored against.
     """
     out = {
         "inputs": dict(case.sources),
         "shape": list(case.shape),
         "spacing_mm": [round(s, 4) for s in case.spacing],
         "label_convention": convention or case.convention,
-        "model": model_name,
-        "settings": dict(settings),
+        **record,
         "volumes": segmentation.stats if volumes is None else volumes,
-        "seconds": {k: round(v, 3) for k, v in segmentation.seconds.items()},
-        "windows": segmentation.windows,
-        "precision": segmentation.precision,
         "notice": "research use only; not for clinical decisions",
     }
     if evaluation is not None:
         out["evaluation"] = {r: {"dice": evaluation["regions"][r]["dice"], "hd95_mm": evaluation["regions"][r]["hd95"]} for r in REGIONS}
+        out["reference"] = reference
     return out
 
 

@@ -13,6 +13,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from brainseg.checkpoint import read_config
 from brainseg.config import OUTPUT_CHANNELS, BrainsegConfig, ModelConfig, SettingError, TrainConfig
 from brainseg.errors import InputError
 
@@ -20,6 +21,8 @@ log = logging.getLogger(__name__)
 
 # fields a command line decides for itself: a file written by one run must not resume it or write into it
 COMMAND_LINE_ONLY = ("output", "resume")
+# config sections a checkpoint's weights were trained for: --init keeps the checkpoint's
+WEIGHT_BOUND = ("model", "preprocess")
 
 
 def read_config_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -69,13 +72,9 @@ def build_configs(path: str | Path | None, train_options: dict[str, Any],
     if path is None and train_options.get("resume"):
         path = resumed_config(train_options["resume"])
     train, model = read_config_file(path) if path else ({}, {})
-    model = {section: dict(values) for section, values in model.items()}
     for key, value in model_options.items():
         section, name = key.split(".")
         model.setdefault(section, {})[name] = value
-    mode = model.get("model", {}).get("output_mode", ModelConfig.output_mode)
-    if isinstance(mode, str) and mode in OUTPUT_CHANNELS:  # the head follows the output mode, whoever named it
-        model.setdefault("model", {})["out_channels"] = OUTPUT_CHANNELS[mode]
     values = {**train, **train_options}
     if "data" not in values:
         raise InputError("--data: required (or \"data\" in the --config file's \"train\" section)")
@@ -86,6 +85,15 @@ def build_configs(path: str | Path | None, train_options: dict[str, Any],
         return InputError(f"{path}: setting {exc.setting}: {exc.problem}")
 
     try:
+        tc = TrainConfig(**values)
+    except SettingError as exc:
+        raise refused(exc, exc.setting in train_options) from None
+    if tc.init and not tc.resume:
+        model = _start_from(tc.init, model)
+    mode = model.get("model", {}).get("output_mode", ModelConfig.output_mode)
+    if isinstance(mode, str) and mode in OUTPUT_CHANNELS:  # the head follows the output mode, whoever named it
+        model.setdefault("model", {})["out_channels"] = OUTPUT_CHANNELS[mode]
+    try:
         config = BrainsegConfig.from_dict(model)
         config.check_consistent()
     except SettingError as exc:
@@ -93,12 +101,23 @@ def build_configs(path: str | Path | None, train_options: dict[str, Any],
     except ValueError as exc:  # an unknown section or key
         raise InputError(f"{path}: {exc}") from None
     try:
-        tc = TrainConfig(**values)
-        if not tc.init or tc.resume:  # with --init the checkpoint's network is checked, in train()
-            tc.check_fits(config.model)
+        tc.check_fits(config.model)
     except SettingError as exc:
         raise refused(exc, exc.setting in train_options) from None
     return tc, config
+
+
+def _start_from(init: str, given: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The settings of a run started with ``--init``: the checkpoint's, with the inference and
+    post-processing settings given on top; its network and preprocessing stay, since its weights need them."""
+    sections = read_config(init).to_dict()
+    for section, settings in given.items():
+        if section in WEIGHT_BOUND:
+            if any(sections.get(section, {}).get(k) != v for k, v in settings.items()):
+                log.warning("--init %s: using its %s settings, not the ones given", init, section)
+            continue
+        sections.setdefault(section, {}).update(settings)
+    return sections
 
 
 def resume_state(resume: str) -> Path:

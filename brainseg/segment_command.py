@@ -61,6 +61,8 @@ def run_segment(args) -> int:
     if not out.name.endswith((".nii", ".nii.gz")):
         raise InputError(f"{out}: output must end in .nii.gz or .nii (or give a folder of case folders, or a dataset's images folder, as input)")
     outputs = [out] + ([Path(args.stats)] if args.stats else []) + ([probabilities_path(out)] if args.save_probabilities else [])
+    if args.stats and Path(args.stats).absolute() == out.absolute():
+        raise InputError(f"{args.stats}: --stats names the label map's own path; give the statistics another file (.json)")
     check_can_create(outputs)
     _refuse_overwriting_inputs(outputs, args.inputs)
     from brainseg.io import load_case
@@ -140,20 +142,26 @@ def _output_convention(source, args) -> str:
     return convention_from_names(p.name for p in scans)
 
 
-def _done_before(source, target: Path, stats: Path, args) -> bool:
-    """Whether an earlier run left this case's outputs, in the label values this run would write.
+def _done_before(source, target: Path, stats: Path, args, made_by: dict) -> bool:
+    """Whether an earlier run left this case's outputs, made as this run would make them.
 
     The statistics are written last, so a run stopped before them does the case again; so does a run
-    asked for other label values, since one folder in two conventions would be scored wrongly."""
+    with other label values (one folder in two conventions would be scored wrongly), another checkpoint
+    or other settings (``made_by``: the checkpoint's SHA-256 and the settings, as the statistics record them)."""
     if not (target.exists() and stats.exists() and (not args.save_probabilities or probabilities_path(target).exists())):
         return False
     try:
-        written = json.loads(stats.read_text()).get("label_convention")
+        recorded = json.loads(stats.read_text())
+        written = recorded.get("label_convention")
     except (OSError, ValueError, AttributeError):
         return False
     wanted = _output_convention(source, args)
     if written != wanted:
         print(f"{source.name}: redone, its label map holds {written} values and this run writes {wanted}", file=sys.stderr)
+        return False
+    changed = [key for key, value in made_by.items() if recorded.get(key) != value]
+    if changed:
+        print(f"{source.name}: redone, the earlier run used another {' and '.join(k.replace('_', ' ') for k in changed)}", file=sys.stderr)
         return False
     return True
 
@@ -181,23 +189,25 @@ def _bar(show: bool):
     return update
 
 
-def _stats_payload(result, case, loaded, settings: tuple) -> dict:
-    from dataclasses import asdict
+def _made_by(loaded, settings: tuple) -> dict:
+    """The part of a case's statistics that says which weights and settings made its label map."""
+    from brainseg.checkpoint import fingerprint
+    from brainseg.report import settings_record
 
-    from brainseg.config import to_plain
+    return {"checkpoint_sha256": fingerprint(loaded.path), "settings": settings_record(*settings)}
+
+
+def _stats_payload(result, case, loaded, settings: tuple) -> dict:
+    from brainseg.report import run_record
 
     inference, post = settings
     return {
         **result.stats,
-        "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
-        "windows": result.windows,
-        "precision": result.precision,
         "label_convention": case.convention,
         "inputs": case.sources,
         "spacing_mm": list(case.spacing),
         "shape": list(case.shape),
-        "checkpoint": str(loaded.path),
-        "settings": {"inference": to_plain(asdict(inference)), "postprocess": to_plain(asdict(post))},
+        **run_record(loaded, inference, post, result),
     }
 
 
@@ -238,6 +248,7 @@ def _run_cohort(args, checkpoint: Path) -> int:
     mine = cases[rank::world]
     loaded = load_checkpoint(checkpoint)
     settings = run_settings(args, loaded)
+    made_by = _made_by(loaded, settings)
     failures, resumed = 0, 0
     iterator = mine
     if not args.no_progress:
@@ -247,7 +258,7 @@ def _run_cohort(args, checkpoint: Path) -> int:
     for source in iterator:
         target, stats = out_dir / f"{source.name}_seg.nii.gz", out_dir / f"{source.name}_stats.json"
         try:
-            if _done_before(source, target, stats, args):
+            if _done_before(source, target, stats, args, made_by):
                 resumed += 1
                 continue
             case = _with_labels(source.load(), args.labels or source.label_convention)  # None: the file names decide

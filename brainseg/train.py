@@ -31,6 +31,7 @@ from brainseg.losses import dice_ce_loss
 from brainseg.metrics import dice, hd95
 from brainseg.labels import REGIONS, region_masks
 from brainseg.model import UNet3D
+from brainseg.report import to_json
 from brainseg.run_config import resume_state
 
 log = logging.getLogger(__name__)
@@ -156,15 +157,22 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None)
     initial = None
     if train_config.init and not train_config.resume:
         initial = load_checkpoint(train_config.init)
-        if model_config is not None and (model_config.model, model_config.preprocess) != (initial.config.model, initial.config.preprocess):
-            log.warning("--init %s: using its model and preprocessing settings, not the ones given", train_config.init)
-        config = initial.config
+        if model_config is None:
+            config = initial.config
+        else:  # its weights need its network and preprocessing; inference and post-processing are as given
+            if (model_config.model, model_config.preprocess) != (initial.config.model, initial.config.preprocess):
+                log.warning("--init %s: using its model and preprocessing settings, not the ones given", train_config.init)
+            config = replace(model_config, model=initial.config.model, preprocess=initial.config.preprocess)
         log.info("weights from %s", train_config.init)
     # windows the size the network was trained on: with InstanceNorm, larger windows full of
     # zero padding shift the statistics (validation Dice fell from 0.86 to 0.47 WT on one case)
     config = replace(config, inference=replace(config.inference, patch_size=tuple(train_config.patch_size)))
     out_dir = Path(train_config.output)
     check_can_create([out_dir / "config.json"])
+    earlier = [name for name in ("state.pt", "last.pt", "metrics.csv") if not train_config.resume and (out_dir / name).exists()]
+    if earlier:  # a second run there would replace the first's checkpoints and mix the two in one metrics log
+        raise InputError(f"{out_dir}: holds an earlier run ({', '.join(earlier)}); continue it with --resume {out_dir}, "
+                         f"or choose another --output")
     if train_config.threads:
         torch.set_num_threads(train_config.threads)
     rng = np.random.default_rng(train_config.seed + 1000 * ddp.rank)
@@ -271,7 +279,7 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None)
                 if improved:
                     best_score = result["score"]
                     save_checkpoint(out_dir / "best.pt", model, config, provenance)
-                    (out_dir / "best_validation.json").write_text(json.dumps(result, indent=2))
+                    (out_dir / "best_validation.json").write_text(to_json(result))  # no validation: null, not NaN
                     stale = 0
                 else:
                     stale += 1
@@ -279,7 +287,9 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None)
                 # atomic: a run killed while saving keeps its previous state.pt, not a truncated one
                 atomic_write(out_dir / "state.pt", lambda tmp: torch.save(state, tmp))
                 _plot(metrics_path, out_dir / "curves.png")
-                progress.write(f"step {step}: loss {row['loss']:.3f} val Dice WT {result['dice']['WT']:.3f} TC {result['dice']['TC']:.3f} ET {result['dice']['ET']:.3f}")
+                scores = (f"val Dice WT {result['dice']['WT']:.3f} TC {result['dice']['TC']:.3f} ET {result['dice']['ET']:.3f}"
+                          if val_cases else "no validation cases")
+                progress.write(f"step {step}: loss {row['loss']:.3f} {scores}")
                 loss_sum = dice_sum = 0.0
                 n_sum = 0
                 stop = bool(out_of_time) or (train_config.patience > 0 and stale >= train_config.patience)

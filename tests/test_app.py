@@ -378,11 +378,12 @@ def test_a_corrupt_checkpoint_cannot_be_loaded(monkeypatch, tmp_path, models_dir
     by_name = {Path(o).name: o for o in options}
     assert Path(options[0]).name == "brainseg_default.pt" and set(by_name) == {"brainseg_default.pt", "second.pt", "broken.pt"}
     at.selectbox(key="checkpoint").set_value(by_name["broken.pt"]).run()
-    at.button(key="load_model").click().run()
     assert not at.exception
-    assert any(e.startswith("Loading the model: broken.pt: not a") and "checkpoint" in e for e in errors(at)), errors(at)
+    said = errors(at)
+    assert len(said) == 1 and said[0].startswith("Reading the checkpoint: broken.pt: not a") and "checkpoint" in said[0], said
+    assert at.button(key="run").disabled  # nothing to run with
+    assert not any(c.value.startswith("Loaded: ") for c in at.sidebar.caption)  # no other checkpoint's card either
     at.selectbox(key="checkpoint").set_value(by_name["second.pt"]).run()
-    at.button(key="load_model").click().run()
     assert not errors(at)
     assert any(c.value.startswith("Loaded: ") and c.value.endswith("second.pt") for c in at.sidebar.caption)
     assert "U-Net features [4, 8]" in at.sidebar.expander[0].markdown[0].value  # the model card
@@ -425,16 +426,7 @@ def test_settings_default_to_the_chosen_checkpoints_own(app, models_dir):
 def test_download_contents_match_the_result_in_the_chosen_convention(app, monkeypatch):
     import json
 
-    from streamlit.delta_generator import DeltaGenerator
-
-    offered = {}
-    real = DeltaGenerator.download_button
-
-    def record(self, label, data, *args, **kwargs):
-        offered[kwargs["key"]] = data
-        return real(self, label, data, *args, **kwargs)
-
-    monkeypatch.setattr(DeltaGenerator, "download_button", record)
+    offered = _record_downloads(monkeypatch)
     run_case(app)
     app.selectbox(key="convention").set_value("brats2023").run()
     assert not app.exception and not errors(app)
@@ -451,3 +443,86 @@ def test_download_contents_match_the_result_in_the_chosen_convention(app, monkey
     wt = np.asarray(probabilities.dataobj)[..., 0] > 0.5
     assert probabilities.shape == (*SHAPE, 3) and wt.sum() == 512 and wt[WT_BOX].all()
     assert payload["dl_png"][:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _record_downloads(monkeypatch) -> dict:
+    """The data each download button was last given (the bytes a click would deliver)."""
+    from streamlit.delta_generator import DeltaGenerator
+
+    offered = {}
+    real = DeltaGenerator.download_button
+
+    def record(self, label, data, *args, **kwargs):
+        offered[kwargs["key"]] = data
+        return real(self, label, data, *args, **kwargs)
+
+    monkeypatch.setattr(DeltaGenerator, "download_button", record)
+    return offered
+
+
+def test_summary_download_holds_the_scores_on_screen_and_names_their_reference(app, monkeypatch):
+    import json
+
+    offered = _record_downloads(monkeypatch)
+    truth = ("case7_seg.nii.gz", nifti(from_internal(expected_labels(), "brats2018")), "application/gzip")
+    upload(app, scan_files() + [truth])
+    app.button(key="run").click().run()
+    summary = json.loads(offered["dl_json"])  # the render right after Run
+    assert {r: v["dice"] for r, v in summary["evaluation"].items()} == {"WT": 1.0, "TC": 1.0, "ET": 1.0}
+    assert summary["reference"] == "case7_seg.nii.gz"
+    no_et = expected_labels()
+    no_et[no_et == ET] = NCR
+    app.file_uploader(key="truth_upload").set_value(("other_seg.nii.gz", nifti(from_internal(no_et, "brats2018")), "application/gzip")).run()
+    summary = json.loads(offered["dl_json"])
+    assert table(app, "hd95_mm")["dice"].tolist()[2] == summary["evaluation"]["ET"]["dice"] == 0.0
+    assert summary["reference"] == "other_seg.nii.gz"
+    assert summary["settings"]["inference"]["patch_size"] == [16, 16, 16] and summary["checkpoint"].endswith("brainseg_default.pt")
+    assert len(summary["checkpoint_sha256"]) == 64
+
+
+def test_scans_named_for_two_cases_are_flagged(app):
+    files = scan_files()
+    files[3] = ("case9_t2.nii.gz", files[3][1], files[3][2])
+    upload(app, files)
+    assert any("name 2 cases (case7, case9)" in w.value for w in app.warning)
+    upload(app, scan_files())
+    assert not any("cases (" in w.value for w in app.warning)
+
+
+def test_the_result_says_its_settings_and_when_the_sidebar_no_longer_matches(app):
+    run_case(app)
+    used = next(c.value for c in app.caption if c.value.startswith("Settings used: "))
+    assert used.startswith("Settings used: window 16x16x16, overlap 0.5, TTA off, threshold 0.5")
+    assert not any("changed since this result" in i.value for i in app.info)
+    app.number_input(key="min_component").set_value(50).run()
+    assert any("settings in the sidebar changed since this result" in i.value for i in app.info)
+    app.selectbox(key="patch").set_value("whole brain").run()
+    app.button(key="run").click().run()
+    assert app.session_state["result"].segmentation.windows == 1  # the window is cut to the brain: one covers it
+    assert not any("changed since this result" in i.value for i in app.info)
+
+
+def test_one_checkpoint_is_not_compared_with_itself(monkeypatch, models_dir):
+    (models_dir / "second.pt").unlink()
+    real = pipeline.segment_case
+    monkeypatch.setattr(pipeline, "segment_case", lambda case, loaded, *a, **k: real(case, loaded, *a, predictor=fake_predictor(("flair", "t2", "t1ce")), **k))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    run_case(at)
+    assert not [b for b in at.button if b.key == "run_compare"]
+    assert any("Only one checkpoint is available" in c.value for c in at.caption)
+
+
+def test_a_segmentation_dropped_after_the_run_is_scored_and_a_misfit_one_is_named_before(app):
+    scans = scan_files()  # one set of bytes: gzip stamps the time, and the same scans are known by their bytes
+    upload(app, scans)
+    app.button(key="run").click().run()
+    assert not [d for d in app.dataframe if "hd95_mm" in d.value.columns]
+    truth = ("case7_seg.nii.gz", nifti(from_internal(expected_labels(), "brats2018")), "application/gzip")
+    upload(app, scans + [truth])
+    assert not any("changed since this result" in i.value for i in app.info)
+    assert table(app, "hd95_mm")["dice"].tolist() == [1.0, 1.0, 1.0]
+    wrong = ("case7_seg.nii.gz", nifti(np.zeros((40, 40, 30), np.uint8)), "application/gzip")
+    upload(app, scans + [wrong])
+    said = errors(app)
+    assert len(said) == 1 and said[0].startswith("Ground truth: case7_seg.nii.gz: shape (40, 40, 30) differs"), said
+    assert any("Ready: case7" in s.value for s in app.success) and not app.button(key="run").disabled

@@ -138,7 +138,7 @@ def test_upload_run_and_inspect_a_real_case(server, browser):
     page.goto(server.url)
     page.get_by_text("Drop four scans above").wait_for()
     page.get_by_role("button", name="Try the sample case").wait_for()  # widgets drawn, not placeholders
-    page.get_by_role("button", name="Load model").wait_for()
+    page.get_by_text("Loaded: models/brainseg_default.pt").wait_for()  # the chosen checkpoint, loaded with its card
     settle(page)
     shot(page, "01_start")
 

@@ -62,7 +62,7 @@ def _windows_on_model_grid(patch, overlap) -> int:
     return len(plan_windows(model_shape, patch, overlap).starts)
 
 
-def test_cohort_mode_resumes_and_splits_by_rank(tmp_path, tiny_checkpoint, monkeypatch):
+def test_cohort_mode_resumes_and_splits_by_rank(tmp_path, tiny_checkpoint, monkeypatch, capsys):
     for name in ("a", "b", "c"):
         write_case(tmp_path / "cohort" / name, prefix=f"{name}_")
     out = tmp_path / "preds"
@@ -93,6 +93,12 @@ def test_cohort_mode_resumes_and_splits_by_rank(tmp_path, tiny_checkpoint, monke
     np.testing.assert_array_equal(np.asarray(nib.load(out / "a_seg.nii.gz").dataobj), np.choose(brats, [0, 2, 1, 0, 3]))
     again = (out / "a_seg.nii.gz").stat().st_mtime_ns
     assert main(args + ["--labels", "msd"]) == 0 and (out / "a_seg.nii.gz").stat().st_mtime_ns == again
+    # another threshold: a sweep must not score the earlier label maps again
+    capsys.readouterr()
+    assert main(args + ["--labels", "msd", "--threshold", "0.9"]) == 0
+    assert "a: redone, the earlier run used another settings" in capsys.readouterr().err
+    assert json.loads((out / "a_stats.json").read_text())["settings"]["inference"]["threshold"] == 0.9
+    assert (out / "a_seg.nii.gz").stat().st_mtime_ns != again
 
 
 def test_cohort_goes_on_past_an_unreadable_case_and_skips_what_is_not_a_case(tmp_path, tiny_checkpoint, monkeypatch, capsys):
@@ -259,6 +265,26 @@ def test_evaluate_reads_the_label_conventions_it_is_told(tmp_path, capsys):
     assert "p.nii.gz: unexpected label values [4]; brats2023 label maps hold only [0, 1, 2, 3]" in capsys.readouterr().err
 
 
+def test_evaluate_reads_a_brats2023_named_map_with_a_resection_cavity_and_no_et(tmp_path, capsys):
+    """BraTS 2024 post-treatment: 4 is the resection cavity. Without a 3 beside it the values alone
+    would say BraTS 2018 (4 = ET); the BraTS 2023+ file name says ET is 3, so the 4 is not tumour."""
+    pred = np.zeros((20, 20, 20), np.uint8)
+    pred[4:12, 4:12, 4:12] = 2  # edema
+    pred[6:10, 6:10, 6:10] = 1  # necrotic core, no enhancing tumour
+    ref = pred.copy()
+    ref[14:18, 14:18, 14:18] = 4  # a cavity away from the tumour
+    p = _save_labels(tmp_path / "p.nii.gz", pred)
+    for name, read_as, et_dice in (("BraTS-GLI-02073-100-seg.nii.gz", "brats2024", 1.0), ("case_seg.nii.gz", "brats2018", 0.0)):
+        r = _save_labels(tmp_path / name, ref)
+        assert main(["evaluate", str(p), str(r), "--json"]) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert result["label_conventions"]["reference"] == read_as
+        assert result["regions"]["ET"]["dice"] == et_dice  # the cavity read as ET: the prediction has none
+    assert result["label_conventions"]["read_from"]["reference"] == "values"
+    assert main(["evaluate", str(p), str(tmp_path / "BraTS-GLI-02073-100-seg.nii.gz")]) == 0
+    assert "reference brats2024 (from its BraTS 2023+ file name)" in capsys.readouterr().out
+
+
 def test_segment_writes_the_label_values_it_is_told(tmp_path, tiny_checkpoint):
     write_case(tmp_path / "case")
     outputs = {}
@@ -299,7 +325,7 @@ def test_evaluate_folders_reports_what_the_summary_leaves_out(tmp_path, capsys, 
     _save_labels(pred / "c1_seg.nii.gz", predicted)
     _save_labels(pred / "x9_seg.nii.gz")  # named like no case
     _save_labels(pred / "c1_seg_probabilities.nii.gz", np.zeros((20, 20, 20, 3), np.float32))  # not a prediction
-    assert main(["evaluate", str(pred), str(ref), "--json"]) == 0
+    assert main(["evaluate", str(pred), str(ref), "--json"]) == 1  # six cases have no prediction
     result = json.loads(capsys.readouterr().out)
     assert list(result["cases"]) == ["c1"]
     reference = _evaluate_label_map()
@@ -317,7 +343,7 @@ def test_evaluate_folders_reports_what_the_summary_leaves_out(tmp_path, capsys, 
         f"6 of 7 reference cases have no prediction in {pred}: c2, c3, c4, c5, c6 and 1 more; the summary leaves them out",
         f"1 prediction files in {pred} match no reference case in {ref}: x9_seg.nii.gz",
     ]
-    assert main(["evaluate", str(pred), str(ref)]) == 0
+    assert main(["evaluate", str(pred), str(ref)]) == 1
     assert capsys.readouterr().out.splitlines()[-2:] == [
         "scored 1 of 7 reference cases; no prediction for c2, c3, c4, c5, c6 and 1 more; "
         "predictions matching no case: x9_seg.nii.gz",
@@ -536,7 +562,7 @@ def test_evaluate_compares_two_prediction_folders_case_by_case(tmp_path, capsys,
         _save_labels(second / f"c{k}_seg.nii.gz", reference if k < 3 else worse)
         if k < 4:  # c4: only the second folder has it, so the pairing leaves it out
             _save_labels(first / f"c{k}_seg.nii.gz", worse)
-    assert main(["evaluate", str(first), str(ref), "--compare", str(second), "--json"]) == 0
+    assert main(["evaluate", str(first), str(ref), "--compare", str(second), "--json"]) == 1  # c4 unscored in the first
     comparison = json.loads(capsys.readouterr().out)["comparison"]
     assert comparison["cases"] == ["c1", "c2", "c3"]
     assert "comparison leaves out 1 case(s) only one folder scored: c4" in caplog.text
@@ -544,7 +570,7 @@ def test_evaluate_compares_two_prediction_folders_case_by_case(tmp_path, capsys,
     assert wt["mean_difference"] == pytest.approx(2 / 3 * (1 - 200 / 225))
     assert (wt["second_better"], wt["first_better"], wt["cases"]) == (2, 0, 3)
     assert comparison["difference"]["ET"]["dice"]["mean_difference"] == 0.0  # ET untouched on both sides
-    assert main(["evaluate", str(first), str(ref), "--compare", str(second)]) == 0
+    assert main(["evaluate", str(first), str(ref), "--compare", str(second)]) == 1
     out = capsys.readouterr().out
     assert f"comparison on 3 cases: {second} minus {first}" in out
     assert "with 3 cases the interval is too narrow" in out
@@ -576,3 +602,23 @@ def test_bench_uniform_loop_runs_without_monai(tmp_path, tiny_checkpoint, monkey
         figures = json.loads(stats.read_text())
         assert figures["windows"] == windows
         assert figures["unpredicted_share"] == pytest.approx(unpredicted)
+
+
+def test_statistics_cannot_overwrite_the_label_map(tmp_path, tiny_checkpoint, capsys, monkeypatch):
+    import brainseg.pipeline
+
+    write_case(tmp_path / "case")
+    monkeypatch.setattr(brainseg.pipeline, "segment_case", lambda *a, **k: pytest.fail("segmented before the check"))
+    out = tmp_path / "seg.nii.gz"
+    assert main(["segment", str(tmp_path / "case"), "-o", str(out), "--stats", str(out), "--checkpoint", str(tiny_checkpoint)]) == 2
+    assert "--stats names the label map's own path" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_window_too_small_for_the_network_is_refused_before_any_inference(tmp_path, tiny_checkpoint, capsys, monkeypatch):
+    import brainseg.pipeline
+
+    write_case(tmp_path / "case")
+    monkeypatch.setattr(brainseg.pipeline, "segment_case", lambda *a, **k: pytest.fail("segmented before the check"))
+    args = ["segment", str(tmp_path / "case"), "-o", str(tmp_path / "seg.nii.gz"), "--checkpoint", str(tiny_checkpoint)]
+    assert main(args + ["--patch-size", "3", "8", "8"]) == 2  # the tiny network pools once: 4 at least
+    assert "--patch-size: got (3, 8, 8); expected at least 4 voxels per side for this checkpoint's network (1 poolings)" in capsys.readouterr().err

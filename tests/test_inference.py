@@ -176,3 +176,23 @@ def test_windows_predicted_on_another_device_are_summed_on_the_images():
     image = torch.zeros(1, 10, 12, 9, device="meta")
     out = sliding_window(lambda batch: torch.zeros(batch.shape[0], 2, *batch.shape[2:]), image, (8, 8, 8), 0.5)
     assert out.device.type == "meta" and tuple(out.shape) == (2, 10, 12, 9)
+
+
+def test_a_window_longer_than_the_volume_is_cut_to_it():
+    """A 512-voxel window over a 70x86x73 brain: one window, rounded up to the network's divisor, the
+    volume padded evenly around."""
+    plan = plan_windows((70, 86, 73), (512, 512, 512), 0.5, divisor=16)
+    assert plan.patch == (80, 96, 80) and plan.padded_shape == (80, 96, 80) and plan.starts == [(0, 0, 0)]
+    assert plan.pad == [3, 4, 5, 5, 5, 5]  # F.pad order: last axis first
+    assert plan_windows((70, 86, 73), (64, 64, 64), 0.5, divisor=16).patch == (64, 64, 64)
+    image = torch.randn(2, 70, 86, 73)
+    seen = []
+
+    def predictor(batch):
+        seen.append(tuple(batch.shape[2:]))
+        return batch + 1
+
+    predictor.divisor = 16
+    out = sliding_window(predictor, image, (512, 512, 512), 0.5)
+    assert seen == [(80, 96, 80)]
+    torch.testing.assert_close(out, image + 1)

@@ -166,10 +166,14 @@ def test_training_reads_segmentations_in_the_convention_it_is_told(tmp_path):
 @needs_data()
 def test_init_starts_from_a_checkpoints_weights_and_settings(small_data, tmp_path, tiny_checkpoint):
     out = tmp_path / "init"
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({"model": {"postprocess": {"min_component_voxels": 7}}}))
     # lr 0: AdamW leaves the weights where they started, so the run's checkpoint must equal the source
-    assert main(["train", "--data", str(small_data), "--output", str(out), *TRAIN_ARGS, "--init", str(tiny_checkpoint), "--lr", "0"]) == 0
+    assert main(["train", "--data", str(small_data), "--output", str(out), *TRAIN_ARGS, "--init", str(tiny_checkpoint),
+                 "--lr", "0", "--config", str(settings)]) == 0
     start, trained = load_checkpoint(tiny_checkpoint), load_checkpoint(out / "last.pt")
     assert trained.config.model == start.config.model  # the source's (4, 8) network, not the default one
+    assert trained.config.postprocess.min_component_voxels == 7  # --config's post-processing applies
     assert trained.config.inference.patch_size == (32, 32, 32)  # windows follow the training patch
     weights = trained.model.state_dict()
     assert all(torch.equal(v, weights[k]) for k, v in start.model.state_dict().items())
@@ -286,6 +290,22 @@ def test_init_patches_are_checked_against_the_checkpoints_network(tiny_checkpoin
     assert tc.patch_size == (18, 18, 18)
 
 
+def test_init_keeps_the_checkpoints_network_and_takes_the_given_inference_settings(tiny_checkpoint, tmp_path, caplog):
+    from brainseg.run_config import build_configs
+
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps({"model": {"model": {"features": [8, 16]}, "inference": {"threshold": 0.4},
+                                          "postprocess": {"min_component_voxels": 7}}}))
+    options = {"data": "d", "output": "o", "patch_size": (16, 16, 16), "init": str(tiny_checkpoint)}
+    _, config = build_configs(path, options, {"inference.overlap": 0.25})
+    assert config.model.features == (4, 8)  # the weights' network, not the file's
+    assert "using its model settings, not the ones given" in caplog.text
+    assert (config.inference.threshold, config.inference.overlap, config.postprocess.min_component_voxels) == (0.4, 0.25, 7)
+    assert config.inference.tta is False and config.preprocess.spacing == (2.0, 2.0, 2.0)  # the rest: the checkpoint's
+    _, plain = build_configs(None, options, {})
+    assert plain == load_checkpoint(tiny_checkpoint).config
+
+
 def test_a_resumed_run_takes_its_own_settings_unless_told_otherwise(tmp_path):
     from brainseg.run_config import build_configs
 
@@ -387,3 +407,13 @@ def test_torchio_engine_missing_is_refused_before_any_data_is_read(tmp_path, mon
                  "--augmentation", "torchio", "--max-steps", "1"]) == 2
     err = capsys.readouterr().err
     assert "augmentation" in err and "TorchIO is not installed" in err and "absent" not in err
+
+
+def test_a_new_run_into_an_earlier_runs_folder_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.csv").write_text("step\n1\n")
+    (out / "last.pt").write_bytes(b"an earlier run's checkpoint")
+    assert main(["train", "--data", str(tmp_path / "data"), "--output", str(out), "--max-steps", "1"]) == 2
+    assert f"{out}: holds an earlier run (last.pt, metrics.csv); continue it with --resume {out}" in capsys.readouterr().err
+    assert (out / "metrics.csv").read_text() == "step\n1\n" and (out / "last.pt").read_bytes() == b"an earlier run's checkpoint"

@@ -1,0 +1,139 @@
+"""What a segmentation reports beside its labels: the scans' doubtful points, what post-processing
+removed, and the record of what made it; and how .npy scans, which carry no geometry, are read."""
+from __future__ import annotations
+
+import hashlib
+import logging
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from brainseg.checkpoint import load_checkpoint
+from brainseg.config import PostprocessConfig, PreprocessConfig
+from brainseg.errors import InputError
+from brainseg.io import NPY_AFFINE, load_case, load_files, read_label_map
+from brainseg.pipeline import segment_case
+from brainseg.preprocess import prepare, unstripped_warning
+from brainseg.report import run_record
+from conftest import LPS, synthetic_images, write_case
+
+
+def _all_tumour(batch: torch.Tensor) -> torch.Tensor:
+    """Every window voxel is WT, TC and ET."""
+    return torch.full((batch.shape[0], 3, *batch.shape[2:]), 8.0)
+
+
+def test_npy_scans_go_through_as_their_arrays_stand(tmp_path, tiny_checkpoint):
+    """An array saved from a BraTS NIfTI (LPS voxel order) is neither flipped for the network nor mirrored."""
+    paths = write_case(tmp_path / "nifti")
+    npy = tmp_path / "npy"
+    npy.mkdir()
+    for modality, path in paths.items():
+        np.save(npy / f"case01_{modality}.npy", np.asarray(load_case([paths[modality].parent]).images[modality]))
+    nifti_case, npy_case = load_case([tmp_path / "nifti"]), load_case([npy])
+    assert nifti_case.has_geometry and not npy_case.has_geometry
+    np.testing.assert_array_equal(npy_case.affine, NPY_AFFINE)
+    config = PreprocessConfig()
+    assert torch.equal(prepare(npy_case, config).image, prepare(nifti_case, config).image)
+    loaded = load_checkpoint(tiny_checkpoint)
+    np.testing.assert_array_equal(segment_case(npy_case, loaded, device="cpu").labels, segment_case(nifti_case, loaded, device="cpu").labels)
+    # a NIfTI reference on .npy scans: only the shapes can be compared
+    reference = tmp_path / "case01_seg.nii.gz"
+    nib.save(nib.Nifti1Image(segment_case(nifti_case, loaded, device="cpu").labels, LPS), reference)
+    assert read_label_map(reference, case=npy_case).values.shape == npy_case.shape
+
+
+def test_scans_without_zero_background_are_said_to_look_not_skull_stripped():
+    images = synthetic_images()
+    brain = np.any([v != 0 for v in images.values()], axis=0)
+    assert unstripped_warning(brain) is None
+    noisy = np.ones_like(brain)
+    noisy[0] = False  # one face clean: of the 9568 border voxels of 40x44x36, 1584 + 2x36 + 2x44 are zero
+    said = unstripped_warning(noisy)
+    assert said.startswith("82% of the voxels on the volume's border are non-zero") and "skull-strip" in said
+
+
+def test_a_segmentation_carries_the_warnings_and_logs_them(tmp_path, tiny_checkpoint, caplog):
+    write_case(tmp_path / "case")
+    case = load_case([tmp_path / "case"])
+    loaded = load_checkpoint(tiny_checkpoint)
+    assert segment_case(case, loaded, device="cpu", predictor=_all_tumour).warnings == []
+    rng = np.random.default_rng(0)
+    for image in case.images.values():
+        image[image == 0] = rng.uniform(1, 30, int((image == 0).sum()))  # a scanned head's noise around the brain
+    with caplog.at_level(logging.WARNING):
+        result = segment_case(case, loaded, device="cpu", predictor=_all_tumour)
+    assert len(result.warnings) == 1 and "not skull-stripped" in result.warnings[0]
+    assert "case01_flair.nii.gz: 100% of the voxels on the volume's border" in caplog.text
+
+
+def test_what_post_processing_removed_is_reported_in_millilitres(tmp_path, tiny_checkpoint):
+    write_case(tmp_path / "case")
+    case = load_case([tmp_path / "case"])
+    loaded = load_checkpoint(tiny_checkpoint)
+    kept = segment_case(case, loaded, postprocess=PostprocessConfig(), device="cpu", predictor=_all_tumour)
+    wt_ml = np.count_nonzero(kept.labels) * np.prod(case.spacing) / 1000
+    assert kept.removed_ml == 0 and wt_ml > 0
+    gone = segment_case(case, loaded, postprocess=PostprocessConfig(min_component_voxels=10**6), device="cpu", predictor=_all_tumour)
+    assert not gone.labels.any() and gone.removed_ml == wt_ml
+
+
+def test_the_run_record_names_the_exact_weights_and_settings(tmp_path, tiny_checkpoint):
+    write_case(tmp_path / "case")
+    loaded = load_checkpoint(tiny_checkpoint)
+    result = segment_case(load_case([tmp_path / "case"]), loaded, device="cpu")
+    record = run_record(loaded, loaded.config.inference, loaded.config.postprocess, result)
+    assert record["checkpoint_sha256"] == hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest()
+    assert record["device"] == "cpu" and record["precision"] == result.precision and record["windows"] == result.windows
+    assert record["settings"]["inference"]["patch_size"] == [16, 16, 16] and record["model"] == "tiny"
+
+
+def test_scans_named_for_different_cases_are_logged(caplog):
+    images = synthetic_images()
+    from io import BytesIO
+
+    def npy(array):
+        buffer = BytesIO()
+        np.save(buffer, array)
+        return buffer.getvalue()
+
+    files = {f"caseA_{m}.npy": npy(images[m]) for m in ("flair", "t1", "t1ce")} | {"caseB_t2.npy": npy(images["t2"])}
+    with caplog.at_level(logging.WARNING):
+        load_files(files)
+    assert "the scans' file names name 2 cases (caseA, caseB)" in caplog.text
+
+
+def test_a_scan_stored_in_another_orientation_is_reoriented_not_refused(tmp_path):
+    """The same voxels flipped along x with the matching affine: nothing is misregistered."""
+    paths = write_case(tmp_path / "case")
+    original = load_case([tmp_path / "case"])
+    t2 = nib.load(paths["t2"])
+    flip = np.diag([-1.0, 1.0, 1.0, 1.0])
+    flip[0, 3] = t2.shape[0] - 1
+    nib.save(nib.Nifti1Image(np.asarray(t2.dataobj)[::-1], t2.affine @ flip), paths["t2"])
+    case = load_case([tmp_path / "case"])
+    np.testing.assert_array_equal(case.images["t2"], original.images["t2"])
+    np.testing.assert_array_equal(case.affine, original.affine)
+    labels = np.zeros(case.shape, np.uint8)
+    labels[5:9, 6:10, 7:11] = 2
+    reference = tmp_path / "seg.nii.gz"
+    nib.save(nib.Nifti1Image(labels[::-1].copy(), t2.affine @ flip), reference)
+    np.testing.assert_array_equal(read_label_map(reference, case=case).values, labels)
+    shifted = t2.affine.copy()
+    shifted[0, 3] += 10  # really another position: refused
+    nib.save(nib.Nifti1Image(np.asarray(t2.dataobj), shifted), paths["t2"])
+    with pytest.raises(InputError, match="voxel-to-world matrix differs"):
+        load_case([tmp_path / "case"])
+
+
+def test_an_uncompressed_nifti_named_nii_gz_is_read(tmp_path):
+    from brainseg.io import read_volume
+
+    image = nib.Nifti1Image(np.arange(60, dtype=np.float32).reshape(3, 4, 5), LPS)
+    array, affine, _ = read_volume(image.to_bytes(), "scan_flair.nii.gz")
+    np.testing.assert_array_equal(array, image.get_fdata())
+    np.testing.assert_array_equal(affine, LPS)
+    with pytest.raises(InputError, match=r"x.nii.gz: named .gz but not gzip-compressed, nor an uncompressed NIfTI"):
+        read_volume(b"\x89PNG" + bytes(400), "x.nii.gz")
