@@ -21,7 +21,7 @@ from brainseg import MODALITIES, pipeline, render, report
 from brainseg.checkpoint import DEFAULT_DIR, discover, load_checkpoint
 from brainseg.config import MAX_PATCH_VOXELS, BrainsegConfig
 from brainseg.errors import BrainsegError
-from brainseg.io import assemble_case, case_stems, convention_from_names, labels_bytes, modality_from_name, probabilities_bytes, read_label_map, read_scan
+from brainseg.io import assemble_case, case_stems, convention_from_names, labels_bytes, load_files, modality_from_name, probabilities_bytes, read_label_map, read_scan
 from brainseg.labels import AUTO, CONVENTIONS, ED, ET, LABEL_NAMES, LABEL_OPTIONS, NCR, REGIONS, chosen_convention
 from brainseg.metrics import evaluate, slice_area_mm2, slice_stats, volume_stats
 
@@ -33,7 +33,11 @@ STRIDE_RANGE = (0.1, 1.0)  # share of the patch between window starts: overlap 0
 # None: the window the checkpoint was trained and validated with (see its model card); the largest
 # window the settings allow is cut to the brain, so it takes the whole brain at once
 PATCH_SIZES = {"as trained": None, "whole brain": (MAX_PATCH_VOXELS,) * 3}
-ROLES = {"flair": "FLAIR", "t1": "T1", "t1ce": "T1ce", "t2": "T2", "truth": "ground truth", "ignore": "ignore"}
+ROLES = {"flair": "FLAIR", "t1": "T1", "t1ce": "T1ce", "t2": "T2", "truth": "ground truth", "all": "all four scans", "ignore": "ignore"}
+# what a file turned out to be when its name suggested something else
+NOTES = {"scan": "named like a segmentation, but holds an MRI scan: choose its modality under 'Used as'",
+         "labels": "holds only label values: a segmentation, offered as the ground truth",
+         "case": "a 4-channel image: read as FLAIR, T1, T1ce, T2, the Medical Segmentation Decathlon's order"}
 CONVENTION_TITLES = {"brats2018": "BraTS 2018-2021 (ET = 4)", "brats2023": "BraTS 2023+ (ET = 3)",
                      "msd": "Decathlon Task01 (1 ED, 2 NCR, 3 ET)",
                      "brats2024": "BraTS 2024 post-treatment (4 = resection cavity)",
@@ -112,17 +116,28 @@ def attempt(action: str):
 
 def parse_file(name: str, data: bytes) -> SimpleNamespace:
     """One dropped file, decoded once: a scan, a label map (by its name) or an error message."""
-    entry = SimpleNamespace(name=name, size=len(data), scan=None, labels=None, data=None, error=None, guess=None,
-                            digest=hashlib.blake2b(data, digest_size=16).hexdigest())
+    entry = SimpleNamespace(name=name, size=len(data), scan=None, labels=None, data=None, case=None, error=None,
+                            guess=None, note=None, digest=hashlib.blake2b(data, digest_size=16).hexdigest())
     try:
         entry.guess = modality_from_name(name)
-        if entry.guess == "seg":
-            entry.labels = read_label_map(data, name)
-            entry.data = data
-        else:
-            entry.scan = read_scan(data, name)
-    except BrainsegError as exc:
+    except BrainsegError as exc:  # a name that mentions several modalities
         entry.error = str(exc)
+        return entry
+    readings = [("labels", read_label_map), ("scan", read_scan)]  # the name's reading first; a misnamed file reads as the other
+    if entry.guess != "seg":
+        readings = readings[::-1] + [("case", lambda d, n: load_files({n: d}))]  # last: one 4-channel image
+    for kind, read in readings:
+        try:
+            setattr(entry, kind, read(data, name))
+        except BrainsegError as exc:
+            entry.error = entry.error or str(exc)  # the reading the name asked for says what is wrong
+            continue
+        if kind != readings[0][0]:
+            entry.note = NOTES[kind]
+            entry.guess = None if kind == "scan" else entry.guess
+        entry.error = None
+        entry.data = data if kind == "labels" else None
+        break
     return entry
 
 
@@ -259,6 +274,9 @@ def modality_table(parsed: dict, ids: list[str]) -> SimpleNamespace | None:
             row[1].write(f"{'x'.join(map(str, entry.scan.array.shape))} voxels, {spacing} mm")
             options = ["flair", "t1", "t1ce", "t2", "ignore"]
             default = entry.guess if entry.guess in options else "ignore"
+        elif entry.case is not None:
+            row[1].write(f"4 channels of {'x'.join(map(str, entry.case.shape))} voxels")
+            options, default = ["all", "ignore"], "all"
         else:
             row[1].write(f"label map {'x'.join(map(str, entry.labels[0].shape))}")
             options, default = ["truth", "ignore"], "truth"
@@ -266,7 +284,9 @@ def modality_table(parsed: dict, ids: list[str]) -> SimpleNamespace | None:
             f"Role of {entry.name}", options, index=options.index(default), format_func=ROLES.get,
             key=f"role/{file_id}", label_visibility="collapsed",
         )
-        if entry.scan is not None and entry.guess is None:
+        if entry.note:
+            st.info(f"{entry.name}: {entry.note}.")
+        elif entry.scan is not None and entry.guess is None:
             st.warning(f"{entry.name}: cannot tell the modality from the name; choose it under 'Used as'.")
 
     by_role: dict[str, list[str]] = {}
@@ -276,18 +296,24 @@ def modality_table(parsed: dict, ids: list[str]) -> SimpleNamespace | None:
         if role in MODALITIES and len(chosen) > 1:
             st.error(f"{', '.join(parsed[i].name for i in chosen)} are all set to {ROLES[role]}; give each modality one file under 'Used as'.")
             return None
-    missing = [ROLES[m] for m in MODALITIES if m not in by_role]
-    if missing:
-        st.info(f"Still needed: {', '.join(missing)}.")
-        return None
-    case = None
-    with attempt("Combining the scans"):
-        scans = {m: parsed[by_role[m][0]].scan for m in MODALITIES}
-        case = assemble_case(scans, convention_from_names(parsed[i].name for i in roles))
-    if case is None:
-        return None
+    if "all" in by_role:  # one 4-channel image holds the case
+        if len(by_role["all"]) > 1 or any(m in by_role for m in MODALITIES):
+            st.error("Give either one 4-channel image or four scans; set the others to 'ignore' under 'Used as'.")
+            return None
+        case, key = parsed[by_role["all"][0]].case, (parsed[by_role["all"][0]].digest,)
+    else:
+        missing = [ROLES[m] for m in MODALITIES if m not in by_role]
+        if missing:
+            st.info(f"Still needed: {', '.join(missing)}.")
+            return None
+        case = None
+        with attempt("Combining the scans"):
+            scans = {m: parsed[by_role[m][0]].scan for m in MODALITIES}
+            case = assemble_case(scans, convention_from_names(parsed[i].name for i in roles))
+        if case is None:
+            return None
+        key = tuple(parsed[by_role[m][0]].digest for m in MODALITIES)  # the same scans dropped again are the same case
     truth_id = by_role.get("truth", [None])[0]
-    key = tuple(parsed[by_role[m][0]].digest for m in MODALITIES)  # the same scans dropped again are the same case
     if truth_id is not None and not truth_fits(parsed[truth_id], case, key):
         truth_id = None
     st.success(f"Ready: {report.case_name(case.sources)}, {'x'.join(map(str, case.shape))} voxels of {'x'.join(f'{s:g}' for s in case.spacing)} mm.")
@@ -485,12 +511,14 @@ def viewer(result) -> render.Display | None:
     display = None
     with attempt("Drawing the slices"):
         display, layout = controls(result)
-        panels = render.render_panels(result.case.images, result.segmentation.labels, result.ranges, result.case.affine, display)
+        panels = render.render_panels(result.case.images, result.segmentation.labels, result.ranges, result.case.affine, display, markers=True)
         result.cache["panels"] = panels
         st.markdown(
             legend_html({"background": render.LABEL_COLOURS[0], **{LABEL_NAMES[k]: render.LABEL_COLOURS[k] for k in (NCR, ED, ET)}}),
             unsafe_allow_html=True,
         )
+        st.caption("Radiological orientation: the patient's right is on the screen's left; the letters at the edges "
+                   "(R/L, A/P, S/I) name the patient directions.")
         if layout == "Grid":
             names = list(panels)
             for start in range(0, len(names), 3):
@@ -555,8 +583,10 @@ def downloads(result, display: render.Display, convention: str, stats: dict) -> 
         cols[1].download_button("Volumes (.csv)", report.rows_csv(report.volume_rows(stats)), file_name=f"{name}_volumes.csv", mime="text/csv", key="dl_csv", on_click="ignore")
         cols[2].download_button("Summary (.json)", report.to_json(summary), file_name=f"{name}_summary.json", mime="application/json", key="dl_json", on_click="ignore")
         panels = result.cache["panels"]
+        footer = [f"{name}, {display.view} slice {display.index}; radiological: the patient's right on the left",
+                  "orange: necrotic core, green: edema, red: enhancing tumour", "brainseg: research use only, not for clinical decisions"]
         cols[3].download_button(
-            "This view (.png)", lambda: render.png_bytes(render.montage(panels, 3), 6),
+            "This view (.png)", lambda: render.png_bytes(render.montage(panels, 3, footer=footer), 6),
             file_name=f"{name}_{display.view}_{display.index}.png", mime="image/png", key="dl_png", on_click="ignore",
         )
         cols[4].download_button(

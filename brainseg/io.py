@@ -686,7 +686,7 @@ def _as_3d(array: np.ndarray, name: str) -> np.ndarray:
     if array.ndim == 4 and array.shape[3] == 1:
         array = array[..., 0]
     if array.ndim != 3:
-        extra = " (`brainseg segment` takes a 4-channel file as its only input; the app needs four 3D files)" if array.ndim == 4 and array.shape[3] == 4 else ""
+        extra = " (a 4-channel image is read as a whole case only when it is the only input)" if array.ndim == 4 and array.shape[3] == 4 else ""
         raise InputError(f"{name}: image is {array.ndim}D with shape {array.shape}; expected one 3D volume{extra}")
     if min(array.shape) < 2:
         raise InputError(f"{name}: image has shape {array.shape}; expected a 3D volume, not a single slice")

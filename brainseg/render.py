@@ -82,6 +82,31 @@ def view_geometry(affine: np.ndarray, view: str) -> ViewGeometry:
     return ViewGeometry(world_to_array[normal][0], rows, cols, row_dir > 0, col_dir > 0, (float(spacing[rows]), float(spacing[cols])))
 
 
+# the patient direction each world axis grows towards, and the opposite one
+_WORLD_LETTERS = {0: ("R", "L"), 1: ("A", "P"), 2: ("S", "I")}
+
+
+def orientation_letters(view: str) -> dict[str, str]:
+    """The patient directions at a view's screen edges: every display axis runs towards the negative
+    world direction, so the left edge is the column axis's positive end (radiological: R on the left)."""
+    if view not in _VIEW_AXES:
+        raise ValueError(f"unknown view {view!r}; expected one of {VIEWS}")
+    _, row_world, col_world = _VIEW_AXES[view]
+    (top, bottom), (left, right) = _WORLD_LETTERS[row_world], _WORLD_LETTERS[col_world]
+    return {"top": top, "bottom": bottom, "left": left, "right": right}
+
+
+def mark_orientation(rgb: np.ndarray, letters: Mapping[str, str]) -> np.ndarray:
+    """A copy of a panel with the patient directions written at its edges, as 3D Slicer and ITK-SNAP do."""
+    canvas = Image.fromarray(np.ascontiguousarray(rgb))
+    draw = ImageDraw.Draw(canvas)
+    h, w = rgb.shape[:2]
+    places = {"top": (w // 2 - 3, 2), "bottom": (w // 2 - 3, h - 13), "left": (3, h // 2 - 6), "right": (w - 10, h // 2 - 6)}
+    for edge, (x, y) in places.items():
+        draw.text((x, y), letters[edge], fill=(255, 255, 0), stroke_width=1, stroke_fill=(0, 0, 0))
+    return np.asarray(canvas)
+
+
 def slice_count(shape: Sequence[int], geometry: ViewGeometry) -> int:
     return int(shape[geometry.axis])
 
@@ -213,12 +238,14 @@ def render_panels(
     ranges: Mapping[str, tuple[float, float]],
     affine: np.ndarray,
     display: Display,
+    markers: bool = False,
 ) -> dict[str, np.ndarray]:
     """The viewer's panels for one slice: each modality, the segmentation and the overlay.
 
     Args:
         images: modality -> 3D scan; labels: internal label map on the same grid.
         ranges: modality -> ``intensity_range`` of that scan (computed once per case).
+        markers: write the patient directions (R/L, A/P, S/I) at each panel's edges.
     Returns:
         {"FLAIR": rgb, "T1": ..., "T1ce": ..., "T2": ..., "Segmentation": rgb, "Overlay": rgb}
     """
@@ -233,7 +260,11 @@ def render_panels(
     panels["Segmentation"] = label_rgb(label_plane, display.visible)
     base = greys.get(display.base, next(iter(greys.values())))
     panels["Overlay"] = overlay(base, label_plane, display.opacity, display.visible)
-    return {name: to_display(rgb, geometry.pixel_mm) for name, rgb in panels.items()}
+    panels = {name: to_display(rgb, geometry.pixel_mm) for name, rgb in panels.items()}
+    if markers:
+        letters = orientation_letters(display.view)
+        panels = {name: mark_orientation(rgb, letters) for name, rgb in panels.items()}
+    return panels
 
 
 def grey_plane(volume: np.ndarray, intensities: tuple[float, float], affine: np.ndarray, display: Display) -> np.ndarray:
@@ -294,20 +325,25 @@ def busiest_slice(labels: np.ndarray, axis: int) -> int:
     return int(per_slice.argmax()) if per_slice.any() else labels.shape[axis] // 2
 
 
-def montage(panels: Mapping[str, np.ndarray], columns: int = 3, gap: int = 4, title_height: int = 14) -> np.ndarray:
-    """Panels side by side in a grid with their names above them, on black (for the PNG export)."""
+def montage(panels: Mapping[str, np.ndarray], columns: int = 3, gap: int = 4, title_height: int = 14,
+            footer: Sequence[str] = ()) -> np.ndarray:
+    """Panels side by side in a grid with their names above them, on black (for the PNG export);
+    ``footer``: lines of text below (a legend, a notice)."""
     if not panels:
         raise ValueError("no panels to put in a montage")
     columns = max(1, min(columns, len(panels)))
     rows = -(-len(panels) // columns)
     cell_h = max(p.shape[0] for p in panels.values()) + title_height
     cell_w = max(p.shape[1] for p in panels.values())
-    canvas = Image.new("RGB", (columns * cell_w + (columns - 1) * gap, rows * cell_h + (rows - 1) * gap))
+    grid_h = rows * cell_h + (rows - 1) * gap
+    canvas = Image.new("RGB", (columns * cell_w + (columns - 1) * gap, grid_h + title_height * len(footer)))
     draw = ImageDraw.Draw(canvas)
     for i, (name, rgb) in enumerate(panels.items()):
         x, y = (i % columns) * (cell_w + gap), (i // columns) * (cell_h + gap)
         draw.text((x + 2, y + 1), name, fill=(255, 255, 255))
         canvas.paste(Image.fromarray(np.ascontiguousarray(rgb)), (x, y + title_height))
+    for k, line in enumerate(footer):
+        draw.text((2, grid_h + k * title_height + 1), line, fill=(255, 255, 255))
     return np.asarray(canvas)
 
 

@@ -338,11 +338,12 @@ def test_scans_on_different_grids_are_refused_and_the_earlier_result_kept(app):
     assert app.button(key="run").disabled
 
 
-def test_a_segmentation_given_as_a_scan_is_refused(app):
+def test_a_segmentation_given_as_a_scan_is_not_taken_for_one(app):
     files = scan_files()
     labels = ("case7_t1.nii.gz", nifti(from_internal(expected_labels(), "brats2018").astype(np.float32)), "application/gzip")
     upload(app, [files[0], labels, files[2], files[3]])
-    assert any("case7_t1.nii.gz" in e and "like a segmentation" in e for e in errors(app))
+    assert any(i.value.startswith("case7_t1.nii.gz: holds only label values") for i in app.info)
+    assert any("Still needed: T1" in i.value for i in app.info) and not errors(app)
 
 
 def test_bad_ground_truth_is_refused_and_the_result_kept(app):
@@ -526,3 +527,31 @@ def test_a_segmentation_dropped_after_the_run_is_scored_and_a_misfit_one_is_name
     said = errors(app)
     assert len(said) == 1 and said[0].startswith("Ground truth: case7_seg.nii.gz: shape (40, 40, 30) differs"), said
     assert any("Ready: case7" in s.value for s in app.success) and not app.button(key="run").disabled
+
+
+def test_a_file_read_as_its_content_says_when_its_name_says_otherwise(app):
+    truth = ("case7_reference.nii.gz", nifti(from_internal(expected_labels(), "brats2018")), "application/gzip")
+    flair_as_seg = ("case7_seg.nii.gz", scan_files()[0][1], "application/gzip")
+    upload(app, scan_files()[1:] + [truth, flair_as_seg])
+    roles = {s.key: (s.options, s.value) for s in app.selectbox if s.key.startswith("role/")}
+    assert (["ground truth", "ignore"], "truth") in roles.values()  # the label map, offered as the ground truth
+    notes = [i.value for i in app.info]
+    assert any(n.startswith("case7_reference.nii.gz: holds only label values") for n in notes)
+    assert any(n.startswith("case7_seg.nii.gz: named like a segmentation, but holds an MRI scan") for n in notes)
+    role = next(s for s in app.selectbox if s.key.startswith("role/") and s.value == "ignore")
+    role.set_value("flair").run()
+    assert any("Ready: case7" in s.value for s in app.success) and not errors(app)
+    app.button(key="run").click().run()
+    assert table(app, "hd95_mm")["dice"].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_a_four_channel_image_is_one_case(app):
+    data = images()
+    stacked = np.stack([data[m] for m in ("flair", "t1", "t1ce", "t2")], axis=-1)
+    upload(app, [("case7.nii.gz", nifti(stacked), "application/gzip")])
+    assert any(i.value.startswith("case7.nii.gz: a 4-channel image") for i in app.info)
+    assert any("Ready: " in s.value for s in app.success) and not errors(app)
+    app.button(key="run").click().run()
+    assert not errors(app) and metrics(app) == {"WT volume": "4.10 mL", "TC volume": "1.73 mL", "ET volume": "0.51 mL"}
+    upload(app, [("case7.nii.gz", nifti(stacked), "application/gzip")] + scan_files())
+    assert any("either one 4-channel image or four scans" in e for e in errors(app))

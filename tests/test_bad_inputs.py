@@ -311,7 +311,7 @@ CATALOGUE = [
     Bad("4d-time-series", lambda d: replace_array(d, "t1", np.stack([scan(1)] * 3, axis=-1)), "case_t1.nii.gz",
         ("4D", "expected one 3D volume")),
     Bad("4-channel-among-four", lambda d: replace_array(d, "t1", np.stack([scan(1)] * 4, axis=-1)), "case_t1.nii.gz",
-        ("takes a 4-channel file as its only input",)),
+        ("read as a whole case only when it is the only input",)),
     Bad("3-channel-alone", _three_channels_alone, "case.nii.gz", ("must hold all four modalities",)),
     Bad("5d-image", lambda d: replace_array(d, "t2", np.stack([scan(3)] * 3, axis=-1)[:, :, :, None, :]), "case_t2.nii.gz",
         ("5D",)),

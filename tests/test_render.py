@@ -235,3 +235,36 @@ def test_area_figure_marks_the_current_slice():
     assert [t.name for t in figure.data] == ["WT", "TC", "ET"]
     assert list(figure.data[0].y) == [0.0, 4.0, 2.0]
     assert figure.layout.shapes[0].x0 == 2 and figure.layout.title.text == "Tumour area per coronal slice"
+
+
+def test_the_letters_at_the_edges_match_where_the_views_put_the_anatomy():
+    """The letters agree with the extraction tested above: axial and coronal put the right on the left,
+    axial anterior up, coronal and sagittal superior up, sagittal anterior on the left."""
+    assert render.orientation_letters("axial") == {"top": "A", "bottom": "P", "left": "R", "right": "L"}
+    assert render.orientation_letters("coronal") == {"top": "S", "bottom": "I", "left": "R", "right": "L"}
+    assert render.orientation_letters("sagittal") == {"top": "S", "bottom": "I", "left": "A", "right": "P"}
+    with pytest.raises(ValueError, match="unknown view 'oblique'"):
+        render.orientation_letters("oblique")
+
+
+def test_markers_touch_only_the_edges_of_each_panel():
+    volume = np.full((60, 60, 20), 100.0, np.float32)
+    images = {m: volume for m in ("flair", "t1", "t1ce", "t2")}
+    labels = np.zeros(volume.shape, np.uint8)
+    ranges = {m: (0.0, 200.0) for m in images}
+    display = render.Display(index=10)
+    plain = render.render_panels(images, labels, ranges, LPS, display)
+    marked = render.render_panels(images, labels, ranges, LPS, display, markers=True)
+    for name, panel in marked.items():
+        changed = np.any(panel != plain[name], axis=-1)
+        assert changed.any() and not changed[15:-15, 15:-15].any(), name
+        assert changed[:, :15].any() and changed[:, -15:].any() and changed[:15].any() and changed[-15:].any(), name
+
+
+def test_a_montage_footer_adds_its_lines_below_the_panels():
+    panels = {"a": np.zeros((20, 30, 3), np.uint8), "b": np.zeros((20, 30, 3), np.uint8)}
+    plain = render.montage(panels, 2)
+    with_footer = render.montage(panels, 2, footer=["legend", "research use only"])
+    assert with_footer.shape == (plain.shape[0] + 2 * 14, plain.shape[1], 3)
+    np.testing.assert_array_equal(with_footer[: plain.shape[0]], plain)
+    assert with_footer[plain.shape[0]:].any()  # the text is drawn
