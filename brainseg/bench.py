@@ -53,6 +53,7 @@ def _run(cmd: list[str], label: str, env: dict | None = None) -> tuple[float, fl
 
 def run_bench(args) -> int:
     from brainseg.checkpoint import default_checkpoint, load_checkpoint
+    from brainseg.files import check_can_create
     from brainseg.inference import resolve_device
     from brainseg.io import load_case
 
@@ -61,6 +62,8 @@ def run_bench(args) -> int:
     case = Path(args.case)
     checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
     # bad input is reported here, as 'brainseg segment' reports it, rather than by a child process
+    if args.json:
+        check_can_create([args.json])  # before minutes of timing, not after
     load_case([case])
     load_checkpoint(checkpoint)
     resolve_device(args.device)

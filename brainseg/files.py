@@ -46,16 +46,23 @@ def check_can_write(folder: str | Path) -> None:
 
 
 def check_can_create(paths: Iterable[str | Path]) -> None:
-    """Refuse, before any work, output paths whose folder cannot exist: an existing file stands where
-    a folder would go, or the output is itself a folder.
+    """Refuse, before any work, output paths that cannot be written: an existing file stands where a
+    folder would go, the output is itself a folder, or the nearest existing folder takes no new file
+    (permissions, a read-only file system).
 
     Raises InputError naming the path in the way.
     """
     for path in map(Path, paths):
         if path.is_dir():
             raise InputError(f"{path}: is a folder; expected a file name to write")
-        for parent in path.parents:
+        for parent in path.absolute().parents:
             if parent.exists():
                 if not parent.is_dir():
                     raise InputError(f"{parent}: is a file, not a folder; cannot write {path} inside it")
+                try:
+                    fd, probe = tempfile.mkstemp(dir=parent, prefix=".brainseg-write-check")
+                    os.close(fd)
+                    os.remove(probe)
+                except OSError as exc:
+                    raise InputError(f"{path}: cannot write in {parent} ({exc.strerror}); choose another output path") from None
                 break

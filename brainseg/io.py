@@ -121,6 +121,9 @@ def modality_from_name(name: str) -> str | None:
     """
     tokens = [t for t in re.split(r"[^a-z0-9]+", strip_suffix(name).lower()) if t]
     named = {TOKEN_TO_MODALITY[t] for t in tokens if t in TOKEN_TO_MODALITY} - {"seg"}
+    bids_ce = named == {"t1", "t1ce"} and "ce" in tokens  # BIDS: a contrast-enhanced T1 is sub-01_ce-gadolinium_T1w
+    if bids_ce:
+        named = {"t1ce"}
     if len(named) > 1:
         raise InputError(
             f"{os.path.basename(name)}: the name mentions several modalities "
@@ -128,7 +131,7 @@ def modality_from_name(name: str) -> str | None:
         )
     for token in reversed(tokens):
         if token in TOKEN_TO_MODALITY:
-            return TOKEN_TO_MODALITY[token]
+            return "t1ce" if bids_ce and TOKEN_TO_MODALITY[token] == "t1" else TOKEN_TO_MODALITY[token]
     # names like "t1ce.nii" after a number glued on: "case01t1ce"
     for token in reversed(tokens):
         for alias in sorted(TOKEN_TO_MODALITY, key=len, reverse=True):

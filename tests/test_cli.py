@@ -148,7 +148,7 @@ def test_cohort_with_no_case_folders_or_an_unwritable_output_fails_before_any_in
     monkeypatch.setattr(tempfile, "mkstemp", read_only)
     out = tmp_path / "preds"
     assert main(["segment", str(tmp_path / "cohort"), "-o", str(out), "--checkpoint", str(tiny_checkpoint), "--no-progress"]) == 2
-    assert capsys.readouterr().err.strip() == f"error: {out}: Permission denied; expected a folder the results can be written to"
+    assert capsys.readouterr().err.strip() == f"error: {out / 'case_seg.nii.gz'}: cannot write in {tmp_path} (Permission denied); choose another output path"
 
 
 def test_single_case_output_through_a_file_is_refused_before_inference(tmp_path, tiny_checkpoint, capsys, monkeypatch):
@@ -622,3 +622,29 @@ def test_a_window_too_small_for_the_network_is_refused_before_any_inference(tmp_
     args = ["segment", str(tmp_path / "case"), "-o", str(tmp_path / "seg.nii.gz"), "--checkpoint", str(tiny_checkpoint)]
     assert main(args + ["--patch-size", "3", "8", "8"]) == 2  # the tiny network pools once: 4 at least
     assert "--patch-size: got (3, 8, 8); expected at least 4 voxels per side for this checkpoint's network (1 poolings)" in capsys.readouterr().err
+
+
+def test_an_output_folder_that_takes_no_file_is_refused_before_any_inference(tmp_path, tiny_checkpoint, capsys, monkeypatch):
+    import errno
+    import tempfile
+    from pathlib import Path
+
+    import brainseg.pipeline
+
+    write_case(tmp_path / "case")
+    monkeypatch.setattr(brainseg.pipeline, "segment_case", lambda *a, **k: pytest.fail("segmented before the check"))
+    real = tempfile.mkstemp
+    locked = tmp_path / "locked"
+    locked.mkdir()
+
+    def read_only(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir) == locked:
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    out = locked / "sub" / "seg.nii.gz"
+    assert main(["segment", str(tmp_path / "case"), "-o", str(out), "--checkpoint", str(tiny_checkpoint)]) == 2
+    assert f"{out}: cannot write in {locked} (Read-only file system); choose another output path" in capsys.readouterr().err
+    assert main(["bench", str(tmp_path / "case"), "--checkpoint", str(tiny_checkpoint), "--json", str(locked / "b.json")]) == 2
+    assert f"{locked / 'b.json'}: cannot write in {locked}" in capsys.readouterr().err
