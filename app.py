@@ -531,15 +531,25 @@ def viewer(result) -> render.Display | None:
     return display
 
 
+def base_slice(result, display: render.Display) -> tuple:
+    """The view's geometry and the windowed grey slice of the scan under the overlays."""
+    geometry = render.view_geometry(result.case.affine, display.view)
+    return geometry, render.grey_plane(result.case.images[display.base], result.ranges[display.base], result.case.affine, display)
+
+
+def shown(rgb, geometry: render.ViewGeometry, display: render.Display):
+    """A slice picture as the viewer shows its panels: square pixels, patient directions at the edges."""
+    return render.mark_orientation(render.to_display(rgb, geometry.pixel_mm), render.orientation_letters(display.view))
+
+
 def probability_panel(result, display: render.Display) -> None:
     probabilities = result.segmentation.probabilities
     classes = render.probability_classes(probabilities.shape[0])
     with st.expander("Confidence (probability heatmap)", expanded=False):
         name = st.radio("Class", list(classes), horizontal=True, key="prob_class")
-        geometry = render.view_geometry(result.case.affine, display.view)
-        grey = render.grey_plane(result.case.images[display.base], result.ranges[display.base], result.case.affine, display)
+        geometry, grey = base_slice(result, display)
         plane = render.extract(probabilities[classes[name]], geometry, display.index)
-        heat = render.to_display(render.probability_overlay(grey, plane, 0.7), geometry.pixel_mm)
+        heat = shown(render.probability_overlay(grey, plane, 0.7), geometry, display)
         st.image(render.png_bytes(heat), caption=f"P({name}) on slice {display.index}", width="stretch")
         st.image(render.png_bytes(render.colour_bar()), caption="probability 0 → 1 (scan shows where it is below 0.01)", width="stretch")
 
@@ -622,11 +632,10 @@ def truth_section(result, display: render.Display) -> None:
         st.caption(caption)
         st.dataframe(report.metric_rows(result.cache["evaluation"]), hide_index=True, key="metric_table", column_config=METRIC_COLUMNS)
         region = st.radio("Errors of region", REGIONS, horizontal=True, key="error_region")
-        geometry = render.view_geometry(result.case.affine, display.view)
-        grey = render.grey_plane(result.case.images[display.base], result.ranges[display.base], result.case.affine, display)
+        geometry, grey = base_slice(result, display)
         pred = render.extract(result.segmentation.labels, geometry, display.index)
         ref = render.extract(result.truth.labels, geometry, display.index)
-        errors = render.to_display(render.error_overlay(grey, pred, ref, region, max(display.opacity, 0.3)), geometry.pixel_mm)
+        errors = shown(render.error_overlay(grey, pred, ref, region, max(display.opacity, 0.3)), geometry, display)
         st.markdown(legend_html(render.ERROR_COLOURS), unsafe_allow_html=True)
         st.image(render.png_bytes(errors), caption=f"{region} errors on {display.view} slice {display.index}", width=480)
 
@@ -651,11 +660,10 @@ def compare_section(result, display: render.Display) -> None:
         st.caption("Runs a second checkpoint on the same scans with the settings of the first run.")
         return
     with attempt("Showing the comparison"):
-        geometry = render.view_geometry(result.case.affine, display.view)
-        grey = render.grey_plane(result.case.images[display.base], result.ranges[display.base], result.case.affine, display)
+        geometry, grey = base_slice(result, display)
         for col, (name, seg) in zip(st.columns(2), ((result.model, result.segmentation), (other.model, other.segmentation))):
             picture = render.overlay(grey, render.extract(seg.labels, geometry, display.index), display.opacity, display.visible)
-            col.image(render.png_bytes(render.to_display(picture, geometry.pixel_mm)), caption=name, width="stretch")
+            col.image(render.png_bytes(shown(picture, geometry, display)), caption=name, width="stretch")
         truth = result.truth.labels if result.truth is not None else None
         key = ("comparison", id(other), id(truth))
         if key not in result.cache:
