@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import streamlit as st
 import torch
 
@@ -21,7 +22,7 @@ from brainseg import MODALITIES, pipeline, render, report
 from brainseg.checkpoint import DEFAULT_DIR, discover, load_checkpoint
 from brainseg.config import MAX_PATCH_VOXELS, BrainsegConfig
 from brainseg.errors import BrainsegError
-from brainseg.io import assemble_case, case_stems, convention_from_names, labels_bytes, load_files, modality_from_name, probabilities_bytes, read_label_map, read_scan
+from brainseg.io import FOUR_CHANNEL_HINT, assemble_case, case_stems, convention_from_names, labels_bytes, load_files, modality_from_name, probabilities_bytes, read_label_map, read_scan
 from brainseg.labels import AUTO, CONVENTIONS, ED, ET, LABEL_NAMES, LABEL_OPTIONS, NCR, REGIONS, chosen_convention
 from brainseg.metrics import evaluate, slice_area_mm2, slice_stats, volume_stats
 
@@ -34,14 +35,16 @@ STRIDE_RANGE = (0.1, 1.0)  # share of the patch between window starts: overlap 0
 # window the settings allow is cut to the brain, so it takes the whole brain at once
 PATCH_SIZES = {"as trained": None, "whole brain": (MAX_PATCH_VOXELS,) * 3}
 ROLES = {"flair": "FLAIR", "t1": "T1", "t1ce": "T1ce", "t2": "T2", "truth": "ground truth", "all": "all four scans", "ignore": "ignore"}
+SIDE_WORDS = {"R": "right", "A": "front"}  # the patient side the left edge of a view shows (render.orientation_letters)
+MIN_SCAN_VALUES = 32  # distinct intensities an MRI scan has at least (a mask or label map has a handful)
 # what a file turned out to be when its name suggested something else
 NOTES = {"scan": "named like a segmentation, but holds an MRI scan: choose its modality under 'Used as'",
-         "labels": "holds only label values: a segmentation, offered as the ground truth",
+         "labels": "holds only label values: a segmentation; choose 'ground truth' under 'Used as' to score against it",
          "case": "a 4-channel image: read as FLAIR, T1, T1ce, T2, the Medical Segmentation Decathlon's order"}
 CONVENTION_TITLES = {"brats2018": "BraTS 2018-2021 (ET = 4)", "brats2023": "BraTS 2023+ (ET = 3)",
                      "msd": "Decathlon Task01 (1 ED, 2 NCR, 3 ET)",
                      "brats2024": "BraTS 2024 post-treatment (4 = resection cavity)",
-                     AUTO: "as its header names, else from its values (ET = 3 or 4)"}
+                     AUTO: "as its header or BraTS 2023+ file name says, else from its values (ET = 3 or 4)"}
 READ_FROM = {"given": "as chosen", "header": "as its header names", "name": "as its BraTS 2023+ file name implies",
              "values": "guessed from its values"}
 NOTICE = (
@@ -123,21 +126,27 @@ def parse_file(name: str, data: bytes) -> SimpleNamespace:
     except BrainsegError as exc:  # a name that mentions several modalities
         entry.error = str(exc)
         return entry
-    readings = [("labels", read_label_map), ("scan", read_scan)]  # the name's reading first; a misnamed file reads as the other
-    if entry.guess != "seg":
-        readings = readings[::-1] + [("case", lambda d, n: load_files({n: d}))]  # last: one 4-channel image
+    seg = entry.guess == "seg"
+    # the reading the name asks for first; a misnamed file reads as what it holds
+    readings = [("labels", read_label_map), ("scan", read_scan)] if seg else \
+        [("scan", read_scan), ("labels", read_label_map), ("case", lambda d, n: load_files({n: d}))]
+    errors = {}
     for kind, read in readings:
         try:
-            setattr(entry, kind, read(data, name))
+            value = read(data, name)
         except BrainsegError as exc:
-            entry.error = entry.error or str(exc)  # the reading the name asked for says what is wrong
+            errors[kind] = str(exc)
             continue
+        if seg and kind == "scan" and np.unique(value.array[::4, ::4, ::4]).size <= MIN_SCAN_VALUES:
+            continue  # a mask with foreign values (0/255) is no scan: its label error stands
+        setattr(entry, kind, value)
         if kind != readings[0][0]:
             entry.note = NOTES[kind]
-            entry.guess = None if kind == "scan" else entry.guess
-        entry.error = None
+        entry.guess = None if kind == "scan" and seg else entry.guess
         entry.data = data if kind == "labels" else None
-        break
+        return entry
+    # a 4-channel image that could not be a case: the case reading says why, not the 3D scan reading
+    entry.error = errors["case"] if FOUR_CHANNEL_HINT in errors.get("scan", "") and "case" in errors else next(iter(errors.values()))
     return entry
 
 
@@ -279,7 +288,7 @@ def modality_table(parsed: dict, ids: list[str]) -> SimpleNamespace | None:
             options, default = ["all", "ignore"], "all"
         else:
             row[1].write(f"label map {'x'.join(map(str, entry.labels[0].shape))}")
-            options, default = ["truth", "ignore"], "truth"
+            options, default = ["truth", "ignore"], "truth" if entry.guess == "seg" else "ignore"
         roles[file_id] = row[2].selectbox(
             f"Role of {entry.name}", options, index=options.index(default), format_func=ROLES.get,
             key=f"role/{file_id}", label_visibility="collapsed",
@@ -340,7 +349,7 @@ def truth_fits(entry: SimpleNamespace, case, key: tuple) -> bool:
         entry.grid_check = (key, problem)
     problem = entry.grid_check[1]
     if problem:
-        st.error(f"Ground truth: {problem}. The scans can still be segmented; drop a segmentation of this case to score them.")
+        st.error(f"Ground truth: {problem.rstrip('.')}. The scans can still be segmented; drop a segmentation of this case to score them.")
     return problem is None
 
 
@@ -379,7 +388,9 @@ def segment(case, loaded, settings: SimpleNamespace):
     segmentation = pipeline.segment_case(case, loaded, inference, post, device=settings.device, progress=progress)
     seconds = time.perf_counter() - started
     bar.progress(1.0, text=f"{loaded.name}: done in {seconds:.1f} s")
-    return segmentation, seconds, report.run_record(loaded, inference, post, segmentation)
+    record = report.run_record(loaded, inference, post, segmentation)
+    record["checkpoint"] = checkpoint_label(Path(loaded.path))  # not the server's folders: the summary goes to any user
+    return segmentation, seconds, record
 
 
 def set_truth(result, name: str, data: bytes, convention: str | None = None) -> None:
@@ -593,7 +604,8 @@ def downloads(result, display: render.Display, convention: str, stats: dict) -> 
         cols[1].download_button("Volumes (.csv)", report.rows_csv(report.volume_rows(stats)), file_name=f"{name}_volumes.csv", mime="text/csv", key="dl_csv", on_click="ignore")
         cols[2].download_button("Summary (.json)", report.to_json(summary), file_name=f"{name}_summary.json", mime="application/json", key="dl_json", on_click="ignore")
         panels = result.cache["panels"]
-        footer = [f"{name}, {display.view} slice {display.index}; radiological: the patient's right on the left",
+        left = SIDE_WORDS[render.orientation_letters(display.view)["left"]]
+        footer = [f"{name}, {display.view} slice {display.index}; the patient's {left} on the left",
                   "orange: necrotic core, green: edema, red: enhancing tumour", "brainseg: research use only, not for clinical decisions"]
         cols[3].download_button(
             "This view (.png)", lambda: render.png_bytes(render.montage(panels, 3, footer=footer), 6),

@@ -57,9 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inference_options(seg)
     seg.add_argument("--threshold", type=float, help="sigmoid level a voxel must exceed to join WT/TC/ET (default from the checkpoint, 0.5)")
 
-    ev = sub.add_parser("evaluate", help="BraTS metrics of a prediction against a reference (files or folders)",
-                        epilog="exit status: 0 every reference case scored; 1 some reference cases have no prediction "
-                               "(the means leave them out); 2 an error")
+    ev = sub.add_parser("evaluate", help="BraTS metrics of a prediction against a reference (files or folders)")
     ev.add_argument("prediction")
     ev.add_argument("reference")
     ev.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -39,7 +39,8 @@ def evaluate_files(pred_path: Path, ref_path: Path, pred_convention: str | None 
 
     Each file's label convention is the one given (``labels.READABLE``) or, when None, the one its
     header names (brainseg's own label maps), the reference's dataset.json names
-    (``ref_dataset_convention``), the one a BraTS 2023+ file name implies, else guessed from its values.
+    (``ref_dataset_convention``), the one a BraTS 2023+ file name implies (references only), for a
+    prediction holding only 1-3 the one its reference's convention was named, else guessed from its values.
     Raises InputError naming both files when the prediction is not on the reference's grid.
     """
     pred, ref = read_label_map(pred_path), read_label_map(ref_path)
@@ -53,7 +54,7 @@ def evaluate_files(pred_path: Path, ref_path: Path, pred_convention: str | None 
     check_same_grid(ref.name, ref.values.shape, ref.affine, pred.name, pred.values.shape, pred.affine,
                     "a prediction on the reference's grid", pred.has_geometry and ref.has_geometry)
     # decided once per map (a guess scans the whole volume), then read in it
-    pred_read_as, pred_source = pred.read_as(pred_convention)
+    pred_read_as, pred_source = pred.read_as(pred_convention, by_name=False)
     convention, ref_source = ref.read_as(ref_convention, ref_dataset_convention)
     ambiguous = pred_source == "values" and not (pred.values == 4).any()  # 1-3 only: BraTS 2023 or the Decathlon's order
     if ambiguous and ref_source != "values" and pred_read_as != convention and readable_as(pred.values, convention):
@@ -204,10 +205,7 @@ def run_evaluate(args) -> int:
             print(f"\n{other}: {other_pairing.describe(other_failed)}")
             print(_conventions_line(list(other_results.values())))
             _print_comparison(payload["comparison"])
-    if failed or (other is not None and other_failed):
-        return 2
-    # a missing case is not scored as 0 (BraTS) nor refused (nnU-Net): the means leave it out, the status says so
-    return 1 if pairing.unmatched_references or (other is not None and other_pairing.unmatched_references) else 0
+    return 2 if failed or (other is not None and other_failed) else 0
 
 
 def score_folder(pred: Path, ref: Path, conventions: tuple, named: bool = False) -> tuple[Pairing, dict, list[str]]:
@@ -274,7 +272,7 @@ def _conventions_line(results: list[dict]) -> str:
     """How the label values were read, e.g. "labels read as: prediction msd (named in its header),
     reference brats2018 (guessed from the values)"."""
     said = {"values": "guessed from the values", "header": "named in its header", "dataset.json": "named by dataset.json",
-            "name": "from its BraTS 2023+ file name", "reference": "as its reference's"}
+            "name": "from its BraTS 2023+ file name", "reference": "read as its reference is"}
     parts = []
     for who in ("prediction", "reference"):
         seen = sorted({r["label_conventions"][who] for r in results})

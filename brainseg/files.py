@@ -45,10 +45,10 @@ def check_can_write(folder: str | Path) -> None:
         raise OSError(exc.errno, f"{exc.strerror}; expected a folder the results can be written to", str(folder)) from exc
 
 
-def check_can_create(paths: Iterable[str | Path]) -> None:
+def check_can_create(paths: Iterable[str | Path], probe: bool = True) -> None:
     """Refuse, before any work, output paths that cannot be written: an existing file stands where a
     folder would go, the output is itself a folder, or the nearest existing folder takes no new file
-    (permissions, a read-only file system).
+    (permissions, a read-only file system; tried when ``probe``).
 
     Raises InputError naming the path in the way.
     """
@@ -60,9 +60,10 @@ def check_can_create(paths: Iterable[str | Path]) -> None:
                 if not parent.is_dir():
                     raise InputError(f"{parent}: is a file, not a folder; cannot write {path} inside it")
                 try:
-                    fd, probe = tempfile.mkstemp(dir=parent, prefix=".brainseg-write-check")
-                    os.close(fd)
-                    os.remove(probe)
+                    if probe:
+                        fd, trial = tempfile.mkstemp(dir=parent, prefix=".brainseg-write-check")
+                        os.close(fd)
+                        os.remove(trial)
                 except OSError as exc:
                     raise InputError(f"{path}: cannot write in {parent} ({exc.strerror}); choose another output path") from None
                 break

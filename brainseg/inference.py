@@ -91,6 +91,7 @@ def sliding_window(
     overlap: float = 0.5,
     batch_size: int = 1,
     progress: Progress | None = None,
+    divisor: int | None = None,
 ) -> torch.Tensor:
     """Predict a whole volume window by window.
 
@@ -100,10 +101,11 @@ def sliding_window(
         patch: window size; a side longer than the volume is cut to it (``plan_windows``).
         overlap: 0 <= overlap < 1; stride = (1 - overlap) x patch.
         progress: called with (windows done, windows in all) after each batch.
+        divisor: the network's (``plan_windows``); default: the predictor's ``divisor``, else 1.
     Returns:
         (K, X, Y, Z) float32: the importance-weighted average of the window outputs.
     """
-    plan = plan_windows(image.shape[1:], patch, overlap, getattr(predictor, "divisor", 1))
+    plan = plan_windows(image.shape[1:], patch, overlap, divisor or getattr(predictor, "divisor", 1))
     patch = plan.patch
     padded = F.pad(image, plan.pad) if any(plan.pad) else image
     weights = gaussian_importance(patch).to(image.device)
@@ -173,6 +175,25 @@ def _ready(model: torch.nn.Module, device: torch.device, channels_last: bool, sh
         return copies[key]
 
 
+PRECISION_NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def choose_dtype(device: torch.device, precision: str = "auto"):
+    """The autocast dtype a precision choice resolves to on ``device`` (None: fp32)."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision != "auto":
+        raise ValueError(f"unknown precision {precision!r}; expected auto, fp32 or bf16")
+    if device.type == "cuda":
+        return torch.float16
+    if cpu_supports_bf16():
+        return torch.bfloat16
+    log.info("this CPU has no bf16 kernels: running in fp32")
+    return None
+
+
 class ModelPredictor:
     """A network as a predictor: reduced precision where the hardware runs it fast, fp32 otherwise.
 
@@ -185,29 +206,15 @@ class ModelPredictor:
 
     def __init__(self, model: torch.nn.Module, device: torch.device, precision: str = "auto", tta: bool = False, share: bool = True):
         self.device = device
-        self.dtype = self._choose_dtype(precision)
+        self.dtype = choose_dtype(device, precision)
         self.channels_last = device.type == "cpu" and self.dtype is not None
         self.model = _ready(model, device, self.channels_last, share)
         self.divisor = getattr(model, "divisor", 1)
         self.tta = tta
 
-    def _choose_dtype(self, precision: str):
-        if precision == "fp32":
-            return None
-        if precision == "bf16":
-            return torch.bfloat16
-        if precision != "auto":
-            raise ValueError(f"unknown precision {precision!r}; expected auto, fp32 or bf16")
-        if self.device.type == "cuda":
-            return torch.float16
-        if cpu_supports_bf16():
-            return torch.bfloat16
-        log.info("this CPU has no bf16 kernels: running in fp32")
-        return None
-
     @property
     def precision(self) -> str:
-        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
+        return PRECISION_NAMES[self.dtype]
 
     @torch.no_grad()
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:

@@ -50,6 +50,8 @@ TOKEN_TO_MODALITY = {alias: mod for mod, aliases in _ALIASES.items() for alias i
 # BraTS 2023+ names end in "-t2f", "-t1n", "-t1c" or "-t2w" (BraTS-GLI-00001-000-t2f.nii.gz). The token
 # alone is not enough: BIDS names such as sub-01_T2w.nii.gz hold "t2w" and say nothing about labels.
 _BRATS2023_NAME = re.compile(r"-(t2f|t1n|t1c|t2w)$")
+FOUR_CHANNEL_HINT = "a 4-channel image is read as a whole case only when it is the only input"
+_BIDS_CE = re.compile(r"(^|_)ce-[a-z0-9]+")  # BIDS contrast-enhancement entity: sub-01_ce-gadolinium_T1w
 # a BraTS 2023+ label map (BraTS-GLI-00001-000-seg.nii.gz, or a submission's BraTS-GLI-00001-000.nii.gz):
 # ET is 3, and a 4 can only be BraTS 2024's resection cavity
 _BRATS2023_LABEL_NAME = re.compile(r"^brats-[a-z]+(-[a-z]+)*-\d+-\d+(-seg)?$")
@@ -159,9 +161,14 @@ def case_stem(name: str) -> str:
 
 
 def case_stems(names: Iterable[str]) -> list[str]:
-    """The different case names the files named by modality give: more than one means scans of
+    """The different case names in files' names once every modality word is taken out ("Brats18_x_1_flair"
+    -> "brats18_x_1"; "flair", "t1", ... -> nothing, so not counted): more than one means scans of
     different cases may have been combined."""
-    return sorted({case_stem(n) for n in names if modality_from_name(os.path.basename(str(n)))})
+    stems = set()
+    for name in names:
+        bare = _BIDS_CE.sub("", strip_suffix(os.path.basename(str(name))).lower())
+        stems.add("_".join(t for t in re.split(r"[^a-z0-9]+", bare) if t and t not in TOKEN_TO_MODALITY))
+    return sorted(stems - {""})
 
 
 def assign_modalities(names: Iterable[str], ignore_seg: bool = False, where: str = "") -> dict[str, str]:
@@ -244,7 +251,7 @@ def read_volume(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray, nib.Nif
         raise InputError(f"{name}: the file is empty; expected a NIfTI (.nii/.nii.gz) or .npy image")
     lower = name.lower()
     if lower.endswith(".npy"):
-        return _read_npy(data, name), NPY_AFFINE, None
+        return _read_npy(data, name), NPY_AFFINE.copy(), None
     if data[:2] == b"\x1f\x8b":
         data = _gunzip(data, name)
     elif lower.endswith(".gz"):  # an uncompressed NIfTI misnamed .nii.gz, a common export slip, reads as it is
@@ -444,14 +451,15 @@ class LabelMap(NamedTuple):
         """False for a .npy file: it has no voxel-to-world matrix, only a shape."""
         return not self.name.lower().endswith(".npy")
 
-    def read_as(self, convention: str | None = None, described: str | None = None) -> tuple[str, str]:
+    def read_as(self, convention: str | None = None, described: str | None = None, by_name: bool = True) -> tuple[str, str]:
         """The convention the file is read in and where it came from, the first of: the ``convention`` a
         user names ("given"), the one its header names ("header", brainseg's own maps), the one its
         dataset describes (``described``: "dataset.json"), BraTS 2023+ for a BraTS 2023+ file name
         ("name"; 2024 post-treatment where it holds a 4), the one its values suggest ("values": BraTS
-        2018-2021, or 2023+ when a map holds 3)."""
+        2018-2021, or 2023+ when a map holds 3). ``by_name`` False skips the name: a prediction named
+        for its case by another tool may hold any convention's values."""
         named = None
-        if _BRATS2023_LABEL_NAME.match(strip_suffix(os.path.basename(self.name)).lower()):
+        if by_name and _BRATS2023_LABEL_NAME.match(strip_suffix(os.path.basename(self.name)).lower()):
             named = "brats2024" if (self.values == 4).any() else "brats2023"
         for found, source in ((convention, "given"), (self.declared, "header"), (described, "dataset.json"), (named, "name")):
             if found is not None:
@@ -689,7 +697,7 @@ def _as_3d(array: np.ndarray, name: str) -> np.ndarray:
     if array.ndim == 4 and array.shape[3] == 1:
         array = array[..., 0]
     if array.ndim != 3:
-        extra = " (a 4-channel image is read as a whole case only when it is the only input)" if array.ndim == 4 and array.shape[3] == 4 else ""
+        extra = f" ({FOUR_CHANNEL_HINT})" if array.ndim == 4 and array.shape[3] == 4 else ""
         raise InputError(f"{name}: image is {array.ndim}D with shape {array.shape}; expected one 3D volume{extra}")
     if min(array.shape) < 2:
         raise InputError(f"{name}: image has shape {array.shape}; expected a 3D volume, not a single slice")

@@ -12,7 +12,7 @@ import torch
 from brainseg.checkpoint import LoadedModel
 from brainseg.config import InferenceConfig, PostprocessConfig, SettingError
 from brainseg.inference import ModelPredictor, Progress, resolve_device, sliding_window
-from brainseg.io import Case
+from brainseg.io import Case, case_stem
 from brainseg.labels import regions_to_labels
 from brainseg.metrics import volume_stats
 from brainseg.postprocess import clean_labels
@@ -82,7 +82,7 @@ def segment_case(
     prepared = prepare(case, config.preprocess)
     seconds["preprocess"] = time.perf_counter() - t
     for warning in prepared.warnings:
-        log.warning("%s: %s", next(iter(case.sources.values()), "case"), warning)
+        log.warning("%s: %s", case_stem(next(iter(case.sources.values()), "case")), warning)
     if predictor is None:
         predictor = ModelPredictor(loaded.model, resolve_device(device), precision, inference.tta)
     used_device = str(getattr(predictor, "device", "custom"))
@@ -95,7 +95,8 @@ def segment_case(
             progress(done, total)
 
     t = time.perf_counter()
-    logits = sliding_window(predictor, prepared.image, inference.patch_size, inference.overlap, inference.batch_size, count)
+    logits = sliding_window(predictor, prepared.image, inference.patch_size, inference.overlap, inference.batch_size, count,
+                            divisor=config.model.divisor)
     seconds["windows"] = time.perf_counter() - t
     t = time.perf_counter()
     box_logits = to_box(logits.cpu(), prepared.geometry)
@@ -137,10 +138,13 @@ def inference_settings(loaded: LoadedModel, patch_size=None, overlap=None, tta=N
     if "threshold" in changes and loaded.config.model.output_mode != "regions":
         raise ValueError("threshold applies to region (sigmoid) outputs; this checkpoint's softmax labels take the argmax")
     inference = replace(loaded.config.inference, **changes)
-    smallest = 2 * loaded.config.model.divisor  # below this the deepest layer holds one voxel per window
-    if "patch_size" in changes and min(inference.patch_size) < smallest:
-        raise SettingError("patch_size", f"got {tuple(inference.patch_size)}; expected at least {smallest} voxels per side "
-                                         f"for this checkpoint's network ({len(loaded.config.model.features) - 1} poolings)")
+    divisor = loaded.config.model.divisor
+    # windows are padded to multiples of the divisor: with no side longer than it, the deepest layer
+    # holds one voxel, which instance normalisation cannot normalise
+    if "patch_size" in changes and max(inference.patch_size) <= divisor:
+        poolings = len(loaded.config.model.features) - 1
+        raise SettingError("patch_size", f"got {tuple(inference.patch_size)}; expected a window with a side longer than {divisor} "
+                                         f"voxels for this checkpoint's network ({poolings} pooling{'s' if poolings != 1 else ''})")
     return inference
 
 

@@ -88,13 +88,10 @@ def build_configs(path: str | Path | None, train_options: dict[str, Any],
         tc = TrainConfig(**values)
     except SettingError as exc:
         raise refused(exc, exc.setting in train_options) from None
-    if tc.init and not tc.resume:
-        model = _start_from(tc.init, model)
-    mode = model.get("model", {}).get("output_mode", ModelConfig.output_mode)
-    if isinstance(mode, str) and mode in OUTPUT_CHANNELS:  # the head follows the output mode, whoever named it
-        model.setdefault("model", {})["out_channels"] = OUTPUT_CHANNELS[mode]
     try:
-        config = BrainsegConfig.from_dict(model)
+        config = BrainsegConfig.from_dict(_with_head(model))  # what was given is checked, with --init too
+        if tc.init and not tc.resume:
+            config = BrainsegConfig.from_dict(_start_from(tc.init, model))
         config.check_consistent()
     except SettingError as exc:
         raise refused(exc, exc.setting in model_options) from None
@@ -105,6 +102,14 @@ def build_configs(path: str | Path | None, train_options: dict[str, Any],
     except SettingError as exc:
         raise refused(exc, exc.setting in train_options) from None
     return tc, config
+
+
+def _with_head(sections: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The sections with the network's output channels following its output mode, whoever named it."""
+    mode = sections.get("model", {}).get("output_mode", ModelConfig.output_mode)
+    if not (isinstance(mode, str) and mode in OUTPUT_CHANNELS):
+        return sections  # from_dict names the bad value
+    return {**sections, "model": {**sections.get("model", {}), "out_channels": OUTPUT_CHANNELS[mode]}}
 
 
 def _start_from(init: str, given: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

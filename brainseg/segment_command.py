@@ -61,8 +61,9 @@ def run_segment(args) -> int:
     if not out.name.endswith((".nii", ".nii.gz")):
         raise InputError(f"{out}: output must end in .nii.gz or .nii (or give a folder of case folders, or a dataset's images folder, as input)")
     outputs = [out] + ([Path(args.stats)] if args.stats else []) + ([probabilities_path(out)] if args.save_probabilities else [])
-    if args.stats and Path(args.stats).absolute() == out.absolute():
-        raise InputError(f"{args.stats}: --stats names the label map's own path; give the statistics another file (.json)")
+    if args.stats and Path(args.stats).resolve() in {p.resolve() for p in outputs[:1] + outputs[2:]}:
+        raise InputError(f"{args.stats}: --stats names the label map's or the probabilities' own path; give the "
+                         f"statistics another file (.json)")
     check_can_create(outputs)
     _refuse_overwriting_inputs(outputs, args.inputs)
     from brainseg.io import load_case
@@ -159,9 +160,10 @@ def _done_before(source, target: Path, stats: Path, args, made_by: dict) -> bool
     if written != wanted:
         print(f"{source.name}: redone, its label map holds {written} values and this run writes {wanted}", file=sys.stderr)
         return False
-    changed = [key for key, value in made_by.items() if recorded.get(key) != value]
+    changed = [MADE_BY_WORDS[key] for key, value in made_by.items() if recorded.get(key) != value]
     if changed:
-        print(f"{source.name}: redone, the earlier run used another {' and '.join(k.replace('_', ' ') for k in changed)}", file=sys.stderr)
+        print(f"{source.name}: redone, its statistics record {' and '.join(changed)} other than this run's "
+              f"(or none, from an older brainseg)", file=sys.stderr)
         return False
     return True
 
@@ -189,12 +191,15 @@ def _bar(show: bool):
     return update
 
 
-def _made_by(loaded, settings: tuple) -> dict:
+MADE_BY_WORDS = {"checkpoint_sha256": "a checkpoint", "settings": "settings", "precision": "a precision"}
+
+
+def _made_by(loaded, settings: tuple, precision: str) -> dict:
     """The part of a case's statistics that says which weights and settings made its label map."""
     from brainseg.checkpoint import fingerprint
     from brainseg.report import settings_record
 
-    return {"checkpoint_sha256": fingerprint(loaded.path), "settings": settings_record(*settings)}
+    return {"checkpoint_sha256": fingerprint(loaded.path), "settings": settings_record(*settings), "precision": precision}
 
 
 def _stats_payload(result, case, loaded, settings: tuple) -> dict:
@@ -233,6 +238,7 @@ def _print_summary(result, case, out: Path) -> None:
 def _run_cohort(args, checkpoint: Path) -> int:
     from brainseg.checkpoint import load_checkpoint
     from brainseg.errors import BrainsegError
+    from brainseg.inference import PRECISION_NAMES, choose_dtype, resolve_device
 
     root, out_dir = Path(args.inputs[0]), Path(args.output)
     if out_dir.name.endswith((".nii", ".nii.gz")):
@@ -241,14 +247,14 @@ def _run_cohort(args, checkpoint: Path) -> int:
         raise InputError(f"{out_dir}: is a file; with a folder of cases as input, -o must be a folder")
     if out_dir.resolve() == root.resolve():  # label maps among the case folders would end the cohort
         raise InputError(f"{out_dir}: is the folder of cases itself; choose another output folder (inside it is fine)")
-    check_can_create([out_dir / "case_seg.nii.gz"])
+    check_can_create([out_dir / "case_seg.nii.gz"], probe=False)  # check_can_write tries the folder itself, below
     cases = cohort_cases(root, out_dir)
     check_can_write(out_dir)  # a folder that cannot take the results fails now, not after each inference
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     mine = cases[rank::world]
     loaded = load_checkpoint(checkpoint)
     settings = run_settings(args, loaded)
-    made_by = _made_by(loaded, settings)
+    made_by = _made_by(loaded, settings, PRECISION_NAMES[choose_dtype(resolve_device(args.device), args.precision)])
     failures, resumed = 0, 0
     iterator = mine
     if not args.no_progress:

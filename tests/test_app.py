@@ -533,12 +533,14 @@ def test_a_file_read_as_its_content_says_when_its_name_says_otherwise(app):
     truth = ("case7_reference.nii.gz", nifti(from_internal(expected_labels(), "brats2018")), "application/gzip")
     flair_as_seg = ("case7_seg.nii.gz", scan_files()[0][1], "application/gzip")
     upload(app, scan_files()[1:] + [truth, flair_as_seg])
-    roles = {s.key: (s.options, s.value) for s in app.selectbox if s.key.startswith("role/")}
-    assert (["ground truth", "ignore"], "truth") in roles.values()  # the label map, offered as the ground truth
+    roles = {s.key: s for s in app.selectbox if s.key.startswith("role/")}
+    reference = next(r for r in roles.values() if r.options == ["ground truth", "ignore"])  # the label map: truth or nothing
+    assert reference.value == "ignore"  # its name does not say segmentation: the user says what it is
     notes = [i.value for i in app.info]
     assert any(n.startswith("case7_reference.nii.gz: holds only label values") for n in notes)
     assert any(n.startswith("case7_seg.nii.gz: named like a segmentation, but holds an MRI scan") for n in notes)
-    role = next(s for s in app.selectbox if s.key.startswith("role/") and s.value == "ignore")
+    reference.set_value("truth").run()
+    role = next(s for s in app.selectbox if s.key.startswith("role/") and s.value == "ignore" and "FLAIR" in s.options)
     role.set_value("flair").run()
     assert any("Ready: case7" in s.value for s in app.success) and not errors(app)
     app.button(key="run").click().run()
@@ -555,3 +557,14 @@ def test_a_four_channel_image_is_one_case(app):
     assert not errors(app) and metrics(app) == {"WT volume": "4.10 mL", "TC volume": "1.73 mL", "ET volume": "0.51 mL"}
     upload(app, [("case7.nii.gz", nifti(stacked), "application/gzip")] + scan_files())
     assert any("either one 4-channel image or four scans" in e for e in errors(app))
+
+
+def test_a_misnamed_or_broken_file_keeps_the_error_of_what_it_holds(app):
+    mask = expected_labels().astype(np.uint8) * 0
+    mask[WT_BOX] = 255  # a 0/255 mask named as a segmentation: no scan, and no BraTS label values
+    data = images()
+    empty_channel = np.stack([data["flair"], data["t1"], np.zeros_like(data["t1ce"]), data["t2"]], axis=-1)
+    upload(app, [("case7_seg.nii.gz", nifti(mask), "application/gzip"), ("case8.nii.gz", nifti(empty_channel), "application/gzip")])
+    said = errors(app)
+    assert any(e.startswith("case7_seg.nii.gz: unexpected label values [255]") for e in said), said
+    assert any(e.startswith("case8.nii.gz channel 2 (t1ce): every voxel has the value 0") for e in said), said

@@ -131,21 +131,21 @@ def test_segment_and_evaluate_a_dataset_in_its_own_label_values(tmp_path, tiny_c
     case = Case({"flair": np.zeros(truth_labels().shape, np.float32)}, LPS, nib.load(root / "labelsTr" / "c1.nii.gz").header)
     save_labels(truth_labels(), case, out / "c1_seg.nii.gz", "msd")
     (out / "c2_seg.nii.gz").unlink()
-    assert main(["evaluate", str(out), str(root / "labelsTr"), "--json"]) == 1  # c2 has no prediction now
+    assert main(["evaluate", str(out), str(root / "labelsTr"), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)["cases"]["c1"]
     assert [result["regions"][r]["dice"] for r in ("WT", "TC", "ET")] == [1.0, 1.0, 1.0]
     assert result["label_conventions"]["read_from"] == {"prediction": "header", "reference": "dataset.json"}
-    assert main(["evaluate", str(out), str(root / "labelsTr"), "--reference-labels", "brats2023", "--json"]) == 1
+    assert main(["evaluate", str(out), str(root / "labelsTr"), "--reference-labels", "brats2023", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["cases"]["c1"]["regions"]["TC"]["dice"] < 0.9
     # another tool's prediction (nnU-Net's: no brainseg header) holds the dataset's values too; its 1-3
     # alone would read as BraTS 2023, so it is read as its reference is
     nib.save(nib.Nifti1Image(from_internal(truth_labels(), "msd"), LPS), out / "c1_seg.nii.gz")
-    assert main(["evaluate", str(out), str(root / "labelsTr"), "--json"]) == 1
+    assert main(["evaluate", str(out), str(root / "labelsTr"), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)["cases"]["c1"]
     assert [result["regions"][r]["dice"] for r in ("WT", "TC", "ET")] == [1.0, 1.0, 1.0]
     assert result["label_conventions"]["read_from"] == {"prediction": "reference", "reference": "dataset.json"}
-    assert main(["evaluate", str(out), str(root / "labelsTr")]) == 1
-    assert "prediction msd (as its reference's)" in capsys.readouterr().out
+    assert main(["evaluate", str(out), str(root / "labelsTr")]) == 0
+    assert "prediction msd (read as its reference is)" in capsys.readouterr().out
 
 
 def test_one_case_of_channel_files_is_read_in_its_datasets_order(tmp_path, tiny_checkpoint, capsys):
@@ -197,8 +197,8 @@ def test_one_bad_case_of_an_images_folder_costs_only_itself(tmp_path, tiny_check
     assert "2 of 3 cases segmented" in captured.out
     assert main(args) == 2  # resumed: the two done cases are not redone
     assert "(2 by an earlier run)" in capsys.readouterr().out
-    # "._c1" is no reference case; c2 has none to score, which the status says (1)
-    assert main(["evaluate", str(out), str(root / "labelsTr"), "--json"]) == 1
+    # "._c1" is no reference case; c2 has no prediction to score
+    assert main(["evaluate", str(out), str(root / "labelsTr"), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert sorted(result["cases"]) == ["c1", "c3"] and result["matching"]["unmatched_references"] == ["c2"]
 

@@ -36,11 +36,9 @@ NAMES = [
     ("patient_t1gd.nii", "t1ce"),
     ("FLAIR.nii.gz", "flair"),
     ("sub-01_T1w.nii.gz", "t1"),
-    ("sub-01_ce-gadolinium_T1w_seg.nii.gz", "seg"),
     ("sub-01_T2w.nii.gz", "t2"),
     ("scan_t1c.npy", "t1ce"),
     ("sub-01_ce-gadolinium_T1w.nii.gz", "t1ce"),  # BIDS: the ce entity on a T1w
-    ("sub-01_T1w.nii.gz", "t1"),
     ("sub-01_ce-gadolinium_T1w_seg.nii.gz", "seg"),
     ("t1.npy", "t1"),
     ("notes.nii.gz", None),

@@ -66,7 +66,7 @@ def test_a_segmentation_carries_the_warnings_and_logs_them(tmp_path, tiny_checkp
     with caplog.at_level(logging.WARNING):
         result = segment_case(case, loaded, device="cpu", predictor=_all_tumour)
     assert len(result.warnings) == 1 and "not skull-stripped" in result.warnings[0]
-    assert "case01_flair.nii.gz: 100% of the voxels on the volume's border" in caplog.text
+    assert "case01: 100% of the voxels on the volume's border" in caplog.text
 
 
 def test_what_post_processing_removed_is_reported_in_millilitres(tmp_path, tiny_checkpoint):
@@ -102,7 +102,13 @@ def test_scans_named_for_different_cases_are_logged(caplog):
     files = {f"caseA_{m}.npy": npy(images[m]) for m in ("flair", "t1", "t1ce")} | {"caseB_t2.npy": npy(images["t2"])}
     with caplog.at_level(logging.WARNING):
         load_files(files)
-    assert "the scans' file names name 2 cases (caseA, caseB)" in caplog.text
+    assert "the scans' file names name 2 cases (casea, caseb)" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # names that are the modality alone, or BIDS names, name no case
+        load_files({f"{m}.npy": npy(images[m]) for m in ("flair", "t1", "t1ce", "t2")})
+        load_files({"sub-01_FLAIR.npy": npy(images["flair"]), "sub-01_T1w.npy": npy(images["t1"]),
+                    "sub-01_ce-gadolinium_T1w.npy": npy(images["t1ce"]), "sub-01_T2w.npy": npy(images["t2"])})
+    assert "cases (" not in caplog.text
 
 
 def test_a_scan_stored_in_another_orientation_is_reoriented_not_refused(tmp_path):

@@ -417,3 +417,15 @@ def test_a_new_run_into_an_earlier_runs_folder_is_refused(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "data"), "--output", str(out), "--max-steps", "1"]) == 2
     assert f"{out}: holds an earlier run (last.pt, metrics.csv); continue it with --resume {out}" in capsys.readouterr().err
     assert (out / "metrics.csv").read_text() == "step\n1\n" and (out / "last.pt").read_bytes() == b"an earlier run's checkpoint"
+
+
+def test_init_still_refuses_a_misspelt_setting(tiny_checkpoint, tmp_path):
+    from brainseg.errors import InputError
+    from brainseg.run_config import build_configs
+
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps({"model": {"model": {"featurs": [8, 16]}}}))
+    options = {"data": "d", "output": "o", "patch_size": (16, 16, 16)}
+    for extra in ({}, {"init": str(tiny_checkpoint)}):
+        with pytest.raises(InputError, match="featurs"):
+            build_configs(path, {**options, **extra}, {})
