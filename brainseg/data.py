@@ -101,7 +101,8 @@ def load_training_cases(sources: list[CaseSource], config: PreprocessConfig, cac
                         convention: str | None = None) -> list[TrainingCase]:
     """Preprocess labelled cases onto the model grid, caching the arrays in ``cache_dir``; segmentations
     are read in ``convention`` (None: as ``load_reference`` reads them)."""
-    settings = [config.spacing, config.orientation, config.modalities, config.crop_margin, "soft"]
+    # "reads-2": .npy read as LPS and BraTS 2023+-named maps with 2024's cavity; arrays cached before differ
+    settings = [config.spacing, config.orientation, config.modalities, config.crop_margin, "soft", "reads-2"]
     out = []
     for source in sources:
         read_as = convention or source.label_convention
