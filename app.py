@@ -187,7 +187,10 @@ def sidebar() -> tuple[SimpleNamespace, object]:
         stride = st.slider("Stride ratio", *STRIDE_RANGE, step=0.05, key="stride", help=f"Step between windows as a share of the patch; this checkpoint's default is {defaults['stride']:.2f}.")
         st.caption("Smaller stride = more overlap between windows: slower, smoother borders.")
         tta = st.checkbox("Test-time augmentation (8 mirrored copies, ~8x slower)", key="tta")
-        min_component = st.number_input("Minimum tumour component (voxels)", 0, 100_000, step=10, key="min_component", help=f"Whole-tumour pieces smaller than this are removed; this checkpoint's default is {defaults['min_component']}.")
+        min_component = st.number_input(
+            "Minimum tumour component (voxels)", 0, 100_000, step=10, key="min_component",
+            help=f"Whole-tumour pieces smaller than this many voxels of the scans' grid are removed (at 1 mm voxels, "
+                 f"1000 voxels are 1 mL); this checkpoint's default is {defaults['min_component']}.")
         max_distance = st.number_input("Farthest tumour piece kept (mm)", 0.0, 500.0, step=5.0, key="max_distance", help=f"Whole-tumour pieces farther than this from the largest one are removed (0 keeps all; a distant second lesion needs 0 or a larger value); this checkpoint's default is {defaults['max_distance']:g}.")
         devices = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
         device = st.selectbox("Device", devices, key="device")
