@@ -35,6 +35,7 @@ STRIDE_RANGE = (0.1, 1.0)  # share of the patch between window starts: overlap 0
 # window the settings allow is cut to the brain, so it takes the whole brain at once
 PATCH_SIZES = {"as trained": None, "whole brain": (MAX_PATCH_VOXELS,) * 3}
 ROLES = {"flair": "FLAIR", "t1": "T1", "t1ce": "T1ce", "t2": "T2", "truth": "ground truth", "all": "all four scans", "ignore": "ignore"}
+COLOUR_WORDS = {NCR: "orange", ED: "green", ET: "red"}  # render.LABEL_COLOURS in words, for the PNG's legend
 SIDE_WORDS = {"R": "right", "A": "front"}  # the patient side the left edge of a view shows (render.orientation_letters)
 MIN_SCAN_VALUES = 32  # distinct intensities an MRI scan has at least (a mask or label map has a handful)
 # what a file turned out to be when its name suggested something else
@@ -369,6 +370,7 @@ def run_section(inputs: SimpleNamespace | None, settings: SimpleNamespace) -> No
         segmentation, seconds, record = segment(inputs.case, loaded, settings)
         result = SimpleNamespace(
             id=_next_run_id(), case=inputs.case, key=inputs.key, segmentation=segmentation, model=loaded.name,
+            output_mode=loaded.config.model.output_mode,
             model_path=settings.path, settings=settings, record=record, seconds=seconds, cache={}, truth=None, truth_source=None, dropped_truth=None, comparison=None,
             ranges={m: render.intensity_range(v) for m, v in inputs.case.images.items()},
         )
@@ -426,7 +428,7 @@ def results_section(inputs: SimpleNamespace | None, settings: SimpleNamespace) -
     st.subheader("3 · Result")
     windows = f"{seg.windows} window{'s' if seg.windows != 1 else ''}"
     st.success(f"{report.case_name(case.sources)} segmented by {result.model} in {result.seconds:.1f} s ({windows}, {seg.precision} on {seg.device}).")
-    st.caption(f"Settings used: {settings_text(result.record['settings'])}.")
+    st.caption(f"Settings used: {settings_text(result.record['settings'], result.output_mode)}.")
     for warning in seg.warnings:
         st.warning(warning)
     if seg.removed_ml > 0:
@@ -455,13 +457,15 @@ def results_section(inputs: SimpleNamespace | None, settings: SimpleNamespace) -
     three_d(result)
 
 
-def settings_text(used: dict) -> str:
-    """One line for the inference and post-processing settings a result was made with."""
+def settings_text(used: dict, output_mode: str = "regions") -> str:
+    """One line for the inference and post-processing settings a result was made with (a threshold only
+    for region outputs: softmax labels take the argmax)."""
     inference, post = used["inference"], used["postprocess"]
     patch = tuple(inference["patch_size"])
     window = "whole brain in one window" if patch == PATCH_SIZES["whole brain"] else f"window {'x'.join(map(str, patch))}"
     parts = [window, f"overlap {inference['overlap']:g}",
-             f"TTA {'on' if inference['tta'] else 'off'}", f"threshold {inference['threshold']:g}",
+             f"TTA {'on' if inference['tta'] else 'off'}",
+             f"threshold {inference['threshold']:g}" if output_mode == "regions" else "argmax of the labels",
              f"tumour pieces under {post['min_component_voxels']} voxels removed" if post["min_component_voxels"] else "no minimum piece size",
              f"pieces over {post['max_component_distance_mm']:g} mm from the largest removed" if post["max_component_distance_mm"] else "distant pieces kept"]
     return ", ".join(parts)
@@ -609,7 +613,8 @@ def downloads(result, display: render.Display, convention: str, stats: dict) -> 
         panels = result.cache["panels"]
         left = SIDE_WORDS[render.orientation_letters(display.view)["left"]]
         footer = [f"{name}, {display.view} slice {display.index}; the patient's {left} on the left",
-                  "orange: necrotic core, green: edema, red: enhancing tumour", "brainseg: research use only, not for clinical decisions"]
+                  ", ".join(f"{COLOUR_WORDS[k]}: {LABEL_NAMES[k]}" for k in display.visible) or "no labels shown",
+                  "brainseg: research use only, not for clinical decisions"]
         cols[3].download_button(
             "This view (.png)", lambda: render.png_bytes(render.montage(panels, 3, footer=footer), 6),
             file_name=f"{name}_{display.view}_{display.index}.png", mime="image/png", key="dl_png", on_click="ignore",
