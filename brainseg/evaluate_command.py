@@ -14,8 +14,7 @@ from brainseg.comparison import BOOTSTRAP_SAMPLES, CONFIDENCE, paired_difference
 from brainseg.datasets import is_dataset, label_convention_of
 from brainseg.errors import BrainsegError, InputError
 from brainseg.files import check_can_create
-from brainseg.io import (AFFINE_TOLERANCE, NIFTI_SUFFIXES, check_same_grid, is_hidden, onto_grid, read_label_map,
-                         segmentation_file, strip_suffix)
+from brainseg.io import NIFTI_SUFFIXES, is_hidden, on_grid_of, read_label_map, segmentation_file, strip_suffix
 from brainseg.labels import REGIONS, chosen_convention, readable_as
 from brainseg.metrics import evaluate, summarise
 
@@ -44,15 +43,10 @@ def evaluate_files(pred_path: Path, ref_path: Path, pred_convention: str | None 
     Raises InputError naming both files when the prediction is not on the reference's grid.
     """
     pred, ref = read_label_map(pred_path), read_label_map(ref_path)
-    same = pred.values.shape == ref.values.shape and np.allclose(pred.affine, ref.affine, atol=AFFINE_TOLERANCE)
-    if pred.has_geometry and ref.has_geometry and not same:
-        # the same voxels stored in another orientation (a tool that wrote RAS for an LPS reference)
-        moved = onto_grid(pred.values, pred.affine, ref.values.shape, ref.affine)
-        if moved is not None:
-            log.info("%s: reoriented onto %s's grid (same voxels, other axis order or directions)", pred.name, ref.name)
-            pred = pred._replace(values=moved, affine=ref.affine)
-    check_same_grid(ref.name, ref.values.shape, ref.affine, pred.name, pred.values.shape, pred.affine,
-                    "a prediction on the reference's grid", pred.has_geometry and ref.has_geometry)
+    # the same voxels stored in another orientation (a tool that wrote RAS for an LPS reference) are moved
+    values = on_grid_of(ref.name, ref.values.shape, ref.affine, pred.name, pred.values, pred.affine,
+                        "a prediction on the reference's grid", pred.has_geometry and ref.has_geometry)
+    pred = pred._replace(values=values, affine=ref.affine) if values is not pred.values else pred
     # decided once per map (a guess scans the whole volume), then read in it
     pred_read_as, pred_source = pred.read_as(pred_convention, by_name=False)
     convention, ref_source = ref.read_as(ref_convention, ref_dataset_convention)

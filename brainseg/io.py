@@ -345,7 +345,7 @@ def assemble_case(scans: Mapping[str, Scan], convention: str | None = None) -> C
     for modality in MODALITIES[1:]:
         scan = scans[modality]
         geometry = first.header is not None and scan.header is not None
-        arrays[modality] = _on_grid_of(first.name, first.array.shape, first.affine, scan.name, scan.array, scan.affine,
+        arrays[modality] = on_grid_of(first.name, first.array.shape, first.affine, scan.name, scan.array, scan.affine,
                                        "four co-registered scans on one grid", geometry)
     stems = case_stems(scans[m].name for m in MODALITIES)
     if len(stems) > 1:
@@ -493,7 +493,7 @@ def read_label_map(source: bytes | str | Path, name: str | None = None, case: Ca
     labels = LabelMap(_label_values(_as_3d(array, name), name), affine, name, _declared_convention(header))
     if case is not None:
         scans = next(iter(case.sources.values()), "the scans")
-        values = _on_grid_of(scans, case.shape, case.affine, name, labels.values, affine,
+        values = on_grid_of(scans, case.shape, case.affine, name, labels.values, affine,
                              "the segmentation of this case, on the scans' grid", labels.has_geometry and case.has_geometry)
         labels = labels._replace(values=values, affine=case.affine) if values is not labels.values else labels
     return labels
@@ -716,7 +716,7 @@ def onto_grid(values: np.ndarray, affine: np.ndarray, shape, target_affine: np.n
     return np.ascontiguousarray(moved)
 
 
-def _on_grid_of(first: str, first_shape, first_affine, name: str, values: np.ndarray, affine: np.ndarray,
+def on_grid_of(first: str, first_shape, first_affine, name: str, values: np.ndarray, affine: np.ndarray,
                 expected: str, geometry: bool) -> np.ndarray:
     """``values`` on the first image's grid: as they are, or reoriented when they hold the same voxels
     stored in another axis order or direction (lossless); InputError (``check_same_grid``) otherwise."""
