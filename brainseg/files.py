@@ -59,11 +59,11 @@ def check_can_create(paths: Iterable[str | Path], probe: bool = True) -> None:
             if parent.exists():
                 if not parent.is_dir():
                     raise InputError(f"{parent}: is a file, not a folder; cannot write {path} inside it")
-                try:
-                    if probe:
+                if probe:
+                    try:
                         fd, trial = tempfile.mkstemp(dir=parent, prefix=".brainseg-write-check")
                         os.close(fd)
                         os.remove(trial)
-                except OSError as exc:
-                    raise InputError(f"{path}: cannot write in {parent} ({exc.strerror}); choose another output path") from None
+                    except OSError as exc:
+                        raise InputError(f"{path}: cannot write in {parent} ({exc.strerror}); choose another output path") from None
                 break
