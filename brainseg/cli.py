@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--csv", help="per-case table as CSV")
     ev.add_argument("--compare", metavar="PRED_DIR",
                     help="a second folder of predictions of the same cases (another checkpoint or setting): prints "
-                         "per region the mean difference second - first in Dice and HD95, its 95%% bootstrap "
+                         "per region the mean difference second - first in Dice and HD95, its 95%% t "
                          "interval over the cases, and how many cases each side wins")
     ev.add_argument("--reference-labels", default=AUTO, choices=LABEL_OPTIONS,
                     help=f"label convention of the reference files; {READ_LABELS_HELP}")

@@ -1,8 +1,9 @@
 """Paired comparison of two predictions of the same cases: is the second one better, beyond the noise?
 
 On a handful of validation cases a difference of a few hundredths in mean Dice is often one case; a
-bootstrap interval over the cases, and how many cases each side wins, say how much a mean difference
-can be trusted.
+Student t interval of the mean paired difference, and how many cases each side wins, say how much a
+mean difference can be trusted. A bootstrap of the cases is not used: on the four to ten cases of a
+validation split it only sees their spread and gives intervals far too narrow.
 """
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from scipy import stats
 
-BOOTSTRAP_SAMPLES = 10_000
 CONFIDENCE = 0.95
 LOWER_IS_BETTER = {"hd95"}  # distances; every other metric is better higher
 
@@ -24,7 +25,7 @@ class PairedDifference:
     first_mean: float
     second_mean: float
     mean_difference: float
-    ci_low: float  # bootstrap interval of the mean difference, resampling cases
+    ci_low: float  # t interval of the mean difference over the cases; NaN for one case
     ci_high: float
     second_better: int  # cases where the second prediction scores better
     first_better: int
@@ -33,7 +34,7 @@ class PairedDifference:
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
 
 
-def paired_difference(first: list[float], second: list[float], metric: str, seed: int = 0) -> PairedDifference:
+def paired_difference(first: list[float], second: list[float], metric: str) -> PairedDifference:
     """The paired difference of one metric between two predictions of the same cases, in case order.
 
     Raises ValueError when the lists differ in length.
@@ -47,12 +48,12 @@ def paired_difference(first: list[float], second: list[float], metric: str, seed
         nan = float("nan")
         return PairedDifference(0, nan, nan, nan, nan, nan, 0, 0)
     diff = b - a
-    rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, diff.size, (BOOTSTRAP_SAMPLES, diff.size))].mean(axis=1)
-    tail = (1 - CONFIDENCE) / 2
+    mean = float(diff.mean())
+    half = float("nan")
+    if diff.size > 1:
+        half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, diff.size - 1) * diff.std(ddof=1) / math.sqrt(diff.size))
     better = -diff if metric in LOWER_IS_BETTER else diff
     return PairedDifference(
-        int(diff.size), float(a.mean()), float(b.mean()), float(diff.mean()),
-        float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail)),
+        int(diff.size), float(a.mean()), float(b.mean()), mean, mean - half, mean + half,
         int((better > 0).sum()), int((better < 0).sum()),
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from brainseg.comparison import BOOTSTRAP_SAMPLES, CONFIDENCE, paired_difference
+from brainseg.comparison import CONFIDENCE, paired_difference
 from brainseg.datasets import is_dataset, label_convention_of
 from brainseg.errors import BrainsegError, InputError
 from brainseg.files import check_can_create
@@ -218,7 +218,7 @@ def score_folder(pred: Path, ref: Path, conventions: tuple, named: bool = False)
 
 
 COMPARED = ("dice", "hd95")
-FEW_CASES = 10  # below this a bootstrap interval over cases covers the true difference less often than it says
+FEW_CASES = 10  # below this the t interval leans on the differences being roughly normal, which few cases cannot show
 
 
 def compare(first: dict, second: dict, first_dir: Path, second_dir: Path) -> dict:
@@ -239,8 +239,8 @@ def compare(first: dict, second: dict, first_dir: Path, second_dir: Path) -> dic
         for r in REGIONS
     }
     return {"first": str(first_dir), "second": str(second_dir), "cases": cases, "difference": differences,
-            "method": f"second - first per case; mean over cases; {CONFIDENCE:.0%} interval from {BOOTSTRAP_SAMPLES} "
-                      f"bootstrap resamples of the cases"}
+            "method": f"second - first per case; mean over cases; {CONFIDENCE:.0%} Student t interval of the mean "
+                      f"difference (n - 1 degrees of freedom)"}
 
 
 def _print_comparison(comparison: dict) -> None:
@@ -254,12 +254,12 @@ def _print_comparison(comparison: dict) -> None:
             if not d["cases"]:
                 print(f"{r:<8}{m:<7}   no case has a finite value on both sides")
                 continue
-            interval = f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
+            interval = f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]" if d["ci_low"] is not None else "(one case)"
             print(f"{r:<8}{m:<7}{d['first_mean']:>9.3f}{d['second_mean']:>9.3f}{d['mean_difference']:>+12.3f}   "
                   f"{interval:<18}{d['second_better']:>3} / {d['first_better']}")
     if n < FEW_CASES:
-        print(f"with {n} cases the interval is too narrow (the bootstrap sees only these cases' spread); "
-              f"read the case counts beside it")
+        print(f"with {n} cases the interval assumes the per-case differences are roughly normal, which so few "
+              f"cases cannot show; read the case counts beside it")
 
 
 def _conventions_line(results: list[dict]) -> str:

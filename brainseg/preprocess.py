@@ -106,11 +106,11 @@ def prepare(case: Case, config: PreprocessConfig) -> Prepared:
     mask = np.zeros(oriented[0].shape, dtype=bool)
     for image in oriented:
         mask |= image != 0
-    warnings = [w for w in (unstripped_warning(mask),) if w]
+    spacing = _oriented_spacing(case, transform)
+    warnings = [w for w in (unstripped_warning(mask, float(np.prod(spacing)) / 1000),) if w]
     box = brain_box(mask, config.crop_margin)
     mask_box = mask[box]
     channels = np.stack([zscore(image[box], mask_box) for image in oriented])
-    spacing = _oriented_spacing(case, transform)
     model_shape = model_grid_shape(mask_box.shape, spacing, config.spacing)
     tensor = resample(torch.from_numpy(channels), model_shape)
     geometry = Geometry(transform, oriented[0].shape, box, model_shape, spacing)
@@ -121,15 +121,24 @@ def prepare(case: Case, config: PreprocessConfig) -> Prepared:
 # share of the volume's faces that may be non-zero in a skull-stripped scan (BraTS: at most 0.014 on
 # the shared cases); a head scanned with its skull has noise, not zeros, around it
 MAX_BORDER_SHARE = 0.5
+# non-zero volume of a skull-stripped adult brain: 1,174-1,747 mL on the 24 shared BraTS cases. A head
+# whose background was zeroed but still has its skull and scalp is about twice that
+MAX_BRAIN_ML = 2500.0
 
 
-def unstripped_warning(mask: np.ndarray) -> str | None:
-    """A warning when the scans have no zero background at their borders: not skull-stripped, most likely."""
+def unstripped_warning(mask: np.ndarray, voxel_ml: float) -> str | None:
+    """A warning when the scans look not skull-stripped: non-zero at their borders, or too large a brain."""
     faces = [mask.take(i, axis) for axis in range(3) for i in (0, -1)]
     share = sum(int(f.sum()) for f in faces) / sum(f.size for f in faces)
-    if share <= MAX_BORDER_SHARE:
+    brain_ml = float(mask.sum()) * voxel_ml
+    if share > MAX_BORDER_SHARE:
+        finding = f"{share:.0%} of the voxels on the volume's border are non-zero"
+    elif brain_ml > MAX_BRAIN_ML:
+        finding = (f"the scans are non-zero over {brain_ml:,.0f} mL, more than a skull-stripped adult brain "
+                   f"(at most {MAX_BRAIN_ML:,.0f} mL; 1,174-1,747 mL in BraTS)")
+    else:
         return None
-    return (f"{share:.0%} of the voxels on the volume's border are non-zero: the scans look not skull-stripped. "
+    return (f"{finding}: the scans look not skull-stripped. "
             f"brainseg's models are trained on skull-stripped, co-registered BraTS scans, where everything "
             f"outside the brain is 0; skull-strip the scans first (e.g. HD-BET or SynthStrip), or the tumour "
             f"volumes and the brain share will be wrong")

@@ -544,10 +544,15 @@ def test_paired_difference_against_hand_computed_values():
     assert d.mean_difference == pytest.approx(0.1 / 3)
     assert (d.first_mean, d.second_mean) == (pytest.approx(0.7), pytest.approx(2.2 / 3))
     assert (d.second_better, d.first_better) == (2, 1)
-    assert -0.1 <= d.ci_low <= d.mean_difference <= d.ci_high <= 0.1  # resampled means lie within the differences
+    # differences 0.1, 0.1, -0.1: sd 0.11547, standard error 0.066667, t(0.975, 2 df) = 4.302653
+    assert (d.ci_low, d.ci_high) == (pytest.approx(0.1 / 3 - 0.286844, abs=1e-5), pytest.approx(0.1 / 3 + 0.286844, abs=1e-5))
     hd = paired_difference([5.0, 9.0], [4.0, 12.0], "hd95")
     assert (hd.second_better, hd.first_better) == (1, 1) and hd.mean_difference == pytest.approx(1.0)  # lower wins
-    assert paired_difference([1.0, 1.0], [1.0, 1.0], "dice").ci_low == 0.0
+    # differences -1, 3: sd 2.828427, standard error 2, t(0.975, 1 df) = 12.706205
+    assert (hd.ci_low, hd.ci_high) == (pytest.approx(1 - 25.41241, abs=1e-4), pytest.approx(1 + 25.41241, abs=1e-4))
+    assert (paired_difference([1.0, 1.0], [1.0, 1.0], "dice").ci_low, paired_difference([1.0, 1.0], [1.0, 1.0], "dice").ci_high) == (0.0, 0.0)
+    one = paired_difference([0.5], [0.7], "dice")
+    assert one.mean_difference == pytest.approx(0.2) and one.to_dict()["ci_low"] is None  # no spread from one case
     with pytest.raises(ValueError, match="same cases"):
         paired_difference([1.0], [1.0, 2.0], "dice")
 
@@ -569,11 +574,13 @@ def test_evaluate_compares_two_prediction_folders_case_by_case(tmp_path, capsys,
     wt = comparison["difference"]["WT"]["dice"]
     assert wt["mean_difference"] == pytest.approx(2 / 3 * (1 - 200 / 225))
     assert (wt["second_better"], wt["first_better"], wt["cases"]) == (2, 0, 3)
+    # differences d, d, 0 with d = 25/225: standard error d / 3, t(0.975, 2 df) = 4.302653
+    assert wt["ci_high"] - wt["mean_difference"] == pytest.approx(4.302653 * (25 / 225) / 3, abs=1e-6)
     assert comparison["difference"]["ET"]["dice"]["mean_difference"] == 0.0  # ET untouched on both sides
     assert main(["evaluate", str(first), str(ref), "--compare", str(second)]) == 0
     out = capsys.readouterr().out
     assert f"comparison on 3 cases: {second} minus {first}" in out
-    assert "with 3 cases the interval is too narrow" in out
+    assert "with 3 cases the interval assumes the per-case differences are roughly normal" in out
     assert main(["evaluate", str(first / "c1_seg.nii.gz"), str(ref / "c1" / "c1_seg.nii.gz"), "--compare", str(second)]) == 2
     assert "--compare" in capsys.readouterr().err
     # a bad file of the second folder is its own error, not the first folder's

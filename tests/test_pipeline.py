@@ -9,6 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from brainseg.checkpoint import load_checkpoint
 from brainseg.config import PostprocessConfig, PreprocessConfig
@@ -17,7 +18,7 @@ from brainseg.io import NPY_AFFINE, load_case, load_files, read_label_map
 from brainseg.pipeline import segment_case
 from brainseg.preprocess import prepare, unstripped_warning
 from brainseg.report import run_record
-from conftest import LPS, synthetic_images, write_case
+from conftest import BRATS, LPS, needs_data, synthetic_images, write_case
 
 
 def _all_tumour(batch: torch.Tensor) -> torch.Tensor:
@@ -48,11 +49,35 @@ def test_npy_scans_go_through_as_their_arrays_stand(tmp_path, tiny_checkpoint):
 def test_scans_without_zero_background_are_said_to_look_not_skull_stripped():
     images = synthetic_images()
     brain = np.any([v != 0 for v in images.values()], axis=0)
-    assert unstripped_warning(brain) is None
+    assert unstripped_warning(brain, voxel_ml=0.001) is None
     noisy = np.ones_like(brain)
     noisy[0] = False  # one face clean: of the 9568 border voxels of 40x44x36, 1584 + 2x36 + 2x44 are zero
-    said = unstripped_warning(noisy)
+    said = unstripped_warning(noisy, voxel_ml=0.001)
     assert said.startswith("82% of the voxels on the volume's border are non-zero") and "skull-strip" in said
+
+
+def test_a_head_with_zeroed_background_is_said_to_look_not_skull_stripped():
+    head = np.zeros((60, 60, 60), dtype=bool)
+    head[5:-5, 5:-5, 5:-5] = True  # zero border; 50^3 voxels
+    assert unstripped_warning(head, voxel_ml=0.019) is None  # 2,375 mL
+    said = unstripped_warning(head, voxel_ml=0.021)  # 2,625 mL
+    assert said.startswith("the scans are non-zero over 2,625 mL, more than a skull-stripped adult brain")
+    assert "not skull-stripped" in said
+
+
+@needs_data()
+def test_real_brains_pass_and_the_same_brains_with_skull_and_scalp_do_not():
+    folder = BRATS / "Brats18_CBICA_AME_1"  # 1,729 mL: the second-largest brain of the 24
+    case = load_case([folder])
+    config = PreprocessConfig()
+    assert prepare(case, config).warnings == []
+    brain = np.any([image != 0 for image in case.images.values()], axis=0)
+    # a 12 mm shell of bone and scalp around the brain, background still 0 (e.g. thresholded air)
+    shell = ndimage.binary_dilation(brain, iterations=12) & ~brain
+    for image in case.images.values():
+        image[shell] = np.percentile(image[brain], 90)
+    warnings = prepare(case, config).warnings
+    assert len(warnings) == 1 and "mL, more than a skull-stripped adult brain" in warnings[0]
 
 
 def test_a_segmentation_carries_the_warnings_and_logs_them(tmp_path, tiny_checkpoint, caplog):
