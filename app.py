@@ -24,6 +24,7 @@ from brainseg.config import MAX_PATCH_VOXELS, BrainsegConfig
 from brainseg.errors import BrainsegError
 from brainseg.io import FOUR_CHANNEL_HINT, assemble_case, case_stems, convention_from_names, labels_bytes, load_files, modality_from_name, probabilities_bytes, read_label_map, read_scan
 from brainseg.labels import AUTO, CONVENTIONS, ED, ET, LABEL_NAMES, LABEL_OPTIONS, NCR, REGIONS, chosen_convention
+from brainseg.lesion_metrics import lesion_wise_scores
 from brainseg.metrics import evaluate, slice_area_mm2, slice_stats, volume_stats
 
 log = logging.getLogger("brainseg.app")
@@ -70,6 +71,14 @@ METRIC_COLUMNS = {
     "region": "Region", "dice": st.column_config.NumberColumn("Dice", format="%.3f"),
     "hd95_mm": st.column_config.NumberColumn("HD95 (mm)", format="%.1f"),
     "predicted_voxels": "Predicted voxels", "reference_voxels": "Reference voxels",
+    "lesion_dice": st.column_config.NumberColumn("Lesion-wise Dice", format="%.3f",
+                                                 help="BraTS 2023+ ranking: each reference lesion scored on its own; "
+                                                      "a missed lesion or a false-positive piece scores 0"),
+    "lesion_hd95_mm": st.column_config.NumberColumn("Lesion-wise HD95 (mm)", format="%.1f",
+                                                    help="a missed lesion or a false-positive piece scores 374 mm"),
+    "lesions": st.column_config.TextColumn("Lesions found / missed / false +",
+                                           help="BraTS 2023 GLI rules: lesions within 3 voxels are one, lesions of "
+                                                "at most 50 mm³ are not scored"),
 }
 
 
@@ -468,6 +477,8 @@ def settings_text(used: dict, output_mode: str = "regions") -> str:
              f"threshold {inference['threshold']:g}" if output_mode == "regions" else "argmax of the labels",
              f"tumour pieces under {post['min_component_voxels']} voxels removed" if post["min_component_voxels"] else "no minimum piece size",
              f"pieces over {post['max_component_distance_mm']:g} mm from the largest removed" if post["max_component_distance_mm"] else "distant pieces kept"]
+    if post.get("min_core_component_voxels"):
+        parts.append(f"core and enhancing pieces under {post['min_core_component_voxels']} voxels absorbed")
     return ", ".join(parts)
 
 
@@ -642,7 +653,9 @@ def truth_section(result, display: render.Display) -> None:
         return
     with attempt("Comparing with the ground truth"):
         if "evaluation" not in result.cache:
-            result.cache["evaluation"] = evaluate(result.segmentation.labels, result.truth.labels, result.case.spacing, result.case.convention)
+            labels, truth, spacing = result.segmentation.labels, result.truth.labels, result.case.spacing
+            result.cache["evaluation"] = {**evaluate(labels, truth, spacing, result.case.convention),
+                                          "lesion_wise": lesion_wise_scores(labels, truth, spacing)}
         truth = result.truth
         caption = f"Reference: {truth.name} ({CONVENTION_TITLES[truth.convention]} labels, {READ_FROM[truth.source]})"
         if truth.source == "values" and truth.convention == "brats2023":

@@ -112,7 +112,7 @@ def _measure(args, variants: list[str], case: Path, checkpoint: Path, work: Path
 
 def _agreement(work: Path, variants: list[str]) -> dict:
     """Region Dice of each variant's last output against the fp32 reference (same grid only)."""
-    from brainseg.evaluate_command import load_labels
+    from brainseg.scoring import load_labels
     from brainseg.labels import REGIONS, region_masks
     from brainseg.metrics import dice
 

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from brainseg.config import AUGMENTATION_ENGINES, NORMS, OUTPUT_MODES, ModelConfig, PreprocessConfig, TrainConfig
+from brainseg.config import AUGMENTATION_ENGINES, LESION_CHALLENGES, NORMS, OUTPUT_MODES, ModelConfig, PreprocessConfig, TrainConfig
 from brainseg.labels import AUTO, CONVENTIONS, LABEL_OPTIONS
 
 log = logging.getLogger("brainseg")
@@ -46,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--max-component-distance", type=float, metavar="MM",
                      help="remove whole-tumour components farther than this from the largest one; 0 keeps all "
                           "(default from the checkpoint, 10)")
+    seg.add_argument("--min-core-component", type=int, metavar="VOXELS",
+                     help="tumour-core and enhancing pieces smaller than this become the region around them "
+                          "(edema, necrotic core); each region's largest piece stays; 0 keeps all (default from the "
+                          "checkpoint)")
     seg.add_argument("--no-progress", action="store_true")
     seg.add_argument("--save-probabilities", action="store_true",
                      help="also write the network's probabilities beside each label map as a 4D float NIfTI "
@@ -66,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a second folder of predictions of the same cases (another checkpoint or setting): prints "
                          "per region the mean difference second - first in Dice and HD95, its 95%% t "
                          "interval over the cases, and how many cases each side wins")
+    ev.add_argument("--lesion-wise", nargs="?", const="GLI", choices=sorted(LESION_CHALLENGES), metavar="CHALLENGE",
+                    help="also score each reference lesion on its own, as BraTS ranks since 2023 (lesion-wise Dice "
+                         "and HD95, with counts of found, missed and false-positive lesions), with that challenge's "
+                         "parameters: GLI (the default), SSA, PED, MEN or MET")
     ev.add_argument("--reference-labels", default=AUTO, choices=LABEL_OPTIONS,
                     help=f"label convention of the reference files; {READ_LABELS_HELP}")
     ev.add_argument("--prediction-labels", default=AUTO, choices=LABEL_OPTIONS,
@@ -163,7 +171,8 @@ def _evaluate(args) -> int:
 
 # settings whose option is not simply "--" + the field name with dashes
 _OPTION_NAMES = {"time_limit_minutes": "--time-limit", "min_component_voxels": "--min-component",
-                 "max_component_distance_mm": "--max-component-distance"}
+                 "max_component_distance_mm": "--max-component-distance",
+                 "min_core_component_voxels": "--min-core-component"}
 
 
 def _option_error(exc) -> int:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import PurePath
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from brainseg import MODALITIES
+from brainseg.errors import BrainsegError
 from brainseg.labels import AUTO, LABEL_OPTIONS, chosen_convention
 
 NORMS = ("batch", "instance")
@@ -24,11 +26,15 @@ OUTPUT_CHANNELS = {"regions": 3, "labels": 4}  # what each output mode's head pr
 # before it reaches an allocation of terabytes
 MAX_PATCH_VOXELS = 512
 AUGMENTATION_ENGINES = ("auto", "torchio", "torch")  # brainseg.augment: auto = torch on CUDA, TorchIO elsewhere
+# BraTS 2023+ lesion-wise scoring (brainseg.lesion_metrics) per challenge: (dilation iterations that merge
+# nearby reference lesions, largest lesion volume in mm^3 left out of the mean)
+LESION_CHALLENGES = {"GLI": (3, 50.0), "SSA": (3, 50.0), "PED": (3, 50.0), "MEN": (1, 50.0), "MET": (1, 2.0)}
 _AXIS_PAIRS = ("LR", "PA", "IS")  # nibabel's axis codes: one letter of each pair, in any order
 
 
-class SettingError(ValueError):
-    """A setting out of range. ``setting`` names it: a field, or ``section.field`` in a checkpoint."""
+class SettingError(BrainsegError, ValueError):
+    """A setting out of range. ``setting`` names it: a field, or ``section.field`` in a checkpoint.
+    A BrainsegError like every user mistake, and a ValueError as Python's own out-of-range values are."""
 
     def __init__(self, setting: str, problem: str):
         super().__init__(f"{setting}: {problem}")
@@ -174,10 +180,17 @@ class PostprocessConfig:
     # default, also for checkpoints saved before it existed: in every model compared on the validation
     # split it removed far false positives and never lowered a score (see the model card)
     max_component_distance_mm: float = 10.0
+    # tumour-core and enhancing pieces smaller than this (each region's largest stays) are absorbed by the
+    # region around them. BraTS 2023+ lesion-wise scoring counts each such speck as a false positive and
+    # leaves lesions of at most 50 mm^3 out; on 16 held-out cases of four models it raised lesion-wise
+    # TC/ET Dice by up to 0.22 and moved no volume Dice by more than 0.001 (model card). On by default,
+    # also for checkpoints saved before it existed
+    min_core_component_voxels: int = 50
 
     def __post_init__(self) -> None:
         require_whole("min_component_voxels", self.min_component_voxels, 0)
         require_whole("min_et_voxels", self.min_et_voxels, 0)
+        require_whole("min_core_component_voxels", self.min_core_component_voxels, 0)
         require_number("max_component_distance_mm", self.max_component_distance_mm, 0.0)
 
 
@@ -291,6 +304,8 @@ class TrainConfig:
         require_choice("labels", self.labels, LABEL_OPTIONS, "label convention")
         require_choice("augmentation", self.augmentation, AUGMENTATION_ENGINES, "augmentation engine")
         for name in ("data", "output", "resume", "init"):
+            if isinstance(getattr(self, name), PurePath):  # a pathlib path is as good as its text
+                setattr(self, name, str(getattr(self, name)))
             require_text(name, getattr(self, name))
         for name in ("augment", "amp"):
             require_flag(name, getattr(self, name))

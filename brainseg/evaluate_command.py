@@ -8,59 +8,22 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from brainseg.comparison import CONFIDENCE, paired_difference
+from brainseg.config import LESION_CHALLENGES
 from brainseg.datasets import is_dataset, label_convention_of
 from brainseg.errors import BrainsegError, InputError
 from brainseg.files import check_can_create
-from brainseg.io import NIFTI_SUFFIXES, is_hidden, on_grid_of, read_label_map, segmentation_file, strip_suffix
-from brainseg.labels import REGIONS, chosen_convention, readable_as
-from brainseg.metrics import evaluate, summarise
+from brainseg.io import NIFTI_SUFFIXES, is_hidden, segmentation_file, strip_suffix
+from brainseg.labels import REGIONS, chosen_convention
+from brainseg.lesion_metrics import MISSED_HD95
+from brainseg.metrics import summarise
+from brainseg.scoring import evaluate_files
 
 log = logging.getLogger(__name__)
 
 METRICS = ("dice", "hd95", "iou", "precision", "recall", "specificity", "accuracy")
 PREDICTION_NAMES = ("{}_seg.nii.gz", "{}.nii.gz", "{}_seg.nii", "{}.nii")  # tried in turn for case id {}
 SHOWN_NAMES = 5  # names a message lists before "..."
-
-
-def load_labels(path: Path) -> tuple[np.ndarray, tuple[float, ...], str]:
-    """A label map file as internal labels, its spacing and its convention."""
-    labels = read_label_map(path)
-    internal, convention = labels.internal()
-    return internal, labels.spacing, convention
-
-
-def evaluate_files(pred_path: Path, ref_path: Path, pred_convention: str | None = None,
-                   ref_convention: str | None = None, ref_dataset_convention: str | None = None) -> dict:
-    """Metrics of one prediction against its reference.
-
-    Each file's label convention is the one given (``labels.READABLE``) or, when None, the one its
-    header names (brainseg's own label maps), the reference's dataset.json names
-    (``ref_dataset_convention``), the one a BraTS 2023+ file name implies (references only), for a
-    prediction holding only 1-3 the one its reference's convention was named, else guessed from its values.
-    Raises InputError naming both files when the prediction is not on the reference's grid.
-    """
-    pred, ref = read_label_map(pred_path), read_label_map(ref_path)
-    # the same voxels stored in another orientation (a tool that wrote RAS for an LPS reference) are moved
-    values = on_grid_of(ref.name, ref.values.shape, ref.affine, pred.name, pred.values, pred.affine,
-                        "a prediction on the reference's grid", pred.has_geometry and ref.has_geometry)
-    pred = pred._replace(values=values, affine=ref.affine) if values is not pred.values else pred
-    # decided once per map (a guess scans the whole volume), then read in it
-    pred_read_as, pred_source = pred.read_as(pred_convention, by_name=False)
-    convention, ref_source = ref.read_as(ref_convention, ref_dataset_convention)
-    ambiguous = pred_source == "values" and not (pred.values == 4).any()  # 1-3 only: BraTS 2023 or the Decathlon's order
-    if ambiguous and ref_source != "values" and pred_read_as != convention and readable_as(pred.values, convention):
-        # a prediction for a dataset whose labels are named is read in them (nnU-Net's for Task01 hold its values)
-        pred_read_as, pred_source = convention, "reference"
-    pred_labels, _ = pred.internal(pred_read_as)
-    ref_labels, _ = ref.internal(convention)
-    # which values were read how, so a guessed convention can be checked afterwards
-    how = {"prediction": pred_source, "reference": ref_source}
-    return {**evaluate(pred_labels, ref_labels, ref.spacing, convention),
-            "label_conventions": {"prediction": pred_read_as, "reference": convention, "read_from": how,
-                                  "guessed": [who for who, source in how.items() if source == "values"]}}
 
 
 @dataclass
@@ -165,8 +128,9 @@ def run_evaluate(args) -> int:
     if other is not None and not (pred.is_dir() and other.is_dir()):
         raise InputError(f"--compare {other}: expected a second folder of predictions of the reference cases, beside the "
                          f"folder {pred}" + ("" if other.exists() else " (no such folder)"))
+    lesions = args.lesion_wise
     if pred.is_file():
-        result = evaluate_files(pred, ref, *conventions)
+        result = evaluate_files(pred, ref, *conventions, lesion_challenge=lesions)
         case_id = _case_id(ref.name)
         if args.csv:
             _write_csv(Path(args.csv), {case_id: result})
@@ -175,12 +139,17 @@ def run_evaluate(args) -> int:
         else:
             _print_table({case_id: result})
             print(_conventions_line([result]))
+            if lesions:
+                _print_lesion_wise({case_id: result})
         return 0
-    pairing, results, failed = score_folder(pred, ref, conventions, named=other is not None)
+    pairing, results, failed = score_folder(pred, ref, conventions, named=other is not None, lesion_challenge=lesions)
     if not results:
         return 2
     summary = {r: {m: summarise([res["regions"][r][m] for res in results.values()]) for m in METRICS} for r in REGIONS}
     payload = {"cases": results, "summary": summary, "matching": pairing.summary(failed)}
+    if lesions:
+        summary["lesion_wise"] = {r: {m: summarise([res["lesion_wise"]["regions"][r][m] for res in results.values()])
+                                      for m in LESION_METRICS} for r in REGIONS}
     if other is not None:
         other_pairing, other_results, other_failed = score_folder(other, ref, conventions, named=True)
         payload["comparison"] = {**compare(results, other_results, pred, other),
@@ -195,6 +164,8 @@ def run_evaluate(args) -> int:
             print(f"{stat:<28}" + "".join(f"{summary[r]['dice'][stat]:>8.4f}{summary[r]['hd95'][stat]:>9.2f}" for r in REGIONS))
         print(pairing.describe(failed))
         print(_conventions_line(list(results.values())))
+        if lesions:
+            _print_lesion_wise(results, summary["lesion_wise"])
         if other is not None:
             print(f"\n{other}: {other_pairing.describe(other_failed)}")
             print(_conventions_line(list(other_results.values())))
@@ -202,7 +173,8 @@ def run_evaluate(args) -> int:
     return 2 if failed or (other is not None and other_failed) else 0
 
 
-def score_folder(pred: Path, ref: Path, conventions: tuple, named: bool = False) -> tuple[Pairing, dict, list[str]]:
+def score_folder(pred: Path, ref: Path, conventions: tuple, named: bool = False,
+                 lesion_challenge: str | None = None) -> tuple[Pairing, dict, list[str]]:
     """Each prediction of a folder scored against its reference case: (pairing, case -> result, failed case
     ids). One bad file costs its case (an ``error: CASE: ...`` line, naming the folder when ``named``), not
     the cohort's scores."""
@@ -210,7 +182,7 @@ def score_folder(pred: Path, ref: Path, conventions: tuple, named: bool = False)
     results, failed = {}, []
     for case_id, p, r in pairing.pairs:
         try:
-            results[case_id] = evaluate_files(p, r, *conventions)
+            results[case_id] = evaluate_files(p, r, *conventions, lesion_challenge=lesion_challenge)
         except BrainsegError as exc:
             failed.append(case_id)
             print(f"error: {case_id}{f' in {pred}' if named else ''}: {exc}", file=sys.stderr)
@@ -295,16 +267,38 @@ def _kind(path: Path) -> str:
     return "a folder" if path.is_dir() else "a file"
 
 
-def _print_table(results: dict) -> None:
+def _print_table(results: dict, scores=lambda res: res["regions"]) -> None:
+    """Dice and HD95 per region and case; ``scores``: where a case's result holds them."""
     print(f"{'case':<28}" + "".join(f"{'Dice ' + r:>8}{'HD95 ' + r:>9}" for r in REGIONS))
     for case_id, res in results.items():
-        print(f"{case_id:<28}" + "".join(f"{res['regions'][r]['dice']:>8.4f}{res['regions'][r]['hd95']:>9.2f}" for r in REGIONS))
+        regions = scores(res)
+        print(f"{case_id:<28}" + "".join(f"{regions[r]['dice']:>8.4f}{regions[r]['hd95']:>9.2f}" for r in REGIONS))
+
+
+LESION_METRICS = ("dice", "hd95", "matched", "missed", "false_positives")
+
+
+def _print_lesion_wise(results: dict, summary: dict | None = None) -> None:
+    challenge = next(iter(results.values()))["lesion_wise"]["challenge"]
+    dilation, min_volume = LESION_CHALLENGES[challenge]
+    print(f"\nlesion-wise (BraTS 2023+ {challenge}: lesions within {dilation} voxels merged, those of at most "
+          f"{min_volume:g} mm^3 left out; a missed lesion or false positive scores 0 and {MISSED_HD95:g} mm)")
+    _print_table(results, lambda res: res["lesion_wise"]["regions"])
+    if summary:
+        for stat in ("mean", "median"):
+            print(f"{stat:<28}" + "".join(f"{summary[r]['dice'][stat]:>8.4f}{summary[r]['hd95'][stat]:>9.2f}" for r in REGIONS))
+    totals = {r: [sum(res["lesion_wise"]["regions"][r][k] for res in results.values())
+                  for k in ("matched", "missed", "false_positives")] for r in REGIONS}
+    print("lesions found / missed / false positives: " + ", ".join(f"{r} {a} / {b} / {c}" for r, (a, b, c) in totals.items()))
 
 
 def _write_csv(path: Path, results: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["case"] + [f"{m}_{r}" for r in REGIONS for m in METRICS])
+        lesions = all("lesion_wise" in res for res in results.values())
+        writer.writerow(["case"] + [f"{m}_{r}" for r in REGIONS for m in METRICS]
+                        + ([f"lesion_{m}_{r}" for r in REGIONS for m in LESION_METRICS] if lesions else []))
         for case_id, res in results.items():
-            writer.writerow([case_id] + [res["regions"][r][m] for r in REGIONS for m in METRICS])
+            writer.writerow([case_id] + [res["regions"][r][m] for r in REGIONS for m in METRICS]
+                            + ([res["lesion_wise"]["regions"][r][m] for r in REGIONS for m in LESION_METRICS] if lesions else []))

@@ -141,7 +141,7 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but no CUDA GPU is available; use auto or cpu")
+        raise ValueError("device cuda was asked for but no CUDA GPU is available; use auto or cpu")
     if device not in ("cpu", "cuda"):
         raise ValueError(f"unknown device {device!r}; expected auto, cpu or cuda")
     return torch.device(device)
@@ -155,9 +155,11 @@ def _ready(model: torch.nn.Module, device: torch.device, channels_last: bool, sh
     """The model on ``device`` in eval mode and the wanted memory layout.
 
     With ``share`` (app sessions and CLI runs use one cached model) the model itself is never
-    changed: each (device, layout) gets its own copy, made once under a lock, so one session's
-    settings cannot move weights under another's forward pass. Without it (validation during
-    training, where the weights keep changing) the model is converted in place.
+    changed: each (device, layout) gets its own copy, made under a lock, so one session's settings
+    cannot move weights under another's forward pass. The copy is made again when the model's
+    weights changed since (in-place edits, ``load_state_dict``, new tensors), so a notebook that
+    fine-tunes or swaps weights segments with the weights it holds. Without ``share`` (validation
+    during training) the model is converted in place.
     """
     if not share:
         model = model.to(device)
@@ -165,14 +167,16 @@ def _ready(model: torch.nn.Module, device: torch.device, channels_last: bool, sh
             model = model.to(memory_format=torch.channels_last_3d)
         return model.eval()
     key = (device.type, device.index, channels_last)
+    # tensors' identities and in-place version counters: any change to the weights changes this
+    weights = tuple((id(t), t._version) for t in model.state_dict(keep_vars=True).values())
     with _READY_LOCK:
         copies = _READY_COPIES.setdefault(model, {})
-        if key not in copies:
+        if key not in copies or copies[key][0] != weights:
             ready = copy.deepcopy(model).to(device)
             if channels_last:
                 ready = ready.to(memory_format=torch.channels_last_3d)
-            copies[key] = ready.eval()
-        return copies[key]
+            copies[key] = (weights, ready.eval())
+        return copies[key][1]
 
 
 PRECISION_NAMES = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}

@@ -22,7 +22,7 @@ import numpy as np
 from brainseg import MODALITIES
 from brainseg.errors import InputError
 from brainseg.files import atomic_write
-from brainseg.labels import FILE_LABELS, READABLE, from_internal, guess_convention, to_internal
+from brainseg.labels import CONVENTIONS, FILE_LABELS, READABLE, from_internal, guess_convention, to_internal
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,10 @@ NPY_AFFINE = np.diag([-1.0, -1.0, 1.0, 1.0])
 class Case:
     """Four co-registered modalities on one grid.
 
+    Built from arrays in memory (a notebook's), it checks what the file readers check about their
+    shape: modality names, 3D arrays of one shape, finite intensities, a usable affine and a known
+    label convention; InputError names what is wrong. Segmenting needs all four modalities.
+
     Attributes:
         images: modality -> float32 array (X, Y, Z), in the file's own orientation.
         affine: 4x4 voxel-to-world (RAS+, mm) matrix shared by all modalities.
@@ -82,6 +86,29 @@ class Case:
     sources: dict[str, str] = field(default_factory=dict)
     convention: str = "brats2018"
     has_geometry: bool = True  # False for .npy scans: orientation and voxel size assumed (NPY_AFFINE), not known
+
+    def __post_init__(self) -> None:
+        # fewer than four is a grid to write a label map on (save_labels); segmenting needs all four
+        if not isinstance(self.images, Mapping) or not self.images or not set(self.images) <= set(MODALITIES):
+            given = sorted(self.images) if isinstance(self.images, Mapping) else type(self.images).__name__
+            raise InputError(f"images: got {given}; expected arrays named {', '.join(MODALITIES)}")
+        shapes = {m: np.shape(a) for m, a in self.images.items()}
+        for modality, shape in shapes.items():
+            if len(shape) != 3:
+                raise InputError(f"{modality}: an array of shape {shape}; expected a 3D volume (X, Y, Z)")
+        if len(set(shapes.values())) > 1:
+            raise InputError(f"the modalities' shapes differ ({', '.join(f'{m} {s}' for m, s in shapes.items())}); "
+                             f"expected four co-registered scans on one grid")
+        for modality, image in self.images.items():
+            if not np.isfinite(image).all():
+                raise InputError(f"{modality}: {int((~np.isfinite(image)).sum())} voxels are NaN or infinite; "
+                                 f"expected finite intensities")
+        affine = np.asarray(self.affine, dtype=float)
+        if affine.shape != (4, 4) or not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+            raise InputError(f"affine: got {np.round(affine, 3).tolist()}; expected a 4x4 "
+                             f"voxel-to-world matrix (mm) with a non-singular 3x3 part")
+        if self.convention not in CONVENTIONS:
+            raise InputError(f"convention: got {self.convention!r}; expected one of {', '.join(CONVENTIONS)}")
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -263,13 +290,15 @@ def read_volume(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray, nib.Nif
     return _read_nifti(data, name)
 
 
-def load_case(inputs: Iterable[str | Path], channel_order: Iterable[str] = MODALITIES) -> Case:
+def load_case(inputs: str | Path | Iterable[str | Path], channel_order: Iterable[str] = MODALITIES) -> Case:
     """Load a case from a folder, four files in any order, or one 4-channel file.
 
     Args:
         inputs: one folder, four modality files, or one 4D NIfTI (MSD order FLAIR, T1, T1gd, T2)
             or stacked .npy file (C, X, Y, Z) whose channel order is ``channel_order``.
     """
+    if isinstance(inputs, (str, os.PathLike)):  # one folder or file given on its own
+        inputs = [inputs]
     inputs = [Path(p) for p in inputs]
     if len(inputs) == 1 and inputs[0].is_dir():
         files = case_files(inputs[0])

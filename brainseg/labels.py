@@ -79,8 +79,22 @@ def written_as(convention: str) -> str:
     return READ_ONLY.get(convention, (convention, ()))[0]
 
 
+def require_internal(labels: np.ndarray, what: str = "labels") -> None:
+    """Refuse a map that is not internal labels 0-3 (ValueError): file values such as BraTS 2018's ET = 4,
+    or floats, would otherwise index past the label tables or score ET as absent."""
+    labels = np.asarray(labels)
+    if labels.dtype != bool and not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{what}: {labels.dtype} values; expected integer internal labels 0-3 "
+                         f"(labels.to_internal converts a label map's file values)")
+    if labels.size and (labels.min() < 0 or labels.max() > 3):
+        found = sorted(int(v) for v in np.unique(labels[(labels < 0) | (labels > 3)])[:5])
+        raise ValueError(f"{what}: holds the values {found}; expected internal labels 0-3 (0 background, 1 NCR, "
+                         f"2 ED, 3 ET; labels.to_internal converts a label map's file values)")
+
+
 def from_internal(labels: np.ndarray, convention: str) -> np.ndarray:
-    """Map internal labels 0-3 to the file values of ``convention`` (uint8)."""
+    """Map internal labels 0-3 to the file values of ``convention`` (uint8); ValueError for other values."""
+    require_internal(labels)
     mapping = _mapping(convention)
     lut = np.array([mapping[i] for i in range(4)], dtype=np.uint8)
     return lut[labels]

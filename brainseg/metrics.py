@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from brainseg.labels import CONVENTIONS, LABEL_NAMES, REGIONS, region_counts, region_masks, written_as
+from brainseg.labels import CONVENTIONS, LABEL_NAMES, REGIONS, region_counts, region_masks, require_internal, written_as
 
 # BraTS scores HD95 as the volume's diagonal when exactly one of prediction and reference is empty
 HD95_ONE_EMPTY = 373.13
@@ -45,7 +45,7 @@ def hd95(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] = (1.0, 1.0
         return 0.0
     if has_pred != has_ref:
         return HD95_ONE_EMPTY
-    box = _union_box(pred | ref)
+    box = bounding_box(pred | ref)
     pred, ref = pred[box], ref[box]
     pred_surface, ref_surface = _surface(pred), _surface(ref)
     to_ref = ndimage.distance_transform_edt(~ref_surface, sampling=spacing)
@@ -53,13 +53,14 @@ def hd95(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] = (1.0, 1.0
     return float(max(np.percentile(to_ref[pred_surface], 95), np.percentile(to_pred[ref_surface], 95)))
 
 
-def _union_box(mask: np.ndarray) -> tuple[slice, ...]:
-    """Box around the mask with a one-voxel border, so surfaces at the box edge stay surfaces."""
+def bounding_box(mask: np.ndarray, margin: int = 1) -> tuple[slice, ...]:
+    """Box around a non-empty mask, ``margin`` voxels wider on each side within the volume (one voxel
+    keeps surfaces at the box edge surfaces)."""
     box = []
     for axis in range(mask.ndim):
         other = tuple(a for a in range(mask.ndim) if a != axis)
         idx = np.flatnonzero(mask.any(axis=other))
-        box.append(slice(max(idx[0] - 1, 0), idx[-1] + 2))
+        box.append(slice(max(int(idx[0]) - margin, 0), int(idx[-1]) + margin + 1))
     return tuple(box)
 
 
@@ -92,6 +93,8 @@ def evaluate(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], conven
     """
     if pred.shape != ref.shape:
         raise ValueError(f"prediction shape {pred.shape} differs from reference shape {ref.shape}")
+    require_internal(pred, "prediction")
+    require_internal(ref, "reference")
     pred_regions, ref_regions = region_masks(pred), region_masks(ref)
     out = {"regions": {r: mask_metrics(pred_regions[r], ref_regions[r], spacing) for r in REGIONS}, "labels": {}}
     for internal in LABEL_NAMES:
@@ -106,6 +109,7 @@ def voxel_volume_ml(spacing: Sequence[float]) -> float:
 
 def volume_stats(labels: np.ndarray, spacing: Sequence[float], convention: str = "brats2018", brain_voxels: int | None = None) -> dict:
     """Voxels, mL and share of the brain per BraTS region and per label (keys as file values)."""
+    require_internal(labels)
     ml = voxel_volume_ml(spacing)
     counts = np.bincount(labels.ravel(), minlength=4)
 

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from brainseg.checkpoint import LoadedModel
-from brainseg.config import InferenceConfig, PostprocessConfig, SettingError
+from brainseg.config import InferenceConfig, ModelConfig, PostprocessConfig, SettingError
+from brainseg.errors import InputError
 from brainseg.inference import ModelPredictor, Progress, resolve_device, sliding_window
 from brainseg.io import Case, case_stem
 from brainseg.labels import regions_to_labels
@@ -77,6 +78,10 @@ def segment_case(
     config = loaded.config
     inference = inference or config.inference
     postprocess = postprocess or config.postprocess
+    missing = [m.upper() for m in config.preprocess.modalities if m not in case.images]
+    if missing:
+        raise InputError(f"the case has no {', '.join(missing)}; expected four scans: FLAIR, T1, T1ce, T2")
+    check_window(inference.patch_size, config.model)
     seconds: dict[str, float] = {}
     t = time.perf_counter()
     prepared = prepare(case, config.preprocess)
@@ -112,7 +117,8 @@ def segment_case(
     t = time.perf_counter()
     tumour = int(np.count_nonzero(labels))
     labels = clean_labels(labels, postprocess.min_component_voxels, postprocess.min_et_voxels,
-                          postprocess.max_component_distance_mm, prepared.geometry.spacing)
+                          postprocess.max_component_distance_mm, prepared.geometry.spacing,
+                          postprocess.min_core_component_voxels)
     removed_ml = (tumour - int(np.count_nonzero(labels))) * float(np.prod(case.spacing)) / 1000.0
     seconds["postprocess"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -138,17 +144,23 @@ def inference_settings(loaded: LoadedModel, patch_size=None, overlap=None, tta=N
     if "threshold" in changes and loaded.config.model.output_mode != "regions":
         raise ValueError("threshold applies to region (sigmoid) outputs; this checkpoint's softmax labels take the argmax")
     inference = replace(loaded.config.inference, **changes)
-    divisor = loaded.config.model.divisor
-    # windows are padded to multiples of the divisor: with no side longer than it, the deepest layer
-    # holds one voxel, which instance normalisation cannot normalise
-    if "patch_size" in changes and max(inference.patch_size) <= divisor:
-        poolings = len(loaded.config.model.features) - 1
-        raise SettingError("patch_size", f"got {tuple(inference.patch_size)}; expected a window with a side longer than {divisor} "
-                                         f"voxels for this checkpoint's network ({poolings} pooling{'s' if poolings != 1 else ''})")
+    check_window(inference.patch_size, loaded.config.model)
     return inference
 
 
-def postprocess_settings(loaded: LoadedModel, min_component_voxels=None, max_component_distance_mm=None) -> PostprocessConfig:
+def check_window(patch_size, model: ModelConfig) -> None:
+    """Refuse windows the network cannot run (SettingError): they are padded to multiples of its
+    divisor, and with no side longer than it the deepest layer holds one voxel, which instance
+    normalisation cannot normalise."""
+    if max(patch_size) <= model.divisor:
+        poolings = len(model.features) - 1
+        raise SettingError("patch_size", f"got {tuple(patch_size)}; expected a window with a side longer than {model.divisor} "
+                                         f"voxels for this checkpoint's network ({poolings} pooling{'s' if poolings != 1 else ''})")
+
+
+def postprocess_settings(loaded: LoadedModel, min_component_voxels=None, max_component_distance_mm=None,
+                         min_core_component_voxels=None) -> PostprocessConfig:
     """The checkpoint's post-processing with any user overrides applied (SettingError if out of range)."""
-    overrides = {"min_component_voxels": min_component_voxels, "max_component_distance_mm": max_component_distance_mm}
+    overrides = {"min_component_voxels": min_component_voxels, "max_component_distance_mm": max_component_distance_mm,
+                 "min_core_component_voxels": min_core_component_voxels}
     return replace(loaded.config.postprocess, **{key: value for key, value in overrides.items() if value is not None})

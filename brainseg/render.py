@@ -14,7 +14,7 @@ import nibabel.orientations as nio
 import numpy as np
 from PIL import Image, ImageDraw
 
-from brainseg.labels import ED, ET, LABEL_NAMES, NCR, PROBABILITY_CHANNELS, REGION_LABELS, REGIONS
+from brainseg.labels import ED, ET, LABEL_NAMES, NCR, PROBABILITY_CHANNELS, REGION_LABELS, REGIONS, require_internal
 from brainseg.metrics import slice_area_mm2, slice_stats
 
 VIEWS = ("axial", "coronal", "sagittal")
@@ -175,12 +175,14 @@ def _visible_lut(visible: Sequence[int]) -> np.ndarray:
 
 def label_rgb(labels: np.ndarray, visible: Sequence[int] = (NCR, ED, ET)) -> np.ndarray:
     """Internal labels (0-3) as colours; hidden labels are drawn as background."""
+    require_internal(labels)
     shown = np.where(_visible_lut(visible)[labels], labels, 0)
     return LABEL_COLOURS[shown]
 
 
 def overlay(grey: np.ndarray, labels: np.ndarray, opacity: float = 0.5, visible: Sequence[int] = (NCR, ED, ET)) -> np.ndarray:
     """Label colours mixed into a uint8 grey slice at ``opacity`` (0 shows the scan, 1 only colour)."""
+    require_internal(labels)
     rgb = grey_rgb(grey)
     mask = _visible_lut(visible)[labels]
     return _blend(rgb, mask, LABEL_COLOURS[labels[mask]], opacity)

@@ -83,17 +83,23 @@ def rows_csv(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def metric_rows(evaluation: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Dice and HD95 per region from ``metrics.evaluate``."""
-    return [
-        {
+    """Dice and HD95 per region from ``metrics.evaluate``, and the lesion-wise scores when the evaluation
+    holds them (``lesion_metrics.lesion_wise_scores`` under "lesion_wise")."""
+    rows = []
+    for r in REGIONS:
+        row = {
             "region": REGION_TITLES[r],
             "dice": round(float(evaluation["regions"][r]["dice"]), 4),
             "hd95_mm": round(float(evaluation["regions"][r]["hd95"]), 2),
             "predicted_voxels": int(evaluation["regions"][r]["pred_voxels"]),
             "reference_voxels": int(evaluation["regions"][r]["ref_voxels"]),
         }
-        for r in REGIONS
-    ]
+        if "lesion_wise" in evaluation:
+            lesions = evaluation["lesion_wise"]["regions"][r]
+            row.update(lesion_dice=round(float(lesions["dice"]), 4), lesion_hd95_mm=round(float(lesions["hd95"]), 2),
+                       lesions=f"{lesions['matched']} / {lesions['missed']} / {lesions['false_positives']}")
+        rows.append(row)
+    return rows
 
 
 def agreement(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
@@ -181,6 +187,8 @@ def summary(
     }
     if evaluation is not None:
         out["evaluation"] = {r: {"dice": evaluation["regions"][r]["dice"], "hd95_mm": evaluation["regions"][r]["hd95"]} for r in REGIONS}
+        if "lesion_wise" in evaluation:
+            out["lesion_wise"] = evaluation["lesion_wise"]
         out["reference"] = reference
     return out
 

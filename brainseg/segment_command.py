@@ -112,7 +112,7 @@ def run_settings(args, loaded) -> tuple:
     from brainseg.pipeline import inference_settings, postprocess_settings
 
     inference = inference_settings(loaded, args.patch_size, args.overlap, True if args.tta else None, threshold=args.threshold)
-    return inference, postprocess_settings(loaded, args.min_component, args.max_component_distance)
+    return inference, postprocess_settings(loaded, args.min_component, args.max_component_distance, args.min_core_component)
 
 
 def _segment_one(args, case, loaded, settings: tuple, out: Path, show_progress: bool):

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -150,8 +151,13 @@ def validate(model: UNet3D, config: BrainsegConfig, cases: list, device: torch.d
     return {"per_case": per_case, "dice": mean, "hd95": mean_hd, "score": float(np.mean(list(mean.values())))}
 
 
-def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None) -> Path:
-    """Train a U-Net and write ``best.pt`` and ``last.pt`` (brainseg checkpoints) to the output folder."""
+def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None, progress: bool = True) -> Path:
+    """Train a U-Net and write ``best.pt`` and ``last.pt`` (brainseg checkpoints) to the output folder.
+
+    Returns the path of ``best.pt``. ``progress``: a progress bar and one line per validation on stderr
+    (else those lines go to the log). Raises SettingError for settings that do not fit together and
+    InputError for unusable data, before any case is read.
+    """
     ddp = setup_distributed()
     config = model_config or BrainsegConfig()
     initial = None
@@ -167,6 +173,7 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None)
     # windows the size the network was trained on: with InstanceNorm, larger windows full of
     # zero padding shift the statistics (validation Dice fell from 0.86 to 0.47 WT on one case)
     config = replace(config, inference=replace(config.inference, patch_size=tuple(train_config.patch_size)))
+    config.check_consistent()
     out_dir = Path(train_config.output)
     check_can_create([out_dir / "config.json"])
     earlier = [name for name in ("state.pt", "last.pt", "metrics.csv") if not train_config.resume and (out_dir / name).exists()]
@@ -221,7 +228,7 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None)
     generator.manual_seed(train_config.seed + 1000 * ddp.rank)
     if ddp.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # one patch size throughout: worth finding the fastest kernels once
-    progress = _progress(train_config.max_steps, start_step, ddp.main)
+    bar = _progress(train_config.max_steps, start_step, ddp.main and progress)
     metrics_path = out_dir / "metrics.csv"
     started = time.time()
     stale = 0
@@ -259,8 +266,8 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None)
         loss_sum += float(loss.detach())
         dice_sum += float(soft)
         n_sum += 1
-        progress.update(1)
-        progress.set_postfix(loss=f"{float(loss.detach()):.3f}", dice=f"{float(soft):.3f}")
+        bar.update(1)
+        bar.set_postfix(loss=f"{float(loss.detach()):.3f}", dice=f"{float(soft):.3f}")
         out_of_time = train_config.time_limit_minutes and minutes > train_config.time_limit_minutes
         if step % train_config.val_every == 0 or step == train_config.max_steps or out_of_time:
             stop = False
@@ -289,7 +296,7 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None)
                 _plot(metrics_path, out_dir / "curves.png")
                 scores = (f"val Dice WT {result['dice']['WT']:.3f} TC {result['dice']['TC']:.3f} ET {result['dice']['ET']:.3f}"
                           if val_cases else "no validation cases")
-                progress.write(f"step {step}: loss {row['loss']:.3f} {scores}")
+                bar.write(f"step {step}: loss {row['loss']:.3f} {scores}", file=sys.stderr)  # stdout is the caller's
                 loss_sum = dice_sum = 0.0
                 n_sum = 0
                 stop = bool(out_of_time) or (train_config.patience > 0 and stale >= train_config.patience)
@@ -299,7 +306,7 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None)
                 stop = bool(flag.item())
             if stop:
                 break
-    progress.close()
+    bar.close()
     if ddp.world > 1:
         dist.barrier()
         dist.destroy_process_group()
@@ -370,17 +377,15 @@ def _append_csv(path: Path, row: dict) -> None:
 
 
 def _plot(metrics_path: Path, png: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    try:  # a Figure of its own, not pyplot: the caller's backend (a notebook's inline one) stays as it is
+        from matplotlib.figure import Figure
     except ImportError:
         return
     with metrics_path.open() as f:
         rows = list(csv.DictReader(f))
     steps = [int(r["step"]) for r in rows]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    a, b = fig.subplots(1, 2)
     a.plot(steps, [float(r["loss"]) for r in rows], label="train loss")
     a.set_xlabel("step")
     a.legend()
@@ -394,13 +399,12 @@ def _plot(metrics_path: Path, png: Path) -> None:
     b.legend()
     fig.tight_layout()
     fig.savefig(png, dpi=90)
-    plt.close(fig)
 
 
 class _NullProgress:
     def update(self, n): pass
     def set_postfix(self, **kw): pass
-    def write(self, s): log.info(s)
+    def write(self, s, file=None): log.info(s)
     def close(self): pass
 
 

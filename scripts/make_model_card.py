@@ -38,7 +38,9 @@ def main() -> None:
         f"- Inference defaults: windows {'x'.join(map(str, cfg.inference.patch_size))} on the {cfg.preprocess.spacing[0]:g} mm grid, "
         f"overlap {cfg.inference.overlap}, Gaussian weighting, TTA {cfg.inference.tta}; post-processing: "
         f"whole-tumour components < {cfg.postprocess.min_component_voxels} voxels or more than "
-        f"{cfg.postprocess.max_component_distance_mm:g} mm from the largest one removed, ET rule {cfg.postprocess.min_et_voxels}.",
+        f"{cfg.postprocess.max_component_distance_mm:g} mm from the largest one removed, tumour-core and enhancing pieces "
+        f"< {cfg.postprocess.min_core_component_voxels} voxels absorbed by the region around them (each region's largest "
+        f"stays), ET rule {cfg.postprocess.min_et_voxels}.",
         "",
         "## Training",
         f"- Data: {len(prov.get('train_cases', []))} BraTS 2018 training cases from `../shared/data/brats` "
@@ -57,6 +59,15 @@ def main() -> None:
         lines.append(f"| {case} | " + " | ".join(f"{res['regions'][r]['dice']:.3f} | {res['regions'][r]['hd95']:.1f}" for r in REGIONS) + " |")
     for stat in ("mean", "median"):
         lines.append(f"| **{stat}** | " + " | ".join(f"**{ev['summary'][r]['dice'][stat]:.3f}** | **{ev['summary'][r]['hd95'][stat]:.1f}**" for r in REGIONS) + " |")
+    if "lesion_wise" in ev["summary"]:
+        lesions = ev["summary"]["lesion_wise"]
+        counts = {r: [sum(c["lesion_wise"]["regions"][r][k] for c in ev["cases"].values()) for k in ("matched", "missed", "false_positives")]
+                  for r in REGIONS}
+        challenge = next(iter(ev["cases"].values()))["lesion_wise"]["challenge"]
+        lines += ["", f"Lesion-wise (BraTS 2023+ ranking, {challenge} parameters, `brainseg evaluate --lesion-wise`): mean Dice "
+                  + " / ".join(f"{lesions[r]['dice']['mean']:.3f}" for r in REGIONS) + ", HD95 "
+                  + " / ".join(f"{lesions[r]['hd95']['mean']:.1f}" for r in REGIONS) + " mm (WT / TC / ET); lesions found / "
+                  "missed / false positives: " + ", ".join(f"{r} {a} / {b} / {c}" for r, (a, b, c) in counts.items()) + "."]
     if args.notes:
         lines += ["", Path(args.notes).read_text().strip()]
     Path(args.card).write_text("\n".join(lines) + "\n")

@@ -476,6 +476,9 @@ def test_summary_download_holds_the_scores_on_screen_and_names_their_reference(a
     app.file_uploader(key="truth_upload").set_value(("other_seg.nii.gz", nifti(from_internal(no_et, "brats2018")), "application/gzip")).run()
     summary = json.loads(offered["dl_json"])
     assert table(app, "hd95_mm")["dice"].tolist()[2] == summary["evaluation"]["ET"]["dice"] == 0.0
+    # lesion-wise: the predicted ET touches no reference ET, so it is one false positive, scored 0 and 374 mm
+    assert table(app, "hd95_mm")["lesions"].tolist()[2] == "0 / 0 / 1"
+    assert summary["lesion_wise"]["regions"]["ET"]["dice"] == 0.0 and summary["lesion_wise"]["regions"]["ET"]["hd95"] == 374.0
     assert summary["reference"] == "other_seg.nii.gz"
     assert summary["settings"]["inference"]["patch_size"] == [16, 16, 16] and summary["checkpoint"].endswith("brainseg_default.pt")
     assert len(summary["checkpoint_sha256"]) == 64

@@ -585,7 +585,7 @@ def _read_for_training(folder: Path, seg: Path):
 
 
 def _read_for_evaluate(folder: Path, seg: Path):
-    from brainseg.evaluate_command import load_labels
+    from brainseg.scoring import load_labels
 
     return load_labels(seg)[0]
 

@@ -40,7 +40,8 @@ def test_segment_writes_label_map_on_input_grid_and_stats(tmp_path, tiny_checkpo
     assert {"preprocess", "windows", "save", "total"} <= set(stats["seconds"])
     # the settings used are recorded: the checkpoint's, with the overrides given
     assert stats["settings"] == {"inference": {"patch_size": [16, 16, 8], "overlap": 0.5, "batch_size": 1, "tta": False, "threshold": 0.5},
-                                 "postprocess": {"min_component_voxels": 0, "min_et_voxels": 0, "max_component_distance_mm": 25.0}}
+                                 "postprocess": {"min_component_voxels": 0, "min_et_voxels": 0, "max_component_distance_mm": 25.0,
+                                                 "min_core_component_voxels": 50}}
     assert "WT whole tumour" in capsys.readouterr().out
 
 
@@ -168,7 +169,8 @@ def test_single_case_output_through_a_file_is_refused_before_inference(tmp_path,
 def test_save_probabilities_beside_each_label_map(tmp_path, tiny_checkpoint):
     write_case(tmp_path / "case")
     out = tmp_path / "seg.nii.gz"
-    assert main(["segment", str(tmp_path / "case"), "-o", str(out), "--checkpoint", str(tiny_checkpoint), "--no-progress", "--save-probabilities"]) == 0
+    assert main(["segment", str(tmp_path / "case"), "-o", str(out), "--checkpoint", str(tiny_checkpoint), "--no-progress", "--save-probabilities",
+                 "--min-core-component", "0"]) == 0  # probabilities are before post-processing
     probabilities = nib.load(tmp_path / "seg_probabilities.nii.gz")
     assert probabilities.shape == (40, 44, 36, 3)
     np.testing.assert_allclose(probabilities.affine, LPS)
@@ -313,6 +315,30 @@ def _save_labels(path, labels=None, affine=LPS):
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(_evaluate_label_map() if labels is None else labels, affine), path)
     return path
+
+
+def test_evaluate_lesion_wise_scores_a_false_positive_speck(tmp_path, capsys):
+    ref, pred = tmp_path / "r", tmp_path / "p"
+    _save_labels(ref / "c1" / "c1_seg.nii.gz")  # one 125-voxel tumour with an 8-voxel ET: a lesion too small to score
+    speckled = _evaluate_label_map()
+    speckled[17, 17, 17] = 4  # 7 voxels from the tumour: a false positive of WT, TC and ET
+    _save_labels(pred / "c1_seg.nii.gz", speckled)
+    assert main(["evaluate", str(pred), str(ref), "--lesion-wise", "--json", "--csv", str(tmp_path / "s.csv")]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    lesions = payload["cases"]["c1"]["lesion_wise"]
+    assert lesions["challenge"] == "GLI"
+    wt, tc = lesions["regions"]["WT"], lesions["regions"]["TC"]
+    assert (wt["dice"], wt["hd95"], wt["matched"], wt["false_positives"]) == (0.5, 187.0, 1, 1)  # (1 + 0) / 2
+    assert (tc["dice"], tc["hd95"], tc["small_lesions"], tc["false_positives"]) == (0.0, 374.0, 1, 1)
+    assert payload["summary"]["lesion_wise"]["WT"]["dice"]["mean"] == 0.5
+    assert payload["cases"]["c1"]["regions"]["WT"]["dice"] == pytest.approx(250 / 251)  # the volume Dice hardly sees it
+    with open(tmp_path / "s.csv") as f:
+        row = next(csv.DictReader(f))
+    assert (float(row["lesion_dice_WT"]), int(row["lesion_false_positives_ET"])) == (0.5, 1)
+    assert main(["evaluate", str(pred / "c1_seg.nii.gz"), str(ref / "c1" / "c1_seg.nii.gz"), "--lesion-wise", "MET"]) == 0
+    out = capsys.readouterr().out
+    assert "lesion-wise (BraTS 2023+ MET: lesions within 1 voxels merged, those of at most 2 mm^3 left out" in out
+    assert "lesions found / missed / false positives: WT 1 / 0 / 1, TC 1 / 0 / 1, ET 1 / 0 / 1" in out  # 8 voxels > 2 mm^3
 
 
 def test_evaluate_folders_reports_what_the_summary_leaves_out(tmp_path, capsys, caplog):

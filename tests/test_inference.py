@@ -124,6 +124,27 @@ def test_shared_model_is_never_changed_in_place():
     torch.testing.assert_close(plain(x), model.eval()(x))
 
 
+def test_a_shared_model_whose_weights_change_is_copied_again():
+    """A notebook that edits or reloads a model's weights segments with the weights it now holds."""
+    from brainseg.config import ModelConfig
+    from brainseg.inference import ModelPredictor
+    from brainseg.model import UNet3D
+
+    model = UNet3D(ModelConfig(features=(4, 8)))
+    x = torch.randn(1, 4, 8, 8, 8)
+    first = ModelPredictor(model, torch.device("cpu"), "fp32")
+    before = first(x)
+    with torch.no_grad():
+        model.head.bias.fill_(-1000.0)  # in place: no region anywhere
+    edited = ModelPredictor(model, torch.device("cpu"), "fp32")
+    assert edited.model is not first.model and edited(x).max() < -900 and before.max() > -900
+    other = UNet3D(ModelConfig(features=(4, 8)))
+    model.load_state_dict(other.state_dict())
+    torch.testing.assert_close(ModelPredictor(model, torch.device("cpu"), "fp32")(x), other.eval()(x))
+    unchanged = ModelPredictor(model, torch.device("cpu"), "fp32")
+    assert unchanged.model is ModelPredictor(model, torch.device("cpu"), "fp32").model  # no copy without a change
+
+
 def test_threshold_decides_which_regions_a_voxel_joins(tiny_checkpoint):
     from dataclasses import replace
 

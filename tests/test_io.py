@@ -242,3 +242,29 @@ def test_a_label_map_brainseg_wrote_is_read_in_the_values_it_names(tmp_path):
     nib.save(image, tmp_path / "other.nii.gz")
     other = read_label_map(tmp_path / "other.nii.gz")
     assert other.declared is None and other.internal()[1] == "brats2023"  # guessed from the 3
+
+
+def test_a_case_from_arrays_is_checked_like_files(tmp_path):
+    from brainseg.io import Case
+
+    image = np.random.default_rng(0).random((10, 12, 8)).astype(np.float32)
+    four = {m: image for m in ("flair", "t1", "t1ce", "t2")}
+    assert Case(images=four, affine=LPS).shape == (10, 12, 8)
+    bad = [
+        (dict(images={**four, "T1ce": image}, affine=LPS), r"images: got \['T1ce', 'flair', 't1', 't1ce', 't2'\]; expected arrays named"),
+        (dict(images={**four, "t2": image[:5]}, affine=LPS), r"the modalities' shapes differ \(.*t2 \(5, 12, 8\)\)"),
+        (dict(images={**four, "t1": image[..., 0]}, affine=LPS), r"t1: an array of shape \(10, 12\); expected a 3D volume"),
+        (dict(images={**four, "t2": np.where(image > 0.9, np.nan, image)}, affine=LPS), r"t2: \d+ voxels are NaN or infinite"),
+        (dict(images=four, affine=np.eye(3)), r"affine: got .*; expected a 4x4 voxel-to-world matrix"),
+        (dict(images=four, affine=np.diag([1.0, 0.0, 1.0, 1.0])), r"non-singular"),
+        (dict(images=four, affine=LPS, convention="BraTS2018"), r"convention: got 'BraTS2018'; expected one of brats2018"),
+    ]
+    for kwargs, message in bad:
+        with pytest.raises(InputError, match=message):
+            Case(**kwargs)
+
+
+def test_load_case_takes_one_folder_given_on_its_own(tmp_path):
+    write_case(tmp_path / "case")
+    assert load_case(str(tmp_path / "case")).shape == load_case([tmp_path / "case"]).shape == (40, 44, 36)
+    assert load_case(tmp_path / "case").sources == load_case([tmp_path / "case"]).sources

@@ -52,3 +52,19 @@ def test_brats2024_resection_cavity_is_not_tumour():
         guess_convention(file_2024, "post_seg.nii.gz")
     with pytest.raises(InputError, match=r"x.nii: unexpected label values \[4\]; brats2023 label maps hold only \[0, 1, 2, 3\]"):
         to_internal(file_2024, "brats2023", "x.nii")
+
+
+def test_maps_that_are_not_internal_labels_are_refused_with_what_to_do():
+    from brainseg.metrics import evaluate, volume_stats
+    from brainseg.render import label_rgb, overlay
+
+    brats = np.zeros((6, 6, 6), dtype=np.uint8)
+    brats[2, 2, 2] = 4  # a BraTS 2018 file's ET, not converted
+    calls = [lambda: from_internal(brats, "brats2023"), lambda: evaluate(brats, brats, (1, 1, 1)),
+             lambda: volume_stats(brats, (1, 1, 1)), lambda: label_rgb(brats[2]), lambda: overlay(brats[2] * 0, brats[2])]
+    for call in calls:
+        with pytest.raises(ValueError, match=r"holds the values \[4\]; expected internal labels 0-3 .*labels.to_internal"):
+            call()
+    with pytest.raises(ValueError, match="float32 values; expected integer internal labels 0-3"):
+        from_internal(brats.astype(np.float32), "brats2018")
+    np.testing.assert_array_equal(from_internal(to_internal(brats, "brats2018"), "brats2018"), brats)

@@ -168,3 +168,20 @@ def test_an_uncompressed_nifti_named_nii_gz_is_read(tmp_path):
     np.testing.assert_array_equal(affine, LPS)
     with pytest.raises(InputError, match=r"x.nii.gz: named .gz but not gzip-compressed, nor an uncompressed NIfTI"):
         read_volume(b"\x89PNG" + bytes(400), "x.nii.gz")
+
+
+def test_segment_case_refuses_a_case_without_all_four_scans_and_a_window_the_network_cannot_run(tmp_path, tiny_checkpoint):
+    from dataclasses import replace
+
+    from brainseg.config import SettingError
+    from brainseg.io import Case
+
+    write_case(tmp_path / "case")
+    case = load_case([tmp_path / "case"])
+    loaded = load_checkpoint(tiny_checkpoint)
+    grid_only = Case(images={"flair": case.images["flair"]}, affine=case.affine)  # enough to write a map on
+    with pytest.raises(InputError, match="the case has no T1, T1CE, T2; expected four scans"):
+        segment_case(grid_only, loaded, device="cpu")
+    divisor = loaded.config.model.divisor
+    with pytest.raises(SettingError, match=f"expected a window with a side longer than {divisor} voxels"):
+        segment_case(case, loaded, inference=replace(loaded.config.inference, patch_size=(divisor,) * 3), device="cpu")

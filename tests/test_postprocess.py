@@ -81,3 +81,22 @@ def test_both_rules_together_match_them_in_turn():
     assert (both == in_turn).all()
     assert (clean_labels(labels, min_component_voxels=10, max_component_distance_mm=25.0) > 0).sum() == 216 + 27
     assert clean_labels(labels, min_component_voxels=300, max_component_distance_mm=10.0).max() == 0  # all small
+
+
+def test_small_core_and_enhancing_pieces_are_absorbed_but_each_region_keeps_its_largest():
+    labels = np.zeros((30, 30, 30), dtype=np.uint8)
+    labels[2:20, 2:20, 2:20] = ED
+    labels[5:10, 5:10, 5:10] = NCR  # the tumour core: 125 voxels
+    labels[6:8, 6:8, 6:8] = ET  # 8 voxels: small, but the largest ET piece
+    labels[9, 9, 9] = ET  # a 1-voxel ET speck two voxels from it, inside the core
+    labels[15:17, 15:17, 15:17] = NCR  # an 8-voxel core piece in the edema
+    cleaned = clean_labels(labels, min_core_component_voxels=10)
+    assert cleaned[9, 9, 9] == NCR  # the speck joins the core around it
+    assert (cleaned[15:17, 15:17, 15:17] == ED).all()  # the small core piece becomes edema
+    assert (cleaned[6:8, 6:8, 6:8] == ET).all()  # the largest ET piece stays, however small
+    changed = cleaned != labels
+    assert changed.sum() == 1 + 8 and (cleaned > 0).sum() == (labels > 0).sum()  # relabelled, not removed
+    np.testing.assert_array_equal(clean_labels(labels, min_core_component_voxels=0), labels)
+    only_speck = np.zeros_like(labels)
+    only_speck[3, 3, 3] = ET  # a region that is one speck keeps it
+    np.testing.assert_array_equal(clean_labels(only_speck, min_core_component_voxels=10), only_speck)

@@ -108,4 +108,4 @@ def test_post_processing_measures_distance_in_the_reoriented_boxs_millimetres(tm
     real = pipeline.clean_labels
     monkeypatch.setattr(pipeline, "clean_labels", lambda labels, *args: seen.append(args) or real(labels, *args))
     pipeline.segment_case(case, load_checkpoint(tiny_checkpoint))
-    assert seen == [(0, 0, 10.0, (1.0, 2.0, 3.0))]
+    assert seen == [(0, 0, 10.0, (1.0, 2.0, 3.0), 50)]  # min component, ET rule, distance, spacing, core pieces

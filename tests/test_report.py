@@ -15,6 +15,7 @@ from brainseg.config import BrainsegConfig
 from brainseg.errors import InputError
 from brainseg.io import Case, assemble_case, labels_bytes, read_label_map, read_scan
 from brainseg.labels import ED, ET, NCR, from_internal
+from brainseg.lesion_metrics import lesion_wise_scores
 from brainseg.metrics import evaluate, volume_stats
 
 LPS2 = np.array([[-2.0, 0, 0, 80], [0, -2.0, 0, 90], [0, 0, 2.0, -10], [0, 0, 0, 1]])
@@ -70,6 +71,13 @@ def test_agreement_and_metric_rows():
     rows = report.metric_rows(evaluate(b, a, (1.0, 1.0, 1.0)))
     assert rows[0]["dice"] == round(10 / 30, 4) and rows[0]["reference_voxels"] == 25 and rows[0]["predicted_voxels"] == 5
     assert rows[1]["dice"] == 1.0 and rows[1]["hd95_mm"] == 0.0
+    assert "lesion_dice" not in rows[0]
+    scored = {**evaluate(b, a, (2.0, 2.0, 2.0)), "lesion_wise": lesion_wise_scores(b, a, (2.0, 2.0, 2.0))}
+    rows = report.metric_rows(scored)
+    # at 2 mm one WT lesion of 200 mm^3, found: its Dice is the volume's; the TC (40 mm^3) and ET (16 mm^3)
+    # lesions are at most 50 mm^3, not scored
+    assert (rows[0]["lesion_dice"], rows[0]["lesions"]) == (round(10 / 30, 4), "1 / 0 / 0")
+    assert (rows[1]["lesion_dice"], rows[1]["lesion_hd95_mm"], rows[1]["lesions"]) == (1.0, 0.0, "0 / 0 / 0")
     with pytest.raises(ValueError):
         report.agreement(a, a[:5])
 

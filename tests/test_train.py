@@ -130,6 +130,33 @@ def test_train_writes_checkpoints_logs_and_resumes(small_data, tmp_path):
 
 
 @needs_data()
+@needs_data()
+def test_train_from_python_keeps_stdout_and_the_plotting_backend_of_the_caller(small_data, tmp_path, capsys):
+    """A notebook's stdout and inline matplotlib backend are the caller's; pathlib paths are fine."""
+    import matplotlib
+
+    from brainseg.config import BrainsegConfig
+    from brainseg.train import train
+
+    matplotlib.use("svg")  # stands in for a notebook's inline backend
+    config = TrainConfig(data=small_data, output=tmp_path / "run", max_steps=2, val_every=2, patch_size=(32, 32, 32),
+                         batch_size=1, validation=[CASES[0]])
+    best = train(config, BrainsegConfig(model=ModelConfig(features=(8, 16, 32))), progress=False)
+    assert best == tmp_path / "run" / "best.pt" and load_checkpoint(best).config.model.features == (8, 16, 32)
+    assert (tmp_path / "run" / "curves.png").stat().st_size > 1000
+    assert capsys.readouterr().out == "" and matplotlib.get_backend() == "svg"
+
+
+def test_settings_that_do_not_fit_together_are_refused_before_any_data_is_read(tmp_path):
+    from brainseg.config import BrainsegConfig
+    from brainseg.train import train
+
+    config = TrainConfig(data=str(tmp_path / "nothing here"), output=str(tmp_path / "run"), max_steps=2)
+    with pytest.raises(SettingError, match="model.out_channels"):
+        train(config, BrainsegConfig(model=ModelConfig(features=(8, 16, 32), out_channels=4)))  # regions need 3
+    assert not (tmp_path / "run").exists()
+
+
 def test_training_reads_segmentations_in_the_convention_it_is_told(tmp_path):
     """One real case with its segmentation rewritten as Decathlon Task01 and as BraTS 2024 post-treatment
     (a resection cavity added outside the tumour) gives the same targets as the original once named."""
