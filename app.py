@@ -76,8 +76,9 @@ METRIC_COLUMNS = {
                                                       "a missed lesion or a false-positive piece scores 0"),
     "lesion_hd95_mm": st.column_config.NumberColumn("Lesion-wise HD95 (mm)", format="%.1f",
                                                     help="a missed lesion or a false-positive piece scores 374 mm"),
-    "lesions": st.column_config.TextColumn("Lesions found / missed / false +",
-                                           help="BraTS 2023 GLI rules: lesions within 3 voxels are one, lesions of "
+    "lesions": st.column_config.TextColumn("Lesions hit/miss/FP",
+                                           help="expert lesions found, expert lesions missed, predicted pieces touching no lesion (false "
+                                                "positives); BraTS 2023 GLI rules: lesions within 3 voxels are one, lesions of "
                                                 "at most 50 mm³ are not scored"),
 }
 
