@@ -31,6 +31,8 @@ DEFAULT_NAME = "brainseg_default.pt"
 
 @dataclass
 class LoadedModel:
+    """A checkpoint in memory: the network (eval mode, fp32), its settings and where it came from."""
+
     model: UNet3D
     config: BrainsegConfig
     provenance: dict[str, Any] = field(default_factory=dict)
@@ -171,6 +173,7 @@ def _sha256(path: str, modified_ns: int, size: int) -> str:  # keyed on the file
 
 
 def default_checkpoint() -> Path:
+    """The shipped model: ``models/brainseg_default.pt`` beside the package."""
     return DEFAULT_DIR / DEFAULT_NAME
 
 

@@ -31,6 +31,10 @@ class Segmentation:
         probabilities: (K, X, Y, Z) float16: WT/TC/ET sigmoid, or bg/NCR/ED/ET softmax.
         stats: ``volume_stats`` of the labels (keys in the case's label convention).
         seconds: time per stage.
+        windows: sliding windows the network ran on.
+        precision: what the network ran in ("fp32", "bf16", "fp16"; "custom" for a given predictor).
+        brain_voxels: voxels inside the scanned anatomy (non-zero in some modality).
+        device: where the network ran ("cpu", "cuda:0").
         removed_ml: predicted tumour the post-processing removed (small or distant pieces).
         warnings: what makes the result doubtful (scans that look not skull-stripped), for the user.
     """
@@ -45,6 +49,12 @@ class Segmentation:
     device: str = "cpu"
     removed_ml: float = 0.0
     warnings: list[str] = field(default_factory=list)
+
+    def __repr__(self) -> str:  # a notebook shows this: volumes, not array previews
+        regions = ", ".join(f"{r} {v['ml']:g} mL" for r, v in self.stats.get("regions", {}).items())
+        return (f"Segmentation(labels {self.labels.shape} {self.labels.dtype}, {regions}, {self.windows} windows, "
+                f"{self.precision} on {self.device}, {sum(self.seconds.values()):.1f} s"
+                + (f", {len(self.warnings)} warning(s)" if self.warnings else "") + ")")
 
 
 def logits_to_labels(logits: torch.Tensor, output_mode: str, threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
@@ -69,11 +79,20 @@ def segment_case(
     progress: Progress | None = None,
     predictor: Callable | None = None,
 ) -> Segmentation:
-    """Segment one loaded case.
+    """Segment one loaded case: preprocess, sliding-window inference, labels, post-processing, statistics.
 
     Args:
+        case: four scans on one grid (``io.load_case`` from files, or ``io.Case`` from arrays).
+        loaded: a checkpoint (``checkpoint.load_checkpoint``).
         inference, postprocess: settings; the checkpoint's own defaults when None.
+        device: "auto" (CUDA when there is a GPU), "cpu" or "cuda".
+        precision: "auto" (fp16 on CUDA, bf16 on CPUs with bf16 kernels, else fp32), "fp32" or "bf16".
+        progress: called with (windows done, windows in all) as the network runs.
         predictor: replaces the network (tests, benchmarks); must map (N, C, *patch) to logits.
+    Returns:
+        a ``Segmentation`` on the case's grid (labels, probabilities, volumes, timings, warnings).
+    Raises:
+        InputError for a case without the four scans, SettingError for a window the network cannot run.
     """
     config = loaded.config
     inference = inference or config.inference

@@ -185,3 +185,29 @@ def test_segment_case_refuses_a_case_without_all_four_scans_and_a_window_the_net
     divisor = loaded.config.model.divisor
     with pytest.raises(SettingError, match=f"expected a window with a side longer than {divisor} voxels"):
         segment_case(case, loaded, inference=replace(loaded.config.inference, patch_size=(divisor,) * 3), device="cpu")
+
+
+def test_the_package_offers_the_notebook_calls_without_importing_them_up_front():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "import sys, brainseg; print('torch' in sys.modules)"],
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"  # importing the package loads no network code
+    from brainseg.pipeline import segment_case as defined
+    from brainseg.scoring import evaluate_files
+
+    import brainseg
+
+    assert brainseg.segment_case is defined and brainseg.evaluate_files is evaluate_files
+    for name in brainseg.__all__:
+        assert getattr(brainseg, name) is not None, name
+    with pytest.raises(AttributeError, match="has no attribute 'segment'"):
+        brainseg.segment
+
+
+def test_a_segmentation_shows_its_volumes_not_its_arrays(tmp_path, tiny_checkpoint):
+    write_case(tmp_path / "case")
+    result = segment_case(load_case(tmp_path / "case"), load_checkpoint(tiny_checkpoint), device="cpu", predictor=_all_tumour)
+    shown = repr(result)
+    assert shown.startswith("Segmentation(labels (40, 44, 36) uint8, WT ") and "array(" not in shown
