@@ -93,6 +93,8 @@ def evaluate(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], conven
     """
     if pred.shape != ref.shape:
         raise ValueError(f"prediction shape {pred.shape} differs from reference shape {ref.shape}")
+    if len(spacing) != pred.ndim:
+        raise ValueError(f"spacing {tuple(spacing)}: expected one voxel size in mm per axis of the {pred.ndim}D maps")
     require_internal(pred, "prediction")
     require_internal(ref, "reference")
     pred_regions, ref_regions = region_masks(pred), region_masks(ref)

@@ -68,3 +68,5 @@ def test_maps_that_are_not_internal_labels_are_refused_with_what_to_do():
     with pytest.raises(ValueError, match="float32 values; expected integer internal labels 0-3"):
         from_internal(brats.astype(np.float32), "brats2018")
     np.testing.assert_array_equal(from_internal(to_internal(brats, "brats2018"), "brats2018"), brats)
+    with pytest.raises(ValueError, match=r"spacing \(1, 1\): expected one voxel size in mm per axis of the 3D maps"):
+        evaluate(brats * 0, brats * 0, (1, 1))
