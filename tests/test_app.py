@@ -571,3 +571,31 @@ def test_a_misnamed_or_broken_file_keeps_the_error_of_what_it_holds(app):
     said = errors(app)
     assert any(e.startswith("case7_seg.nii.gz: unexpected label values [255]") for e in said), said
     assert any(e.startswith("case8.nii.gz channel 2 (t1ce): every voxel has the value 0") for e in said), said
+
+
+def _case_2023_files() -> list[tuple[str, bytes, str]]:
+    """Another patient with BraTS 2023 names: the same tumour, other bytes (FLAIR one brighter)."""
+    data = images()
+    data["flair"] = np.where(data["flair"] > 0, data["flair"] + 1, 0).astype(np.float32)
+    suffixes = {"flair": "t2f", "t1": "t1n", "t1ce": "t1c", "t2": "t2w"}
+    return [(f"BraTS-GLI-00009-000-{suffixes[m]}.nii.gz", nifti(data[m]), "application/gzip") for m in suffixes]
+
+
+def test_a_second_case_in_the_same_tab_gets_its_own_label_values_and_no_earlier_reference(app, monkeypatch):
+    import json
+
+    offered = _record_downloads(monkeypatch)
+    run_case(app)
+    app.file_uploader(key="truth_upload").set_value(("case7_seg.nii.gz", nifti(from_internal(expected_labels(), "brats2018")), "application/gzip")).run()
+    assert table(app, "hd95_mm")["dice"].tolist() == [1.0, 1.0, 1.0]
+    app.button(key="run").click().run()  # the same scans again: their reference still applies
+    assert table(app, "hd95_mm")["dice"].tolist() == [1.0, 1.0, 1.0]
+    upload(app, _case_2023_files())
+    app.button(key="run").click().run()
+    assert not app.exception and not errors(app)
+    assert app.selectbox(key="convention").value == "brats2023"  # the new case's values, not the first one's
+    assert table(app, "kind")["structure"].tolist()[-1] == "enhancing tumour (label 3)"
+    assert not any("hd95_mm" in d.value.columns for d in app.dataframe)  # not scored against case 7's reference
+    assert any("case7_seg.nii.gz in the box above was the reference of an earlier case" in i.value for i in app.info)
+    summary = json.loads(offered["dl_json"])
+    assert summary["label_convention"] == "brats2023" and "evaluation" not in summary
