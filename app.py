@@ -7,7 +7,6 @@ re-runs the network.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import hashlib
 import logging
 import os
@@ -743,20 +742,8 @@ def three_d(result) -> None:
 # ---------------------------------------------------------------- page
 
 
-@st.cache_resource(show_spinner=False)
-def cap_malloc_arenas() -> bool:
-    """Each script run is a new thread, and glibc gives threads their own malloc arenas, which keep the
-    freed arrays of earlier cases: a server's memory floor rose about 50 MB per clinician (8 in a row
-    measured); with two arenas it stayed flat. True where it took effect (glibc)."""
-    try:
-        return ctypes.CDLL("libc.so.6").mallopt(-8, 2) == 1  # M_ARENA_MAX
-    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to cap
-        return False
-
-
 def main() -> None:
     st.set_page_config(page_title="brainseg: brain tumour segmentation", page_icon="🧠", layout="wide")
-    cap_malloc_arenas()
     st.title("brainseg · brain tumour segmentation")
     st.caption("A 3D U-Net segments glioma sub-regions (necrotic core, edema, enhancing tumour) in four-modality MRI.")
     st.warning(NOTICE)
