@@ -72,7 +72,8 @@ class Case:
     label convention; InputError names what is wrong. Segmenting needs all four modalities.
 
     Attributes:
-        images: modality -> float32 array (X, Y, Z), in the file's own orientation.
+        images: modality -> array (X, Y, Z), in the file's own orientation: float32, or the file's
+            own 8- or 16-bit integers when it stores them unscaled.
         affine: 4x4 voxel-to-world (RAS+, mm) matrix shared by all modalities.
         header: header of the first modality (None for .npy input), used to write outputs.
         sources: modality -> file name it came from.
@@ -120,7 +121,7 @@ class Case:
 
     def stacked(self, order: Iterable[str] = MODALITIES) -> np.ndarray:
         """(C, X, Y, Z) float32 in the given modality order."""
-        return np.stack([self.images[m] for m in order])
+        return np.stack([self.images[m] for m in order]).astype(np.float32, copy=False)
 
 
 def voxel_spacing(affine: np.ndarray) -> tuple[float, float, float]:
@@ -341,7 +342,7 @@ class Scan:
     """One checked 3D scan, before it is given a modality."""
 
     name: str
-    array: np.ndarray  # float32 (X, Y, Z)
+    array: np.ndarray  # (X, Y, Z): float32, or the file's unscaled 8- or 16-bit integers
     affine: np.ndarray
     header: nib.Nifti1Header | None
 
@@ -683,9 +684,13 @@ def _read_nifti(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray, nib.Nif
             f"{name}: the file is truncated: header says {expected - offset} bytes of image data "
             f"for shape {shape}, file holds {max(len(data) - offset, 0)}"
         )
+    stored = image.get_data_dtype()
+    # small integers stored unscaled (BraTS's int16) stay as they are: exact, and half the memory of
+    # float32 for every scan an app session holds; prepare() computes in float32
+    keep = stored.kind in "iu" and stored.itemsize <= 2 and image.dataobj.slope == 1 and image.dataobj.inter == 0
     try:
         with np.errstate(over="ignore", invalid="ignore"):  # out-of-range values are reported below
-            array = np.asarray(image.dataobj, dtype=np.float32)
+            array = np.asarray(image.dataobj) if keep else np.asarray(image.dataobj, dtype=np.float32)
     except Exception as exc:  # a header nibabel accepts but cannot decode
         raise InputError(f"{name}: cannot read image data ({exc})") from None
     affine = image.affine

@@ -102,7 +102,7 @@ def resample(volume: torch.Tensor, shape: tuple[int, int, int], mode: str = "tri
 def prepare(case: Case, config: PreprocessConfig) -> Prepared:
     """Reorient, crop to the brain, z-score each modality and resample to the model's spacing."""
     transform = orientation_transform(case.affine, config.orientation)
-    oriented = [reorient(case.images[m], transform) for m in config.modalities]
+    oriented = [reorient(np.asarray(case.images[m], dtype=np.float32), transform) for m in config.modalities]
     mask = np.zeros(oriented[0].shape, dtype=bool)
     for image in oriented:
         mask |= image != 0

@@ -268,3 +268,16 @@ def test_load_case_takes_one_folder_given_on_its_own(tmp_path):
     write_case(tmp_path / "case")
     assert load_case(str(tmp_path / "case")).shape == load_case([tmp_path / "case"]).shape == (40, 44, 36)
     assert load_case(tmp_path / "case").sources == load_case([tmp_path / "case"]).sources
+
+
+def test_unscaled_small_integers_stay_integers_and_scaled_ones_are_applied():
+    from brainseg.io import read_volume
+
+    data = np.arange(2 * 3 * 4, dtype=np.int16).reshape(2, 3, 4) - 5
+    plain = nib.Nifti1Image(data, LPS)
+    array, _, _ = read_volume(plain.to_bytes(), "scan_t1.nii")
+    assert array.dtype == np.int16 and (array == data).all()  # half of float32's memory, exact
+    scaled = nib.Nifti1Image(data, LPS)
+    scaled.header.set_slope_inter(2.0, 10.0)
+    array, _, _ = read_volume(scaled.to_bytes(), "scan_t1.nii")
+    assert array.dtype == np.float32 and (array == data * 2.0 + 10.0).all()
