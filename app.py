@@ -78,7 +78,7 @@ METRIC_COLUMNS = {
                                                     help="a missed lesion or a false-positive piece scores 374 mm"),
     "lesions": st.column_config.TextColumn("Lesions hit/miss/FP",
                                            help="expert lesions found, expert lesions missed, predicted pieces touching no lesion (false "
-                                                "positives); BraTS 2023 GLI rules: lesions within 3 voxels are one, lesions of "
+                                                "positives); BraTS 2023 GLI rules: lesions whose 3-voxel dilations meet (up to 6 voxels apart) are one, lesions of "
                                                 "at most 50 mm³ are not scored"),
 }
 
@@ -384,9 +384,11 @@ def run_section(inputs: SimpleNamespace | None, settings: SimpleNamespace) -> No
             model_path=settings.path, settings=settings, record=record, seconds=seconds, cache={}, truth=None, truth_source=None, dropped_truth=None, comparison=None,
             ranges={m: render.intensity_range(v) for m, v in inputs.case.images.items()},
         )
+        earlier = st.session_state.get("result")
         st.session_state["result"] = result
-        # the label values of the downloads start from this case's own (a BraTS 2023 case after a 2018 one)
-        st.session_state.pop("convention", None)
+        if earlier is None or earlier.key != result.key:
+            # another case's downloads start from its own label values (a BraTS 2023 case after a 2018 one)
+            st.session_state.pop("convention", None)
         if inputs.truth is not None:
             result.dropped_truth = inputs.truth.digest
             set_truth(result, inputs.truth.name, inputs.truth.data, reference_convention())

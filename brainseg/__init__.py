@@ -26,6 +26,10 @@ _EXPORTS = {
 __all__ = ["MODALITIES", "__version__", *_EXPORTS]
 
 
+def __dir__():  # tab completion shows the lazy names too
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
 def __getattr__(name: str):
     if name in _EXPORTS:
         return getattr(import_module(f"brainseg.{_EXPORTS[name]}"), name)

@@ -70,10 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a second folder of predictions of the same cases (another checkpoint or setting): prints "
                          "per region the mean difference second - first in Dice and HD95, its 95%% t "
                          "interval over the cases, and how many cases each side wins")
-    ev.add_argument("--lesion-wise", nargs="?", const="GLI", choices=sorted(LESION_CHALLENGES), metavar="CHALLENGE",
+    ev.add_argument("--lesion-wise", action="store_true",
                     help="also score each reference lesion on its own, as BraTS ranks since 2023 (lesion-wise Dice "
-                         "and HD95, with counts of found, missed and false-positive lesions), with that challenge's "
-                         "parameters: GLI (the default), SSA, PED, MEN or MET")
+                         "and HD95, with counts of found, missed and false-positive lesions)")
+    ev.add_argument("--lesion-challenge", choices=sorted(LESION_CHALLENGES), metavar="CHALLENGE",
+                    help="the BraTS 2023+ challenge whose lesion-wise parameters to use: GLI (default), SSA, PED, MEN "
+                         "or MET; implies --lesion-wise")
     ev.add_argument("--reference-labels", default=AUTO, choices=LABEL_OPTIONS,
                     help=f"label convention of the reference files; {READ_LABELS_HELP}")
     ev.add_argument("--prediction-labels", default=AUTO, choices=LABEL_OPTIONS,

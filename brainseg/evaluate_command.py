@@ -128,7 +128,7 @@ def run_evaluate(args) -> int:
     if other is not None and not (pred.is_dir() and other.is_dir()):
         raise InputError(f"--compare {other}: expected a second folder of predictions of the reference cases, beside the "
                          f"folder {pred}" + ("" if other.exists() else " (no such folder)"))
-    lesions = args.lesion_wise
+    lesions = args.lesion_challenge or ("GLI" if args.lesion_wise else None)
     if pred.is_file():
         result = evaluate_files(pred, ref, *conventions, lesion_challenge=lesions)
         case_id = _case_id(ref.name)
@@ -281,7 +281,7 @@ LESION_METRICS = ("dice", "hd95", "matched", "missed", "false_positives")
 def _print_lesion_wise(results: dict, summary: dict | None = None) -> None:
     challenge = next(iter(results.values()))["lesion_wise"]["challenge"]
     dilation, min_volume = LESION_CHALLENGES[challenge]
-    print(f"\nlesion-wise (BraTS 2023+ {challenge}: lesions within {dilation} voxels merged, those of at most "
+    print(f"\nlesion-wise (BraTS 2023+ {challenge}: lesions whose {dilation}-voxel dilations meet merged, those of at most "
           f"{min_volume:g} mm^3 left out; a missed lesion or false positive scores 0 and {MISSED_HD95:g} mm)")
     _print_table(results, lambda res: res["lesion_wise"]["regions"])
     if summary:

@@ -141,7 +141,7 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda was asked for but no CUDA GPU is available; use auto or cpu")
+        raise ValueError("device cuda (--device) was asked for but no CUDA GPU is available; use auto or cpu")
     if device not in ("cpu", "cuda"):
         raise ValueError(f"unknown device {device!r}; expected auto, cpu or cuda")
     return torch.device(device)
@@ -157,7 +157,7 @@ def _ready(model: torch.nn.Module, device: torch.device, channels_last: bool, sh
     With ``share`` (app sessions and CLI runs use one cached model) the model itself is never
     changed: each (device, layout) gets its own copy, made under a lock, so one session's settings
     cannot move weights under another's forward pass. The copy is made again when the model's
-    weights changed since (in-place edits, ``load_state_dict``, new tensors), so a notebook that
+    weights changed since (in-place edits, also through ``.data``, ``load_state_dict``, new tensors), so a notebook that
     fine-tunes or swaps weights segments with the weights it holds. Without ``share`` (validation
     during training) the model is converted in place.
     """
@@ -167,8 +167,11 @@ def _ready(model: torch.nn.Module, device: torch.device, channels_last: bool, sh
             model = model.to(memory_format=torch.channels_last_3d)
         return model.eval()
     key = (device.type, device.index, channels_last)
-    # tensors' identities and in-place version counters: any change to the weights changes this
-    weights = tuple((id(t), t._version) for t in model.state_dict(keep_vars=True).values())
+    # storage, version counter and sum of each tensor: edits through ``.data`` bump no version, so the
+    # sums (a few ms for the shipped network) catch them
+    with torch.no_grad():
+        weights = tuple((t.data_ptr(), t._version, float(t.detach().double().sum()))
+                        for t in model.state_dict(keep_vars=True).values())
     with _READY_LOCK:
         copies = _READY_COPIES.setdefault(model, {})
         if key not in copies or copies[key][0] != weights:

@@ -83,7 +83,10 @@ def require_internal(labels: np.ndarray, what: str = "labels") -> None:
     """Refuse a map that is not internal labels 0-3 (ValueError): file values such as BraTS 2018's ET = 4,
     or floats, would otherwise index past the label tables or score ET as absent."""
     labels = np.asarray(labels)
-    if labels.dtype != bool and not np.issubdtype(labels.dtype, np.integer):
+    if labels.dtype == bool:
+        raise ValueError(f"{what}: a boolean mask; expected integer internal labels 0-3 (a mask as one label: "
+                         f"mask.astype(np.uint8) * label)")
+    if not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"{what}: {labels.dtype} values; expected integer internal labels 0-3 "
                          f"(labels.to_internal converts a label map's file values)")
     if labels.size and (labels.min() < 0 or labels.max() > 3):

@@ -4,8 +4,8 @@ The challenge ranks by these since 2023 (Saluja et al., BraTS 2023 lesion-wise m
 Dice hides a missed small lesion next to a large one, a lesion-wise mean does not. Per region (WT, TC,
 ET):
 
-- reference lesions are its 26-connected components, merged when they lie within ``dilation``
-  iterations (18-connected structuring element) of each other;
+- reference lesions are its 26-connected components, merged when their dilations by ``dilation``
+  iterations (18-connected structuring element) meet: up to 2 x ``dilation`` voxels apart;
 - a predicted component (26-connected) matches every lesion whose dilated extent it touches; a lesion
   is scored by Dice and HD95 between it and the union of its matches (0 and ``MISSED_HD95`` without one);
 - predicted components that match no lesion are false positives, each scored 0 and ``MISSED_HD95``;

@@ -51,7 +51,7 @@ class Segmentation:
     warnings: list[str] = field(default_factory=list)
 
     def __repr__(self) -> str:  # a notebook shows this: volumes, not array previews
-        regions = ", ".join(f"{r} {v['ml']:g} mL" for r, v in self.stats.get("regions", {}).items())
+        regions = ", ".join(f"{r} {v['ml']:.2f} mL" for r, v in self.stats.get("regions", {}).items())
         return (f"Segmentation(labels {self.labels.shape} {self.labels.dtype}, {regions}, {self.windows} windows, "
                 f"{self.precision} on {self.device}, {sum(self.seconds.values()):.1f} s"
                 + (f", {len(self.warnings)} warning(s)" if self.warnings else "") + ")")

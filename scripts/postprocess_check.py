@@ -7,12 +7,12 @@ Each prediction folder (``brainseg segment`` output) is matched with the expert 
 small-component removal in the pipeline too, so a folder segmented with a rule off and re-processed
 here gives the label map the pipeline would give with it on. ``--lesion-wise`` adds the BraTS 2023+
 lesion-wise scores (GLI parameters).
-A second mode, ``--expert``, applies the distance rule to the expert labels themselves: what it would
-cost a perfect prediction.
+A second mode, ``--expert``, applies the distance rule (or with ``--core-pieces`` the core-piece rule)
+to the expert labels themselves: what it would cost a perfect prediction.
 
 Usage: python scripts/postprocess_check.py ../shared/data/brats PRED_DIR [PRED_DIR ...] [--distances 0 5 10 20] [--json OUT]
        python scripts/postprocess_check.py ../shared/data/brats PRED_DIR [...] --core-pieces 0 20 50 100 --lesion-wise
-       python scripts/postprocess_check.py ../shared/data/brats --expert [--distances 5 10 20]
+       python scripts/postprocess_check.py ../shared/data/brats --expert [--distances 5 10 20 | --core-pieces 50]
 """
 import argparse
 import json
@@ -58,6 +58,20 @@ def expert_cost(ref_dir: Path, distances: list[float]) -> None:
         print(case_id, "; ".join(cells), flush=True)
 
 
+def expert_core_cost(ref_dir: Path, pieces: list[int]) -> None:
+    """What the tumour-core piece rule costs each expert map scored against itself (a perfect prediction)."""
+    for case_id, ref_path in reference_cases(ref_dir).items():
+        ref, spacing, convention = load_labels(ref_path)
+        cells = []
+        for k in pieces:
+            cleaned = clean_labels(ref, min_core_component_voxels=k, spacing=spacing)
+            regions = evaluate(cleaned, ref, spacing, convention)["regions"]
+            lesions = lesion_wise_scores(cleaned, ref, spacing)["regions"]
+            cells.append(f"K={k}: Dice TC/ET {regions['TC']['dice']:.3f}/{regions['ET']['dice']:.3f}, HD95 ET "
+                         f"{regions['ET']['hd95']:.1f} mm, lesion-wise ET {lesions['ET']['dice']:.3f}")
+        print(case_id, "; ".join(cells), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("reference")
@@ -70,7 +84,10 @@ def main() -> None:
     args = parser.parse_args()
     ref_dir = Path(args.reference)
     if args.expert:
-        expert_cost(ref_dir, args.distances)
+        if args.core_pieces:
+            expert_core_cost(ref_dir, args.core_pieces)
+        else:
+            expert_cost(ref_dir, args.distances)
         return
     setting, values, unit = (("min_core_component_voxels", args.core_pieces, " voxels") if args.core_pieces
                              else ("max_component_distance_mm", args.distances, " mm"))

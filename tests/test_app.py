@@ -588,12 +588,14 @@ def test_a_second_case_in_the_same_tab_gets_its_own_label_values_and_no_earlier_
     run_case(app)
     app.file_uploader(key="truth_upload").set_value(("case7_seg.nii.gz", nifti(from_internal(expected_labels(), "brats2018")), "application/gzip")).run()
     assert table(app, "hd95_mm")["dice"].tolist() == [1.0, 1.0, 1.0]
-    app.button(key="run").click().run()  # the same scans again: their reference still applies
+    app.selectbox(key="convention").set_value("brats2023").run()
+    app.button(key="run").click().run()  # the same scans again: their reference and the chosen values still apply
     assert table(app, "hd95_mm")["dice"].tolist() == [1.0, 1.0, 1.0]
+    assert app.selectbox(key="convention").value == "brats2023"
     upload(app, _case_2023_files())
     app.button(key="run").click().run()
     assert not app.exception and not errors(app)
-    assert app.selectbox(key="convention").value == "brats2023"  # the new case's values, not the first one's
+    assert app.selectbox(key="convention").value == "brats2023"  # the new case's own values
     assert table(app, "kind")["structure"].tolist()[-1] == "enhancing tumour (label 3)"
     assert not any("hd95_mm" in d.value.columns for d in app.dataframe)  # not scored against case 7's reference
     assert any("case7_seg.nii.gz in the box above was the reference of an earlier case" in i.value for i in app.info)

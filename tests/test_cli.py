@@ -335,9 +335,12 @@ def test_evaluate_lesion_wise_scores_a_false_positive_speck(tmp_path, capsys):
     with open(tmp_path / "s.csv") as f:
         row = next(csv.DictReader(f))
     assert (float(row["lesion_dice_WT"]), int(row["lesion_false_positives_ET"])) == (0.5, 1)
-    assert main(["evaluate", str(pred / "c1_seg.nii.gz"), str(ref / "c1" / "c1_seg.nii.gz"), "--lesion-wise", "MET"]) == 0
+    assert main(["evaluate", str(pred / "c1_seg.nii.gz"), str(ref / "c1" / "c1_seg.nii.gz"), "--lesion-challenge", "MET"]) == 0
     out = capsys.readouterr().out
-    assert "lesion-wise (BraTS 2023+ MET: lesions within 1 voxels merged, those of at most 2 mm^3 left out" in out
+    assert "lesion-wise (BraTS 2023+ MET: lesions whose 1-voxel dilations meet merged, those of at most 2 mm^3 left out" in out
+    # the flag before the files leaves them to the positional arguments
+    assert main(["evaluate", "--lesion-wise", str(pred / "c1_seg.nii.gz"), str(ref / "c1" / "c1_seg.nii.gz")]) == 0
+    assert "lesion-wise (BraTS 2023+ GLI" in capsys.readouterr().out
     assert "lesions found / missed / false positives: WT 1 / 0 / 1, TC 1 / 0 / 1, ET 1 / 0 / 1" in out  # 8 voxels > 2 mm^3
 
 

@@ -141,6 +141,11 @@ def test_a_shared_model_whose_weights_change_is_copied_again():
     other = UNet3D(ModelConfig(features=(4, 8)))
     model.load_state_dict(other.state_dict())
     torch.testing.assert_close(ModelPredictor(model, torch.device("cpu"), "fp32")(x), other.eval()(x))
+    model.head.bias.data.fill_(500.0)  # through .data: no version counter moves
+    torch.testing.assert_close(ModelPredictor(model, torch.device("cpu"), "fp32")(x), model.eval()(x))
+    for p, q in zip(model.parameters(), UNet3D(ModelConfig(features=(4, 8))).parameters()):
+        p.data = q.data.clone()  # new storage behind the same parameters
+    torch.testing.assert_close(ModelPredictor(model, torch.device("cpu"), "fp32")(x), model.eval()(x))
     unchanged = ModelPredictor(model, torch.device("cpu"), "fp32")
     assert unchanged.model is ModelPredictor(model, torch.device("cpu"), "fp32").model  # no copy without a change
 

@@ -100,3 +100,10 @@ def test_small_core_and_enhancing_pieces_are_absorbed_but_each_region_keeps_its_
     only_speck = np.zeros_like(labels)
     only_speck[3, 3, 3] = ET  # a region that is one speck keeps it
     np.testing.assert_array_equal(clean_labels(only_speck, min_core_component_voxels=10), only_speck)
+    # all ET in a small core piece apart from a larger, non-enhancing core: the piece stays, with its ET
+    apart = np.zeros((30, 30, 30), dtype=np.uint8)
+    apart[2:28, 2:28, 2:28] = ED
+    apart[5:11, 5:11, 5:11] = NCR  # 216 voxels of core, no ET
+    apart[20:23, 20:23, 20:23] = ET  # 27 voxels: the only ET, a core piece of its own
+    cleaned = clean_labels(apart, min_core_component_voxels=50)
+    assert (cleaned == ET).sum() == 27 and (cleaned == NCR).sum() == 216

@@ -130,7 +130,6 @@ def test_train_writes_checkpoints_logs_and_resumes(small_data, tmp_path):
 
 
 @needs_data()
-@needs_data()
 def test_train_from_python_keeps_stdout_and_the_plotting_backend_of_the_caller(small_data, tmp_path, capsys):
     """A notebook's stdout and inline matplotlib backend are the caller's; pathlib paths are fine."""
     import matplotlib
@@ -157,6 +156,7 @@ def test_settings_that_do_not_fit_together_are_refused_before_any_data_is_read(t
     assert not (tmp_path / "run").exists()
 
 
+@needs_data()
 def test_training_reads_segmentations_in_the_convention_it_is_told(tmp_path):
     """One real case with its segmentation rewritten as Decathlon Task01 and as BraTS 2024 post-treatment
     (a resection cavity added outside the tumour) gives the same targets as the original once named."""
