@@ -160,8 +160,7 @@ def run_evaluate(args) -> int:
         print(json.dumps(payload, indent=2))
     else:
         _print_table(results)
-        for stat in ("mean", "median"):
-            print(f"{stat:<28}" + "".join(f"{summary[r]['dice'][stat]:>8.4f}{summary[r]['hd95'][stat]:>9.2f}" for r in REGIONS))
+        _print_summary(summary)
         print(pairing.describe(failed))
         print(_conventions_line(list(results.values())))
         if lesions:
@@ -275,6 +274,12 @@ def _print_table(results: dict, scores=lambda res: res["regions"]) -> None:
         print(f"{case_id:<28}" + "".join(f"{regions[r]['dice']:>8.4f}{regions[r]['hd95']:>9.2f}" for r in REGIONS))
 
 
+def _print_summary(summary: dict) -> None:
+    """The mean and median lines under a table: Dice and HD95 per region."""
+    for stat in ("mean", "median"):
+        print(f"{stat:<28}" + "".join(f"{summary[r]['dice'][stat]:>8.4f}{summary[r]['hd95'][stat]:>9.2f}" for r in REGIONS))
+
+
 LESION_METRICS = ("dice", "hd95", "matched", "missed", "false_positives")
 
 
@@ -285,8 +290,7 @@ def _print_lesion_wise(results: dict, summary: dict | None = None) -> None:
           f"{min_volume:g} mm^3 left out; a missed lesion or false positive scores 0 and {MISSED_HD95:g} mm)")
     _print_table(results, lambda res: res["lesion_wise"]["regions"])
     if summary:
-        for stat in ("mean", "median"):
-            print(f"{stat:<28}" + "".join(f"{summary[r]['dice'][stat]:>8.4f}{summary[r]['hd95'][stat]:>9.2f}" for r in REGIONS))
+        _print_summary(summary)
     totals = {r: [sum(res["lesion_wise"]["regions"][r][k] for res in results.values())
                   for k in ("matched", "missed", "false_positives")] for r in REGIONS}
     print("lesions found / missed / false positives: " + ", ".join(f"{r} {a} / {b} / {c}" for r, (a, b, c) in totals.items()))

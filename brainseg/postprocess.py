@@ -19,6 +19,14 @@ def _components(mask: np.ndarray) -> tuple[np.ndarray, int]:
         return ndimage.label(mask, structure=np.ones((3, 3, 3)))
 
 
+def _sized_components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """26-connected components of a non-empty mask and their sizes (index 0, the background, sized 0)."""
+    labelled, n = _components(mask)
+    sizes = np.bincount(labelled.ravel(), minlength=n + 1)
+    sizes[0] = 0
+    return labelled, sizes
+
+
 def remove_small_components(mask: np.ndarray, min_voxels: int) -> np.ndarray:
     """A copy of a boolean mask without 26-connected components smaller than ``min_voxels``."""
     return _kept_components(mask, min_voxels, 0.0, (1.0, 1.0, 1.0))
@@ -36,9 +44,7 @@ def _kept_components(mask: np.ndarray, min_voxels: int, max_distance_mm: float,
     ``max_distance_mm`` from the largest one left (0 turns either rule off); labels components once."""
     if (min_voxels <= 0 and max_distance_mm <= 0) or not mask.any():
         return mask.copy()
-    labelled, n = _components(mask)
-    sizes = np.bincount(labelled.ravel(), minlength=n + 1)
-    sizes[0] = 0
+    labelled, sizes = _sized_components(mask)
     keep = sizes >= max(min_voxels, 1)
     if max_distance_mm <= 0 or keep.sum() <= 1:
         return keep[labelled]
@@ -47,7 +53,7 @@ def _kept_components(mask: np.ndarray, min_voxels: int, max_distance_mm: float,
     box = ndimage.find_objects(kept.astype(np.uint8))[0]
     inside = np.where(kept[box], labelled[box], 0)
     distance = ndimage.distance_transform_edt(inside != sizes.argmax(), sampling=spacing)
-    nearest = np.asarray(ndimage.minimum(distance, inside, index=np.arange(n + 1)))
+    nearest = np.asarray(ndimage.minimum(distance, inside, index=np.arange(sizes.size)))
     return (keep & (nearest <= max_distance_mm))[labelled]
 
 
@@ -55,9 +61,7 @@ def _largest_piece(mask: np.ndarray) -> np.ndarray:
     """The largest 26-connected component of ``mask`` (empty if the mask is)."""
     if not mask.any():
         return mask.copy()
-    labelled, n = _components(mask)
-    sizes = np.bincount(labelled.ravel(), minlength=n + 1)
-    sizes[0] = 0
+    labelled, sizes = _sized_components(mask)
     return labelled == int(sizes.argmax())
 
 
@@ -66,9 +70,7 @@ def _small_pieces(mask: np.ndarray, min_voxels: int, keep: np.ndarray | None = N
     one and any that overlaps ``keep``."""
     if not mask.any():
         return mask.copy()
-    labelled, n = _components(mask)
-    sizes = np.bincount(labelled.ravel(), minlength=n + 1)
-    sizes[0] = 0
+    labelled, sizes = _sized_components(mask)
     small = sizes < min_voxels
     small[[0, int(sizes.argmax())]] = False
     if keep is not None:
