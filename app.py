@@ -14,18 +14,19 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import streamlit as st
 import torch
 
 from brainseg import MODALITIES, pipeline, render, report
 from brainseg.checkpoint import DEFAULT_DIR, discover, load_checkpoint
-from brainseg.config import MAX_PATCH_VOXELS, BrainsegConfig
+from brainseg.classify import classify_file
+from brainseg.scoring import score_labels
+from brainseg.config import LESION_CHALLENGES, MAX_PATCH_VOXELS, BrainsegConfig
 from brainseg.errors import BrainsegError
-from brainseg.io import FOUR_CHANNEL_HINT, assemble_case, case_stems, convention_from_names, labels_bytes, load_files, modality_from_name, probabilities_bytes, read_label_map, read_scan
-from brainseg.labels import AUTO, CONVENTIONS, ED, ET, LABEL_NAMES, LABEL_OPTIONS, NCR, REGIONS, chosen_convention
-from brainseg.lesion_metrics import lesion_wise_scores
-from brainseg.metrics import evaluate, slice_area_mm2, slice_stats, volume_stats
+from brainseg.io import assemble_case, case_stems, convention_from_names, labels_bytes, probabilities_bytes, read_label_map
+from brainseg.labels import AUTO, CONVENTIONS, ED, ET, LABEL_NAMES, LABEL_OPTIONS, NCR, REGION_NAMES, REGIONS, chosen_convention
+from brainseg.lesion_metrics import MISSED_HD95
+from brainseg.metrics import slice_area_mm2, slice_stats, volume_stats
 
 log = logging.getLogger("brainseg.app")
 
@@ -36,9 +37,7 @@ STRIDE_RANGE = (0.1, 1.0)  # share of the patch between window starts: overlap 0
 # window the settings allow is cut to the brain, so it takes the whole brain at once
 PATCH_SIZES = {"as trained": None, "whole brain": (MAX_PATCH_VOXELS,) * 3}
 ROLES = {"flair": "FLAIR", "t1": "T1", "t1ce": "T1ce", "t2": "T2", "truth": "ground truth", "all": "all four scans", "ignore": "ignore"}
-COLOUR_WORDS = {NCR: "orange", ED: "green", ET: "red"}  # render.LABEL_COLOURS in words, for the PNG's legend
 SIDE_WORDS = {"R": "right", "A": "front"}  # the patient side the left edge of a view shows (render.orientation_letters)
-MIN_SCAN_VALUES = 32  # distinct intensities an MRI scan has at least (a mask or label map has a handful)
 # what a file turned out to be when its name suggested something else
 NOTES = {"scan": "named like a segmentation, but holds an MRI scan: choose its modality under 'Used as'",
          "labels": "holds only label values: a segmentation; choose 'ground truth' under 'Used as' to score against it",
@@ -67,6 +66,8 @@ VOLUME_COLUMNS = {
     "brain_percent": st.column_config.NumberColumn("Share of brain (%)", format="%.2f"),
 }
 SLICE_COLUMNS = {"structure": "Structure", "voxels": "Voxels", "area_mm2": st.column_config.NumberColumn("Area (mm²)", format="%.1f")}
+LESION_CHALLENGE = "GLI"  # adult glioma: what BraTS cases are
+LESION_DILATION, LESION_MIN_MM3 = LESION_CHALLENGES[LESION_CHALLENGE]
 METRIC_COLUMNS = {
     "region": "Region", "dice": st.column_config.NumberColumn("Dice", format="%.3f"),
     "hd95_mm": st.column_config.NumberColumn("HD95 (mm)", format="%.1f"),
@@ -75,11 +76,12 @@ METRIC_COLUMNS = {
                                                  help="BraTS 2023+ ranking: each reference lesion scored on its own; "
                                                       "a missed lesion or a false-positive piece scores 0"),
     "lesion_hd95_mm": st.column_config.NumberColumn("Lesion-wise HD95 (mm)", format="%.1f",
-                                                    help="a missed lesion or a false-positive piece scores 374 mm"),
-    "lesions": st.column_config.TextColumn("Lesions hit/miss/FP",
-                                           help="expert lesions found, expert lesions missed, predicted pieces touching no lesion (false "
-                                                "positives); BraTS 2023 GLI rules: lesions whose 3-voxel dilations meet (up to 6 voxels apart) are one, lesions of "
-                                                "at most 50 mm³ are not scored"),
+                                                    help=f"a missed lesion or a false-positive piece scores {MISSED_HD95:g} mm"),
+    "lesions": st.column_config.TextColumn(
+        "Lesions hit/miss/FP",
+        help=f"expert lesions found, expert lesions missed, predicted pieces touching no lesion (false positives); BraTS 2023 "
+             f"{LESION_CHALLENGE} rules: lesions whose {LESION_DILATION}-voxel dilations meet (up to {2 * LESION_DILATION} voxels "
+             f"apart) are one, lesions of at most {LESION_MIN_MM3:g} mm³ are not scored"),
 }
 
 
@@ -129,35 +131,14 @@ def attempt(action: str):
 
 
 def parse_file(name: str, data: bytes) -> SimpleNamespace:
-    """One dropped file, decoded once: a scan, a label map (by its name) or an error message."""
-    entry = SimpleNamespace(name=name, size=len(data), scan=None, labels=None, data=None, case=None, error=None,
-                            guess=None, note=None, digest=hashlib.blake2b(data, digest_size=16).hexdigest())
-    try:
-        entry.guess = modality_from_name(name)
-    except BrainsegError as exc:  # a name that mentions several modalities
-        entry.error = str(exc)
-        return entry
-    seg = entry.guess == "seg"
-    # the reading the name asks for first; a misnamed file reads as what it holds
-    readings = [("labels", read_label_map), ("scan", read_scan)] if seg else \
-        [("scan", read_scan), ("labels", read_label_map), ("case", lambda d, n: load_files({n: d}))]
-    errors = {}
-    for kind, read in readings:
-        try:
-            value = read(data, name)
-        except BrainsegError as exc:
-            errors[kind] = str(exc)
-            continue
-        if seg and kind == "scan" and np.unique(value.array[::4, ::4, ::4]).size <= MIN_SCAN_VALUES:
-            continue  # a mask with foreign values (0/255) is no scan: its label error stands
-        setattr(entry, kind, value)
-        if kind != readings[0][0]:
-            entry.note = NOTES[kind]
-        entry.guess = None if kind == "scan" and seg else entry.guess
-        entry.data = data if kind == "labels" else None
-        return entry
-    # a 4-channel image that could not be a case: the case reading says why, not the 3D scan reading
-    entry.error = errors["case"] if FOUR_CHANNEL_HINT in errors.get("scan", "") and "case" in errors else next(iter(errors.values()))
+    """One dropped file, decoded once (``classify.classify_file``): a scan, a label map, a case or an error."""
+    found = classify_file(name, data)
+    entry = SimpleNamespace(name=name, size=len(data), scan=None, labels=None, data=None, case=None, error=found.error,
+                            guess=found.modality, note=NOTES[found.kind] if found.misnamed else None,
+                            digest=hashlib.blake2b(data, digest_size=16).hexdigest())
+    if found.kind is not None:
+        setattr(entry, found.kind, found.value)
+        entry.data = data if found.kind == "labels" else None
     return entry
 
 
@@ -598,7 +579,7 @@ def statistics(result, display: render.Display, convention: str, stats: dict) ->
         geometry = render.view_geometry(case.affine, display.view)
         counts_key = ("slice_counts", geometry.axis)
         if counts_key not in result.cache:
-            result.cache[counts_key] = slice_stats(labels, geometry.axis, case.spacing)
+            result.cache[counts_key] = slice_stats(labels, geometry.axis)
         counts = result.cache[counts_key]
         right.markdown(f"This {display.view} slice ({display.index})")
         right.dataframe(report.slice_rows(counts[display.index], slice_area_mm2(case.spacing, geometry.axis), convention), hide_index=True, key="slice_table", column_config=SLICE_COLUMNS)
@@ -629,7 +610,7 @@ def downloads(result, display: render.Display, convention: str, stats: dict) -> 
         panels = result.cache["panels"]
         left = SIDE_WORDS[render.orientation_letters(display.view)["left"]]
         footer = [f"{name}, {display.view} slice {display.index}; the patient's {left} on the left",
-                  ", ".join(f"{COLOUR_WORDS[k]}: {LABEL_NAMES[k]}" for k in display.visible) or "no labels shown",
+                  ", ".join(f"{render.COLOUR_NAMES[tuple(render.LABEL_COLOURS[k].tolist())]}: {LABEL_NAMES[k]}" for k in display.visible) or "no labels shown",
                   "brainseg: research use only, not for clinical decisions"]
         cols[3].download_button(
             "This view (.png)", lambda: render.png_bytes(render.montage(panels, 3, footer=footer), 6),
@@ -663,9 +644,8 @@ def truth_section(result, display: render.Display) -> None:
         return
     with attempt("Comparing with the ground truth"):
         if "evaluation" not in result.cache:
-            labels, truth, spacing = result.segmentation.labels, result.truth.labels, result.case.spacing
-            result.cache["evaluation"] = {**evaluate(labels, truth, spacing, result.case.convention),
-                                          "lesion_wise": lesion_wise_scores(labels, truth, spacing)}
+            result.cache["evaluation"] = score_labels(result.segmentation.labels, result.truth.labels, result.case.spacing,
+                                                      result.truth.convention, LESION_CHALLENGE)
         truth = result.truth
         caption = f"Reference: {truth.name} ({CONVENTION_TITLES[truth.convention]} labels, {READ_FROM[truth.source]})"
         if truth.source == "values" and truth.convention == "brats2023":
@@ -697,7 +677,8 @@ def compare_section(result, display: render.Display) -> None:
         with attempt("Comparison"):
             loaded = get_model(labels[choice])
             segmentation, seconds, _ = segment(result.case, loaded, result.settings)
-            result.comparison = SimpleNamespace(model=loaded.name, segmentation=segmentation, seconds=seconds)
+            result.comparison = SimpleNamespace(model=loaded.name, segmentation=segmentation, seconds=seconds,
+                                                rows=None, scored_against=None)
     other = result.comparison
     if other is None:
         st.caption("Runs a second checkpoint on the same scans with the settings of the first run.")
@@ -707,14 +688,13 @@ def compare_section(result, display: render.Display) -> None:
         for col, (name, seg) in zip(st.columns(2), ((result.model, result.segmentation), (other.model, other.segmentation))):
             picture = render.overlay(grey, render.extract(seg.labels, geometry, display.index), display.opacity, display.visible)
             col.image(render.png_bytes(shown(picture, geometry, display)), caption=name, width="stretch")
-        truth = result.truth.labels if result.truth is not None else None
-        key = ("comparison", id(other), id(truth))
-        if key not in result.cache:
-            result.cache[key] = report.comparison_rows(
+        if other.rows is None or other.scored_against is not result.truth:  # holding the reference keeps `is` sound
+            truth = result.truth.labels if result.truth is not None else None
+            other.rows = report.comparison_rows(
                 (result.model, result.segmentation.labels), (other.model, other.segmentation.labels), result.case.spacing, truth
             )
-        rows = result.cache[key]
-        st.dataframe(rows, hide_index=True, key="compare_table")
+            other.scored_against = result.truth
+        st.dataframe(other.rows, hide_index=True, key="compare_table")
 
 
 def model_card(container, settings: SimpleNamespace) -> None:
@@ -738,7 +718,8 @@ def three_d(result) -> None:
                 brain = render.brain_mask(result.case.images)
                 result.cache["mesh"] = render.mesh_figure(result.segmentation.labels, brain, result.case.affine)
         st.plotly_chart(result.cache["mesh"], key="mesh_plot")
-        st.caption("Green: whole tumour, orange: tumour core, red: enhancing tumour, grey: brain. Drag to rotate.")
+        st.caption(", ".join(f"{render.COLOUR_NAMES[render.REGION_COLOURS[r]]}: {REGION_NAMES[r]}" for r in REGIONS).capitalize()
+                   + ", grey: brain. Drag to rotate.")
 
 
 # ---------------------------------------------------------------- page

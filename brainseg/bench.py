@@ -5,7 +5,8 @@ the variants alternate within each repeat so that machine noise hits them alike.
 - ``brainseg``: the real ``brainseg segment`` command with default settings (whole process);
 - ``brainseg-fp32``: the same in fp32 eager, the quality reference for the fast path;
 - ``monai-model-grid``: MONAI ``sliding_window_inference``, fp32, on the same network, input, patch,
-  overlap and Gaussian weighting as ``brainseg`` (checks our stitching against MONAI's);
+  overlap and Gaussian weighting as ``brainseg``, then brainseg's labelling and post-processing (checks
+  our stitching against MONAI's);
 - ``monai-1mm``: the reference of issue 5: MONAI over the whole 240x240x155 volume at 1 mm,
   128x128x64 windows, overlap 0.5, Gaussian, fp32, same U-Net architecture (timing only);
 - ``uniform-1mm``: the replaced app's loop, ``range(0, L - p + 1, stride)`` with uniform averaging
@@ -183,8 +184,8 @@ def _worker(variant: str, case_dir: str, checkpoint: str, out: str, stats_path: 
     from brainseg.checkpoint import load_checkpoint
     from brainseg.inference import forward_padded, resolve_device
     from brainseg.io import load_case, save_labels
-    from brainseg.pipeline import logits_to_labels
-    from brainseg.preprocess import paste, prepare, to_box, zscore
+    from brainseg.pipeline import labels_on_input_grid
+    from brainseg.preprocess import prepare, zscore
 
     seconds = {}
     t = time.perf_counter()
@@ -208,10 +209,10 @@ def _worker(variant: str, case_dir: str, checkpoint: str, out: str, stats_path: 
         with torch.no_grad():
             logits = sliding_window_inference(image, settings.patch_size, 1, padded, overlap=settings.overlap, mode="gaussian")[0].cpu()
         seconds["windows"] = time.perf_counter() - t
-        t = time.perf_counter()
-        labels, _ = logits_to_labels(to_box(logits, prepared.geometry), loaded.config.model.output_mode)
-        full = paste(labels, prepared.geometry)
-        seconds["stitch"] = time.perf_counter() - t
+        config = loaded.config
+        # the labels as brainseg makes them from its own windows: only the stitching differs
+        full, _, _ = labels_on_input_grid(logits, prepared, config.model.output_mode, config.inference.threshold,
+                                          config.postprocess, seconds)
         t = time.perf_counter()
         save_labels(full, case, out, case.convention)
         seconds["save"] = time.perf_counter() - t

@@ -268,7 +268,7 @@ def to_plain(value: Any) -> Any:
 class TrainConfig:
     """How ``brainseg train`` runs; written to each run's config.json beside the model's BrainsegConfig."""
 
-    data: str = "../shared/data/brats"
+    data: str = ""  # folder of labelled cases (required to train)
     output: str = "runs/default"
     max_steps: int = 4000
     batch_size: int = 2

@@ -15,9 +15,10 @@ from brainseg import MODALITIES
 from brainseg.config import PreprocessConfig
 from brainseg.datasets import CaseSource, is_dataset, labelled_cases
 from brainseg.errors import InputError
+from brainseg.files import atomic_write
 from brainseg.io import Case, case_files, read_label_map, segmentation_file
 from brainseg.labels import REGIONS, region_masks
-from brainseg.preprocess import Geometry, prepare, reorient, resample
+from brainseg.preprocess import Geometry, downsample, prepare, reorient
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +81,11 @@ def load_reference(source: CaseSource | str | Path, convention: str | None = Non
 
 
 def region_shares(labels: np.ndarray, geometry: Geometry) -> torch.Tensor:
-    """(3, *model_shape) float32: the share of each model-grid voxel inside WT, TC and ET."""
+    """(3, *model_shape) float32: the share of each model-grid voxel inside WT, TC and ET (trilinear at 2x,
+    block averages beyond: ``preprocess.downsample``)."""
     masks = region_masks(reorient(labels, geometry.transform)[geometry.box])
     stacked = torch.from_numpy(np.stack([masks[r] for r in REGIONS]).astype(np.float32))
-    return resample(stacked, geometry.model_shape).clamp_(0, 1)
+    return downsample(stacked, geometry).clamp_(0, 1)
 
 
 def to_training_case(case: Case, labels: np.ndarray, config: PreprocessConfig, case_id: str) -> TrainingCase:
@@ -109,20 +111,32 @@ def load_training_cases(sources: list[CaseSource], config: PreprocessConfig, cac
         described = [read_as] if read_as else []
         if source.channels != MODALITIES:  # a corrected dataset.json must not reuse arrays read in the old order
             described.append(list(source.channels))
-        key = hashlib.sha1(json.dumps(settings + described).encode()).hexdigest()[:10]
-        cached = cache_dir / f"{source.name}-{key}.npz" if cache_dir else None
+        key = hashlib.sha1(json.dumps(settings + described).encode())
+        for path in _source_files(source):  # an edited scan or a corrected segmentation is read again
+            key.update(path.read_bytes())
+        cached = cache_dir / f"{source.name}-{key.hexdigest()[:10]}.npz" if cache_dir else None
         if cached is not None and cached.is_file():
             data = np.load(cached)
             out.append(TrainingCase(source.name, data["image"], data["target"], data["brain"]))
             continue
         case, labels = load_reference(source, convention)  # a map's header still outranks its dataset.json
         item = to_training_case(case, labels, config, source.name)
-        if cached is not None:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(cached, image=item.image, target=item.target, brain=item.brain)
+        if cached is not None:  # whole or not at all: a run stopped mid-write must not leave a half file to read
+            atomic_write(cached, lambda tmp: _save_arrays(tmp, item))
         out.append(item)
         log.info("loaded %s: model grid %s", source.name, item.image.shape[1:])
     return out
+
+
+def _save_arrays(path: str, item: TrainingCase) -> None:
+    with open(path, "wb") as f:  # a file object: np.savez would add ".npz" to a name
+        np.savez(f, image=item.image, target=item.target, brain=item.brain)
+
+
+def _source_files(source: CaseSource) -> list[Path]:
+    """Every file a case is read from (a case folder's own files), in a fixed order."""
+    paths = [*source.scans, *([source.segmentation] if source.segmentation else [])]
+    return sorted({f for p in paths for f in (p.iterdir() if p.is_dir() else [p]) if f.is_file()})
 
 
 def sample_patch(item: TrainingCase, patch: tuple[int, int, int], rng: np.random.Generator, tumour_share: float) -> tuple[np.ndarray, np.ndarray]:

@@ -269,7 +269,8 @@ def _folder_modality(path: Path) -> str | None:
 
 
 def read_volume(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray, nib.Nifti1Header | None]:
-    """Decode one file's bytes into a float32 array, its affine and header.
+    """Decode one file's bytes into an array (float32, or the file's own 8- or 16-bit integers when it
+    stores them unscaled: half the memory), its affine and header.
 
     A 4D file keeps its channels last: (X, Y, Z, C). A .npy file, which has no geometry, gets
     ``NPY_AFFINE``.
@@ -370,9 +371,14 @@ def assemble_case(scans: Mapping[str, Scan], convention: str | None = None) -> C
         raise InputError(
             f"missing modality {', '.join(m.upper() for m in missing)}; expected four scans: FLAIR, T1, T1ce, T2"
         )
-    first = scans[MODALITIES[0]]
-    arrays = {MODALITIES[0]: first.array}
-    for modality in MODALITIES[1:]:
+    # the grid comes from the first scan that has one: a .npy beside NIfTI files takes theirs, not NPY_AFFINE
+    first_modality = next((m for m in MODALITIES if scans[m].header is not None), MODALITIES[0])
+    first = scans[first_modality]
+    if first.header is None:
+        log.warning("no scan carries a voxel-to-world matrix (.npy): taken as 1 mm voxels in BraTS order (LPS), so "
+                    "volumes in mL and the written label map's position are assumed, not known")
+    arrays = {}
+    for modality in MODALITIES:
         scan = scans[modality]
         geometry = first.header is not None and scan.header is not None
         arrays[modality] = on_grid_of(first.name, first.array.shape, first.affine, scan.name, scan.array, scan.affine,
@@ -388,7 +394,7 @@ def assemble_case(scans: Mapping[str, Scan], convention: str | None = None) -> C
         first.header,
         {m: scans[m].name for m in MODALITIES},
         convention,
-        all(scans[m].header is not None for m in MODALITIES),
+        first.header is not None,
     )
 
 
@@ -437,6 +443,7 @@ def labels_image(labels: np.ndarray, case: Case, convention: str) -> nib.Nifti1I
         raise ValueError(f"label map shape {labels.shape} differs from the case's {case.shape}")
     image = _image_on_case_grid(from_internal(labels, convention), case, np.uint8)
     image.header["descrip"] = _LABELS_DESCRIP.format(convention).encode()
+    image.header.set_intent("label")
     return image
 
 
@@ -452,6 +459,9 @@ def _image_on_case_grid(array: np.ndarray, case: Case, dtype) -> nib.Nifti1Image
     image = klass(array.astype(dtype), case.affine, header=header)
     image.set_data_dtype(dtype)
     image.header.set_slope_inter(1, 0)
+    # the scan's display window and statistical intent would mislead a viewer about these values
+    image.header["cal_min"] = image.header["cal_max"] = 0
+    image.header.set_intent("none")
     return image
 
 
@@ -701,9 +711,8 @@ def _read_nifti(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray, nib.Nif
 
 def _read_npy(data: bytes, name: str) -> np.ndarray:
     try:
-        version = np.lib.format.read_magic(_io.BytesIO(data))
         stream = _io.BytesIO(data)
-        np.lib.format.read_magic(stream)
+        version = np.lib.format.read_magic(stream)
         shape, _, dtype = (
             np.lib.format.read_array_header_1_0(stream) if version == (1, 0) else np.lib.format.read_array_header_2_0(stream)
         )

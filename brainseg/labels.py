@@ -14,6 +14,7 @@ from brainseg.errors import InputError
 BACKGROUND, NCR, ED, ET = 0, 1, 2, 3
 LABEL_NAMES = {NCR: "necrotic core", ED: "edema", ET: "enhancing tumour"}
 REGIONS = ("WT", "TC", "ET")
+REGION_NAMES = {"WT": "whole tumour", "TC": "tumour core", "ET": "enhancing tumour"}
 REGION_LABELS = {"WT": (NCR, ED, ET), "TC": (NCR, ET), "ET": (ET,)}
 # what each probability channel holds, by channel count: sigmoid regions or softmax labels
 PROBABILITY_CHANNELS = {3: REGIONS, 4: ("background", "NCR", "ED", "ET")}

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from brainseg.labels import ED, ET, NCR
+
 
 def soft_dice(probs: torch.Tensor, target: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Mean soft Dice over channels, summed over the batch and space (batch Dice): (N, K, ...) -> ()."""
@@ -38,9 +40,10 @@ def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, output_mode: str) -
 
 
 def _regions_to_label_index(target: torch.Tensor) -> torch.Tensor:
+    """labels.regions_to_labels in torch, on the training device."""
     wt, tc, et = (target >= 0.5).unbind(1)  # soft shares: a voxel belongs where most of it lies
     labels = torch.zeros_like(wt, dtype=torch.long)
-    labels[wt] = 2
-    labels[wt & tc] = 1
-    labels[wt & tc & et] = 3
+    labels[wt] = ED
+    labels[wt & tc] = NCR
+    labels[wt & tc & et] = ET
     return labels

@@ -130,7 +130,7 @@ def volume_stats(labels: np.ndarray, spacing: Sequence[float], convention: str =
     }
 
 
-def slice_stats(labels: np.ndarray, axis: int, spacing: Sequence[float]) -> np.ndarray:
+def slice_stats(labels: np.ndarray, axis: int) -> np.ndarray:
     """Voxels per internal label (columns 0-3) on every slice along ``axis``: (n_slices, 4) int."""
     moved = np.moveaxis(labels, axis, 0).reshape(labels.shape[axis], -1)
     return np.stack([(moved == k).sum(axis=1) for k in range(4)], axis=1)

@@ -52,9 +52,7 @@ class UNet3D(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        widths = list(config.features)
-        if len(widths) < 2:
-            raise ValueError("features needs at least one encoder level and a bottleneck")
+        widths = list(config.features)  # ModelConfig checked: at least one encoder level and a bottleneck
         self.encoders = nn.ModuleList()
         previous = config.in_channels
         for width in widths[:-1]:

@@ -16,8 +16,9 @@ from brainseg.inference import ModelPredictor, Progress, resolve_device, sliding
 from brainseg.io import Case, case_stem
 from brainseg.labels import regions_to_labels
 from brainseg.metrics import volume_stats
+from brainseg.model import probabilities
 from brainseg.postprocess import clean_labels
-from brainseg.preprocess import paste, prepare, to_box
+from brainseg.preprocess import Prepared, paste, prepare, to_box
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +60,11 @@ class Segmentation:
 
 def logits_to_labels(logits: torch.Tensor, output_mode: str, threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     """(K, ...) logits -> (internal labels uint8, probabilities float16)."""
+    probs = probabilities(logits[None], output_mode)[0]
     if output_mode == "regions":
-        probs = torch.sigmoid(logits)
         masks = (probs > threshold).numpy()
         labels = regions_to_labels(masks[0], masks[1], masks[2])
     else:
-        probs = torch.softmax(logits, dim=0)
         labels = probs.argmax(0).numpy().astype(np.uint8)
     return labels, probs.numpy().astype(np.float16)
 
@@ -122,15 +122,30 @@ def segment_case(
     logits = sliding_window(predictor, prepared.image, inference.patch_size, inference.overlap, inference.batch_size, count,
                             divisor=config.model.divisor)
     seconds["windows"] = time.perf_counter() - t
+    full_labels, full_probs, removed = labels_on_input_grid(logits, prepared, config.model.output_mode, inference.threshold,
+                                                            postprocess, seconds)
+    t = time.perf_counter()
+    stats = volume_stats(full_labels, case.spacing, case.convention, prepared.brain_voxels)
+    seconds["paste"] += time.perf_counter() - t
+    removed_ml = removed * float(np.prod(case.spacing)) / 1000.0
+    return Segmentation(full_labels, full_probs, stats, seconds, windows[0] if windows else 0, used_precision,
+                        prepared.brain_voxels, used_device, removed_ml, prepared.warnings)
+
+
+def labels_on_input_grid(logits: torch.Tensor, prepared: Prepared, output_mode: str, threshold: float,
+                         postprocess: PostprocessConfig, seconds: dict[str, float] | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """Model-grid logits (K, *model_shape) -> (labels, probabilities) on the input grid, post-processed,
+    and the tumour voxels post-processing removed; ``seconds`` gets the stitch, postprocess and paste times."""
+    seconds = {} if seconds is None else seconds
     t = time.perf_counter()
     box_logits = to_box(logits.cpu(), prepared.geometry)
-    labels, probs = logits_to_labels(box_logits, config.model.output_mode, inference.threshold)
+    labels, probs = logits_to_labels(box_logits, output_mode, threshold)
     del box_logits
     # no tumour outside the scanned anatomy: resampling can smear predictions past the brain edge
     outside = ~prepared.brain
     labels[outside] = 0
     probs[:, outside] = 0
-    if config.model.output_mode == "labels":
+    if output_mode == "labels":
         probs[0][outside] = 1  # softmax channel 0 is background
     seconds["stitch"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -138,16 +153,14 @@ def segment_case(
     labels = clean_labels(labels, postprocess.min_component_voxels, postprocess.min_et_voxels,
                           postprocess.max_component_distance_mm, prepared.geometry.spacing,
                           postprocess.min_core_component_voxels)
-    removed_ml = (tumour - int(np.count_nonzero(labels))) * float(np.prod(case.spacing)) / 1000.0
+    removed = tumour - int(np.count_nonzero(labels))
     seconds["postprocess"] = time.perf_counter() - t
     t = time.perf_counter()
     full_labels = paste(labels, prepared.geometry)
     # outside the brain box: no region, or certain (softmax) background
-    full_probs = paste(probs, prepared.geometry, fill=[1] + [0] * (len(probs) - 1) if config.model.output_mode == "labels" else 0)
-    stats = volume_stats(full_labels, case.spacing, case.convention, prepared.brain_voxels)
+    full_probs = paste(probs, prepared.geometry, fill=[1] + [0] * (len(probs) - 1) if output_mode == "labels" else 0)
     seconds["paste"] = time.perf_counter() - t
-    return Segmentation(full_labels, full_probs, stats, seconds, windows[0] if windows else 0, used_precision,
-                        prepared.brain_voxels, used_device, removed_ml, prepared.warnings)
+    return full_labels, full_probs, removed
 
 
 def inference_settings(loaded: LoadedModel, patch_size=None, overlap=None, tta=None, batch_size=None, threshold=None) -> InferenceConfig:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import cc3d
 import numpy as np
 from scipy import ndimage
 
@@ -10,13 +11,9 @@ from brainseg.labels import BACKGROUND, ED, ET, NCR
 
 
 def _components(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    try:
-        import cc3d
-
-        labelled, n = cc3d.connected_components(mask.astype(np.uint8), connectivity=26, return_N=True)
-        return labelled, int(n)
-    except ImportError:  # cc3d is 6x faster; scipy gives the same components
-        return ndimage.label(mask, structure=np.ones((3, 3, 3)))
+    """26-connected components (cc3d: 6x faster than scipy's ndimage.label, same components)."""
+    labelled, n = cc3d.connected_components(mask.astype(np.uint8), connectivity=26, return_N=True)
+    return labelled, int(n)
 
 
 def _sized_components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -29,6 +29,7 @@ class Geometry:
     box: tuple[slice, slice, slice]  # brain box inside the reoriented volume
     model_shape: tuple[int, int, int]  # the box resampled to the model's spacing
     spacing: tuple[float, float, float]  # mm per voxel of the reoriented input (and its box)
+    model_spacing: tuple[float, float, float]  # mm per voxel of the model grid
 
     @property
     def box_shape(self) -> tuple[int, int, int]:
@@ -99,6 +100,21 @@ def resample(volume: torch.Tensor, shape: tuple[int, int, int], mode: str = "tri
     return F.interpolate(volume[None], size=shape, mode=mode, **kwargs)[0]
 
 
+# Trilinear interpolation reads the two input voxels nearest each output voxel: shrinking an axis by r > 2
+# skips r - 2 of every r (a scan finer than 1 mm going to 2 mm aliases; a target share of 1 in 4 reads 0).
+# Such axes are averaged over each output voxel's block instead; 1 mm to 2 mm (r = 2) stays trilinear,
+# which there is the two-voxel average, so the shipped model's inputs are unchanged.
+def downsample(volume: torch.Tensor, geometry: Geometry) -> torch.Tensor:
+    """A (C, *box_shape) tensor on the model grid: block averages along axes shrunk more than 2x,
+    trilinear along the others."""
+    for axis, (fine, coarse) in enumerate(zip(geometry.spacing, geometry.model_spacing)):
+        if coarse / fine > 2:
+            size = list(volume.shape[1:])
+            size[axis] = geometry.model_shape[axis]
+            volume = F.adaptive_avg_pool3d(volume[None], size)[0]
+    return resample(volume, geometry.model_shape)
+
+
 def prepare(case: Case, config: PreprocessConfig) -> Prepared:
     """Reorient, crop to the brain, z-score each modality and resample to the model's spacing."""
     transform = orientation_transform(case.affine, config.orientation)
@@ -112,8 +128,8 @@ def prepare(case: Case, config: PreprocessConfig) -> Prepared:
     mask_box = mask[box]
     channels = np.stack([zscore(image[box], mask_box) for image in oriented])
     model_shape = model_grid_shape(mask_box.shape, spacing, config.spacing)
-    tensor = resample(torch.from_numpy(channels), model_shape)
-    geometry = Geometry(transform, oriented[0].shape, box, model_shape, spacing)
+    geometry = Geometry(transform, oriented[0].shape, box, model_shape, spacing, tuple(config.spacing))
+    tensor = downsample(torch.from_numpy(channels), geometry)
     log.debug("brain box %s -> model grid %s", mask_box.shape, model_shape)
     return Prepared(tensor.contiguous(), geometry, int(mask.sum()), mask_box, warnings)
 

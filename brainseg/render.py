@@ -25,6 +25,7 @@ _VIEW_AXES = {"axial": (2, 1, 0), "coronal": (1, 2, 0), "sagittal": (0, 2, 1)}
 
 LABEL_COLOURS = np.array([[0, 0, 0], [255, 165, 0], [0, 200, 0], [255, 0, 0]], dtype=np.uint8)
 REGION_COLOURS = {"WT": (0, 200, 0), "TC": (255, 165, 0), "ET": (255, 0, 0)}
+COLOUR_NAMES = {(255, 165, 0): "orange", (0, 200, 0): "green", (255, 0, 0): "red"}  # the colours above, for legends in words
 ERROR_COLOURS = {"true positive": (255, 255, 0), "false positive": (255, 0, 255), "false negative": (0, 255, 255)}
 PROBABILITY_FLOOR = 0.01  # below this the scan shows through the heatmap unchanged
 
@@ -300,7 +301,7 @@ def modality_title(modality: str) -> str:
 
 def area_along_axis(labels: np.ndarray, axis: int, spacing: Sequence[float]) -> dict[str, np.ndarray]:
     """Tumour area (mm^2) of each region (WT, TC, ET) on every slice along ``axis``."""
-    counts = slice_stats(labels, axis, spacing)
+    counts = slice_stats(labels, axis)
     mm2 = slice_area_mm2(spacing, axis)
     return {region: counts[:, list(REGION_LABELS[region])].sum(axis=1) * mm2 for region in REGIONS}
 

@@ -53,9 +53,15 @@ def evaluate_files(pred_path: str | Path, ref_path: str | Path, pred_convention:
     ref_labels, _ = ref.internal(convention)
     # which values were read how, so a guessed convention can be checked afterwards
     how = {"prediction": pred_source, "reference": ref_source}
-    result = {**evaluate(pred_labels, ref_labels, ref.spacing, convention),
-              "label_conventions": {"prediction": pred_read_as, "reference": convention, "read_from": how,
-                                    "guessed": [who for who, source in how.items() if source == "values"]}}
+    return {**score_labels(pred_labels, ref_labels, ref.spacing, convention, lesion_challenge),
+            "label_conventions": {"prediction": pred_read_as, "reference": convention, "read_from": how,
+                                  "guessed": [who for who, source in how.items() if source == "values"]}}
+
+
+def score_labels(pred: np.ndarray, ref: np.ndarray, spacing, ref_convention: str, lesion_challenge: str | None = None) -> dict:
+    """``metrics.evaluate`` of internal label maps on one grid (per-label keys in the reference's
+    ``ref_convention``), with the lesion-wise scores under "lesion_wise" when ``lesion_challenge`` names one."""
+    result = evaluate(pred, ref, spacing, ref_convention)
     if lesion_challenge:
-        result["lesion_wise"] = lesion_wise_scores(pred_labels, ref_labels, ref.spacing, lesion_challenge)
+        result["lesion_wise"] = lesion_wise_scores(pred, ref, spacing, lesion_challenge)
     return result

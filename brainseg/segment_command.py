@@ -99,11 +99,13 @@ def _refuse_overwriting_inputs(outputs: list[Path], inputs: list[str]) -> None:
 
 
 def _with_labels(case, convention: str | None):
-    """The case with the output label convention the command names; None keeps the one its file names
-    suggest."""
-    if convention is not None:
-        case.convention = convention
-    return case
+    """The case with the output label convention the command or its dataset names (a read-only one, BraTS
+    2024's, writes its tumour labels' values); None keeps the one its file names suggest."""
+    from dataclasses import replace
+
+    from brainseg.labels import written_as
+
+    return case if convention is None else replace(case, convention=written_as(convention))
 
 
 def run_settings(args, loaded) -> tuple:
@@ -136,9 +138,10 @@ def _output_convention(source, args) -> str:
     """The label values a cohort case is written in, known before loading it: the command's, its dataset's, or
     its file names' (as io.assemble_case decides them)."""
     from brainseg.io import case_files, convention_from_names
+    from brainseg.labels import written_as
 
     if args.labels or source.label_convention:
-        return args.labels or source.label_convention
+        return written_as(args.labels or source.label_convention)
     scans = case_files(source.scans[0]).values() if source.scans[0].is_dir() else source.scans
     return convention_from_names(p.name for p in scans)
 
@@ -223,10 +226,12 @@ def _write_json(path: Path, payload: dict) -> None:
 
 
 def _print_summary(result, case, out: Path) -> None:
+    from brainseg.labels import REGION_NAMES
+
     stats = result.stats
     print(f"segmentation: {out}  ({case.shape[0]}x{case.shape[1]}x{case.shape[2]}, labels {case.convention})")
     print(f"{'region':<24}{'voxels':>10}{'mL':>10}")
-    for region, name in (("WT", "whole tumour"), ("TC", "tumour core"), ("ET", "enhancing tumour")):
+    for region, name in REGION_NAMES.items():
         entry = stats["regions"][region]
         print(f"{region + ' ' + name:<24}{entry['voxels']:>10}{entry['ml']:>10.2f}")
     for key, entry in stats["labels"].items():

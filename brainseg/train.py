@@ -197,6 +197,8 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None,
     start_step, best_score, prior_seconds = _resume(train_config, model, optimizer) if train_config.resume else (0, -1.0, 0.0)
     history = []
 
+    if not str(train_config.data):
+        raise InputError("data: no folder of labelled cases given; expected TrainConfig(data=FOLDER) or --data FOLDER")
     sources = find_cases(train_config.data)
     validation = validation_split([s.name for s in sources], train_config, out_dir / "split.json")
     val_sources = [s for s in sources if s.name in validation]
@@ -211,7 +213,12 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None,
         recorded = replace(train_config, **{k: str(Path(v).absolute()) for k in ("data", "init") if (v := getattr(train_config, k))})
         (out_dir / "config.json").write_text(json.dumps({"train": to_plain(asdict(recorded)), "model": config.to_dict()}, indent=2))
     cache = out_dir / "cache"
+    # rank 0 fills the cache and the others read it, rather than all writing the same files at once
+    if not ddp.main:
+        dist.barrier()
     train_cases = load_training_cases(train_sources, config.preprocess, cache, train_config.label_convention)
+    if ddp.main and ddp.world > 1:
+        dist.barrier()
     val_cases = [(s.name, *load_reference(s, train_config.label_convention)) for s in val_sources] if ddp.main else []
 
     net = model

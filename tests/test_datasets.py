@@ -148,6 +148,24 @@ def test_segment_and_evaluate_a_dataset_in_its_own_label_values(tmp_path, tiny_c
     assert "prediction msd (read as its reference is)" in capsys.readouterr().out
 
 
+def test_a_post_treatment_dataset_is_segmented_in_its_tumour_values(tmp_path, tiny_checkpoint, capsys):
+    """A BraTS 2024 dataset.json (4 = resection cavity) names a convention brainseg only reads: outputs are
+    written in its tumour labels' values (BraTS 2023's), and a second run finds them done."""
+    root = tmp_path / "post"
+    write_decathlon(root, description={"labels": {"background": 0, "NETC": 1, "SNFH": 2, "ET": 3, "RC": 4}})
+    out = tmp_path / "pred"
+    for _ in range(2):
+        assert main(["segment", str(root / "imagesTr"), "-o", str(out), "--checkpoint", str(tiny_checkpoint), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "2 of 2 cases segmented" in printed and "(2 by an earlier run)" in printed
+    assert nib.load(out / "c1_seg.nii.gz").header["descrip"].item() == b"brainseg labels brats2023"
+    assert json.loads((out / "c1_stats.json").read_text())["label_convention"] == "brats2023"
+    one = tmp_path / "one.nii.gz"
+    assert main(["segment", str(root / "imagesTr" / "c1.nii.gz"), "-o", str(one), "--checkpoint", str(tiny_checkpoint),
+                 "--no-progress"]) == 0
+    assert nib.load(one).header["descrip"].item() == b"brainseg labels brats2023"
+
+
 def test_one_case_of_channel_files_is_read_in_its_datasets_order(tmp_path, tiny_checkpoint, capsys):
     """nnU-Net channel files name no modality; given alone they are read as the dataset.json orders them."""
     root = tmp_path / "Dataset001"

@@ -126,6 +126,8 @@ def test_save_labels_keeps_geometry_and_clears_private_fields(tmp_path):
     paths = write_case(tmp_path / "c", affine=oblique)
     img = nib.load(paths["flair"])
     img.header["descrip"] = b"PATIENT NAME"
+    img.header["cal_min"], img.header["cal_max"] = 0, 2000  # the scan's display window
+    img.header.set_intent("t test", (10.0,))
     nib.save(img, paths["flair"])
     case = load_case([tmp_path / "c"])
     labels = np.zeros(case.shape, np.uint8)
@@ -137,6 +139,11 @@ def test_save_labels_keeps_geometry_and_clears_private_fields(tmp_path):
     np.testing.assert_array_equal(np.asarray(saved.dataobj), np.where(labels == 3, 4, labels))
     assert saved.header["descrip"].item() == b"brainseg labels brats2018"  # the patient's text is gone
     assert saved.get_data_dtype() == np.uint8
+    # labels 0-4 in a 0-2000 window would show black; a t statistic they are not
+    assert (saved.header["cal_min"], saved.header["cal_max"]) == (0, 0)
+    assert saved.header.get_intent()[0] == "label"
+    probabilities = nib.load(save_probabilities(np.zeros((3, *case.shape), np.float16), case, tmp_path / "p.nii.gz"))
+    assert probabilities.header["cal_max"] == 0 and probabilities.header.get_intent()[0] == "estimate"
 
 
 def test_save_probabilities_writes_one_4d_volume_per_channel_on_the_case_grid(tmp_path):

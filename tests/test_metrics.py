@@ -91,6 +91,6 @@ def test_volume_stats_in_ml_from_spacing():
 def test_slice_stats_counts_labels_per_slice():
     labels = np.zeros((4, 5, 6), np.uint8)
     labels[1, :2, :3] = ED
-    rows = slice_stats(labels, axis=0, spacing=(1, 1, 1))
+    rows = slice_stats(labels, axis=0)
     assert rows.shape == (4, 4)
     assert rows[1, ED] == 6 and rows[0, ED] == 0 and rows[1].sum() == 30

@@ -46,6 +46,27 @@ def test_npy_scans_go_through_as_their_arrays_stand(tmp_path, tiny_checkpoint):
     assert read_label_map(reference, case=npy_case).values.shape == npy_case.shape
 
 
+def test_a_npy_scan_beside_nifti_scans_takes_their_grid(tmp_path, caplog):
+    """Only the .npy lacks a voxel-to-world matrix: the case keeps the NIfTI scans' 2 mm RAS grid, whichever
+    modality the .npy is, and says nothing of assumed geometry; with .npy alone it says so."""
+    ras_2mm = np.diag([2.0, 2.0, 2.0, 1.0])
+    paths = write_case(tmp_path / "nifti", affine=ras_2mm)
+    for modality in ("flair", "t2"):
+        npy = tmp_path / f"{modality}.npy"
+        np.save(npy, np.asarray(nib.load(paths[modality]).dataobj))
+        files = [npy if m == modality else p for m, p in paths.items()]
+        with caplog.at_level(logging.WARNING, logger="brainseg.io"):
+            case = load_case(files)
+        assert case.has_geometry and case.spacing == (2.0, 2.0, 2.0)
+        np.testing.assert_array_equal(case.affine, ras_2mm)
+        assert "voxel-to-world" not in caplog.text
+    for modality, path in paths.items():
+        np.save(tmp_path / f"case01_{modality}.npy", np.asarray(nib.load(path).dataobj))
+    with caplog.at_level(logging.WARNING, logger="brainseg.io"):
+        case = load_case([tmp_path / f"case01_{m}.npy" for m in paths])
+    assert not case.has_geometry and "no scan carries a voxel-to-world matrix" in caplog.text
+
+
 def test_scans_without_zero_background_are_said_to_look_not_skull_stripped():
     images = synthetic_images()
     brain = np.any([v != 0 for v in images.values()], axis=0)

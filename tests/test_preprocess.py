@@ -5,7 +5,7 @@ import torch
 
 from brainseg.config import PreprocessConfig
 from brainseg.io import Case
-from brainseg.preprocess import brain_box, orientation_transform, paste, prepare, reorient, unreorient, zscore
+from brainseg.preprocess import Geometry, brain_box, downsample, orientation_transform, paste, prepare, reorient, unreorient, zscore
 from conftest import LPS, synthetic_images
 
 
@@ -109,3 +109,23 @@ def test_post_processing_measures_distance_in_the_reoriented_boxs_millimetres(tm
     monkeypatch.setattr(pipeline, "clean_labels", lambda labels, *args: seen.append(args) or real(labels, *args))
     pipeline.segment_case(case, load_checkpoint(tiny_checkpoint))
     assert seen == [(0, 0, 10.0, (1.0, 2.0, 3.0), 50)]  # min component, ET rule, distance, spacing, core pieces
+
+
+@pytest.mark.parametrize("fine, share", [(0.5, 0.25), (0.5, 0.75), (2 / 3, 1 / 3)])
+def test_scans_finer_than_half_the_model_spacing_are_averaged_not_skipped(fine, share):
+    """Going from 0.5 mm to 2 mm, a quarter of each block filled reads a quarter: trilinear alone
+    reads two of every four slices (0 or 1 here). 1 mm to 2 mm stays the exact two-voxel average."""
+    ratio = round(2 / fine)
+    n = 24 * ratio
+    slab = np.zeros((1, 8, 8, n), np.float32)
+    filled = round(share * ratio)
+    for k in range(filled):  # the same slices of every block
+        slab[..., k::ratio] = 1
+    geometry = Geometry(np.array([[0, 1], [1, 1], [2, 1]]), slab.shape[1:], (slice(0, 8),) * 2 + (slice(0, n),),
+                        (8, 8, 24), (2.0, 2.0, fine), (2.0, 2.0, 2.0))
+    out = downsample(torch.from_numpy(slab), geometry)[0, 4, 4, 2:-2].numpy()  # away from the ends
+    np.testing.assert_allclose(out, filled / ratio, atol=1e-6)
+    geometry = Geometry(geometry.transform, (8, 8, 48), (slice(0, 8),) * 2 + (slice(0, 48),), (8, 8, 24), (2.0, 2.0, 1.0),
+                        (2.0, 2.0, 2.0))
+    ramp = torch.arange(48, dtype=torch.float32).expand(1, 8, 8, 48).contiguous()
+    np.testing.assert_allclose(downsample(ramp, geometry)[0, 0, 0].numpy(), np.arange(24) * 2 + 0.5, atol=1e-5)

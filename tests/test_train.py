@@ -157,6 +157,32 @@ def test_settings_that_do_not_fit_together_are_refused_before_any_data_is_read(t
 
 
 @needs_data()
+def test_the_training_cache_is_read_again_when_a_segmentation_is_corrected(tmp_path):
+    """Cached arrays are keyed on the files' contents: a corrected map is not served from the cache, an
+    unchanged case is, and no temporary file is left beside them."""
+    import nibabel as nib
+
+    from brainseg.data import find_cases, load_training_cases
+    from conftest import write_case
+
+    write_case(tmp_path / "data" / "case01", prefix="case01_")
+    seg = tmp_path / "data" / "case01" / "case01_seg.nii.gz"
+    labels = np.zeros((40, 44, 36), np.uint8)
+    labels[10:20, 10:20, 10:20] = 2
+    nib.save(nib.Nifti1Image(labels, LPS), seg)
+    cache, config = tmp_path / "cache", PreprocessConfig()
+    first = load_training_cases(find_cases(tmp_path / "data"), config, cache)[0].target
+    assert first[2].max() == 0  # no ET
+    assert len(list(cache.iterdir())) == 1
+    load_training_cases(find_cases(tmp_path / "data"), config, cache)
+    assert len(list(cache.iterdir())) == 1  # read from the cache, not made again
+    labels[12:18, 12:18, 12:18] = 4  # the expert corrects the map: ET inside
+    nib.save(nib.Nifti1Image(labels, LPS), seg)
+    corrected = load_training_cases(find_cases(tmp_path / "data"), config, cache)[0].target
+    assert corrected[2].max() > 0.9
+    assert sorted(p.suffix for p in cache.iterdir()) == [".npz", ".npz"]
+
+
 def test_training_reads_segmentations_in_the_convention_it_is_told(tmp_path):
     """One real case with its segmentation rewritten as Decathlon Task01 and as BraTS 2024 post-treatment
     (a resection cavity added outside the tumour) gives the same targets as the original once named."""

@@ -1,0 +1,127 @@
+"""How does a checkpoint hold up when scans are acquired differently from its training data?
+
+Each validation case is altered the way other sites' and other years' scans differ from the BraTS 2018
+training data, segmented with the checkpoint's default settings (as ``brainseg segment`` does) and
+scored against the expert labels taken through the same alteration:
+
+- ``as distributed``: the files as they are (the reference row);
+- ``RAS storage``: the same voxels stored with the first two axes reversed (RAS instead of LPS), as many
+  converters write them; the result should not change;
+- ``3 mm slices`` / ``5 mm slices``: a thick-slice axial acquisition, simulated by averaging 3 or 5
+  consecutive axial slices (partial volume); the expert label of the middle slice is the reference;
+- ``bias field``: an uncorrected coil inhomogeneity, a smooth multiplicative field per modality (the
+  exponential of a random cubic polynomial, coefficients within +-0.5 as in TorchIO's RandomBiasField);
+- ``noise``: Rician noise of 5% of each modality's mean brain intensity, inside the brain.
+
+The random alterations use a fixed seed per case, so a run repeats. Output: one line per case and
+condition, then the mean per condition (Dice, HD95 in mm, and the whole-tumour volume error in mL).
+
+Usage: python scripts/acquisition_check.py ../shared/data/brats CASE [CASE ...] [--checkpoint CK] [--json OUT]
+"""
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from brainseg.checkpoint import default_checkpoint, load_checkpoint
+from brainseg.io import Case, case_files, load_case, read_label_map, segmentation_file
+from brainseg.labels import REGIONS
+from brainseg.metrics import evaluate, voxel_volume_ml
+from brainseg.pipeline import segment_case
+
+
+def ras_storage(images: dict, ref: np.ndarray, affine: np.ndarray, rng) -> tuple[dict, np.ndarray, np.ndarray]:
+    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+    flip[:2, 3] = np.array(ref.shape[:2]) - 1
+    return ({m: a[::-1, ::-1].copy() for m, a in images.items()}, ref[::-1, ::-1].copy(), affine @ flip)
+
+
+def thick_slices(k: int):
+    def alter(images: dict, ref: np.ndarray, affine: np.ndarray, rng):
+        n = ref.shape[2] // k
+        thick = {m: a[:, :, :n * k].astype(np.float32).reshape(*a.shape[:2], n, k).mean(-1) for m, a in images.items()}
+        new_affine = affine.copy()
+        new_affine[:3, 3] += affine[:3, 2] * (k - 1) / 2  # voxel j's centre: the middle of slices jk..jk+k-1
+        new_affine[:3, 2] *= k
+        return thick, ref[:, :, k // 2:n * k:k].copy(), new_affine
+    return alter
+
+
+def bias_field(images: dict, ref: np.ndarray, affine: np.ndarray, rng):
+    grid = np.meshgrid(*[np.linspace(-1, 1, s, dtype=np.float32) for s in ref.shape], indexing="ij")
+    powers = [(i, j, k) for i in range(4) for j in range(4 - i) for k in range(4 - i - j)]
+    out = {}
+    for m, image in images.items():
+        log_field = sum(rng.uniform(-0.5, 0.5) * grid[0] ** i * grid[1] ** j * grid[2] ** k for i, j, k in powers)
+        out[m] = image.astype(np.float32) * np.exp(log_field)
+    return out, ref, affine
+
+
+def rician_noise(images: dict, ref: np.ndarray, affine: np.ndarray, rng):
+    out = {}
+    for m, image in images.items():
+        image = image.astype(np.float32)
+        brain = image != 0
+        sigma = 0.05 * float(image[brain].mean())
+        noisy = np.hypot(image + rng.normal(0, sigma, image.shape), rng.normal(0, sigma, image.shape))
+        out[m] = np.where(brain, noisy, 0).astype(np.float32)
+    return out, ref, affine
+
+
+CONDITIONS = {
+    "as distributed": lambda images, ref, affine, rng: (images, ref, affine),
+    "RAS storage": ras_storage,
+    "3 mm slices": thick_slices(3),
+    "5 mm slices": thick_slices(5),
+    "bias field": bias_field,
+    "noise": rician_noise,
+}
+
+
+def check_case(folder: Path, loaded, seed: int) -> dict:
+    case = load_case(folder)
+    ref = read_label_map(segmentation_file(folder)).internal()[0]
+    rows = {}
+    for name, alter in CONDITIONS.items():
+        images, altered_ref, affine = alter(case.images, ref, case.affine, np.random.default_rng(seed))
+        altered = Case(images, affine, None, dict(case.sources), case.convention)
+        result = segment_case(altered, loaded)
+        scores = evaluate(result.labels, altered_ref, altered.spacing)["regions"]
+        ml = voxel_volume_ml(altered.spacing)
+        rows[name] = {"dice": [scores[r]["dice"] for r in REGIONS], "hd95": [scores[r]["hd95"] for r in REGIONS],
+                      "wt_ml_error": (int((result.labels > 0).sum()) - int((altered_ref > 0).sum())) * ml}
+        print(f"{folder.name:22s} {name:15s} Dice " + " / ".join(f"{d:.3f}" for d in rows[name]["dice"])
+              + "  HD95 " + " / ".join(f"{h:.1f}" for h in rows[name]["hd95"])
+              + f"  WT volume {rows[name]['wt_ml_error']:+.1f} mL", flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("data", type=Path, help="folder of BraTS case folders")
+    parser.add_argument("cases", nargs="+", help="case folder names (the validation split)")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="default: the shipped model")
+    parser.add_argument("--json", type=Path, default=None, help="write every case's scores here")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)  # the skull-strip heuristics' warnings are not the point here
+    loaded = load_checkpoint(args.checkpoint or default_checkpoint())
+    per_case = {}
+    for seed, name in enumerate(args.cases):
+        case_files(args.data / name)  # a missing modality fails here, before any inference
+        per_case[name] = check_case(args.data / name, loaded, seed)
+    print("\nmean over", len(per_case), "cases: Dice WT / TC / ET | HD95 WT / TC / ET (mm) | WT volume error (mL, mean |error|)")
+    for condition in CONDITIONS:
+        rows = [per_case[c][condition] for c in per_case]
+        dice = np.mean([r["dice"] for r in rows], axis=0)
+        hd = np.mean([r["hd95"] for r in rows], axis=0)
+        err = np.mean([abs(r["wt_ml_error"]) for r in rows])
+        print(f"{condition:15s} " + " / ".join(f"{d:.3f}" for d in dice) + " | " + " / ".join(f"{h:.1f}" for h in hd)
+              + f" | {err:.1f}")
+    if args.json:
+        args.json.write_text(json.dumps(per_case, indent=1))
+
+
+if __name__ == "__main__":
+    main()
