@@ -19,7 +19,7 @@ import torch
 
 from brainseg import MODALITIES, pipeline, render, report
 from brainseg.checkpoint import DEFAULT_DIR, discover, load_checkpoint
-from brainseg.classify import classify_file
+from brainseg.classify import classify_file, read_reference
 from brainseg.scoring import score_labels
 from brainseg.config import LESION_CHALLENGES, MAX_PATCH_VOXELS, BrainsegConfig
 from brainseg.errors import BrainsegError
@@ -368,8 +368,9 @@ def run_section(inputs: SimpleNamespace | None, settings: SimpleNamespace) -> No
         earlier = st.session_state.get("result")
         st.session_state["result"] = result
         if earlier is None or earlier.key != result.key:
-            # another case's downloads start from its own label values (a BraTS 2023 case after a 2018 one)
-            st.session_state.pop("convention", None)
+            # another case's downloads start from its own label values (a BraTS 2023 case after a 2018 one);
+            # set, not dropped: a dropped key leaves the browser's box showing the old choice
+            st.session_state["convention"] = inputs.case.convention
         if inputs.truth is not None:
             result.dropped_truth = inputs.truth.digest
             set_truth(result, inputs.truth.name, inputs.truth.data, reference_convention())
@@ -399,8 +400,8 @@ def set_truth(result, name: str, data: bytes, convention: str | None = None) -> 
     shown, the result and any earlier reference are kept). The file is kept either way, so another
     choice of label values can read it again."""
     result.truth_source = SimpleNamespace(name=name, data=data, tried=convention)
-    with attempt(f"Reading the ground truth {name}"):
-        label_map = read_label_map(data, name, result.case)
+    with attempt("Reading the ground truth"):  # its errors name the file
+        label_map = read_reference(data, name, result.case)
         read_as, source = label_map.read_as(convention)
         labels, _ = label_map.internal(read_as)
         result.truth = SimpleNamespace(name=name, labels=labels, convention=read_as, chosen=convention, source=source)
@@ -440,7 +441,8 @@ def results_section(inputs: SimpleNamespace | None, settings: SimpleNamespace) -
                 "above. Run again to apply them.")
 
     with attempt("Showing the volumes"):
-        convention = st.selectbox("Label values in downloads", list(CONVENTIONS), index=list(CONVENTIONS).index(case.convention), format_func=CONVENTION_TITLES.get, key="convention")
+        state("convention", case.convention)
+        convention = st.selectbox("Label values in downloads", list(CONVENTIONS), format_func=CONVENTION_TITLES.get, key="convention")
         stats = stats_for(result, convention)
         cols = st.columns(3)
         for col, region in zip(cols, REGIONS):
@@ -498,6 +500,7 @@ def controls(result) -> tuple[render.Display, str]:
     if start_key not in result.cache:
         result.cache[start_key] = render.busiest_slice(result.segmentation.labels, geometry.axis)
     index = top[2].slider(f"Slice ({view}, 0-{n - 1})", 0, n - 1, result.cache[start_key], key=f"slice/{view}/{result.id}")
+    top[2].caption(f"Position {render.slice_position(case.affine, case.shape, view, index)} (scanner coordinates, as 3D Slicer shows them)")
     row = st.columns(3)
     opacity = row[0].slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05, key="opacity")
     window = row[1].slider("Window (%)", 1, 200, 100, key="window", help="Width of the grey-scale range, in % of the scan's 0.5-99.5 percentile range.")
@@ -609,7 +612,8 @@ def downloads(result, display: render.Display, convention: str, stats: dict) -> 
         cols[2].download_button("Summary (.json)", report.to_json(summary), file_name=f"{name}_summary.json", mime="application/json", key="dl_json", on_click="ignore")
         panels = result.cache["panels"]
         left = SIDE_WORDS[render.orientation_letters(display.view)["left"]]
-        footer = [f"{name}, {display.view} slice {display.index}; the patient's {left} on the left",
+        position = render.slice_position(case.affine, case.shape, display.view, display.index)
+        footer = [f"{name}, {display.view} slice {display.index} ({position}); the patient's {left} on the left",
                   ", ".join(f"{render.COLOUR_NAMES[tuple(render.LABEL_COLOURS[k].tolist())]}: {LABEL_NAMES[k]}" for k in display.visible) or "no labels shown",
                   "brainseg: research use only, not for clinical decisions"]
         cols[3].download_button(
@@ -653,6 +657,10 @@ def truth_section(result, display: render.Display) -> None:
             caption += (f"; a Decathlon Task01 map uses 1-3 too, for edema, non-enhancing core and ET: choose "
                         f"{CONVENTION_TITLES['msd']} above")
         st.caption(caption)
+        named, scans = case_stems([truth.name]), case_stems(result.case.sources.values())
+        if named and scans and not set(named) & set(scans):
+            st.warning(f"{truth.name} names case {named[0]}, the scans name {', '.join(scans)}: check it is this patient's "
+                       f"segmentation before reading the scores.")
         st.dataframe(report.metric_rows(result.cache["evaluation"]), hide_index=True, key="metric_table", column_config=METRIC_COLUMNS)
         region = st.radio("Errors of region", REGIONS, horizontal=True, key="error_region")
         geometry, grey = base_slice(result, display)

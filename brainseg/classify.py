@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from brainseg.errors import BrainsegError
+from brainseg.errors import BrainsegError, InputError
 from brainseg.io import FOUR_CHANNEL_HINT, Case, LabelMap, Scan, load_files, modality_from_name, read_label_map, read_scan
 
 MIN_SCAN_VALUES = 32  # distinct intensities an MRI scan has at least (a mask or label map has a handful)
@@ -61,3 +61,15 @@ def classify_file(name: str, data: bytes) -> DroppedFile:
     # a 4-channel image that could not be a case: the case reading says why, not the 3D scan reading
     four_channel = FOUR_CHANNEL_HINT in errors.get("scan", "") and "case" in errors
     return DroppedFile(modality=modality, error=errors["case"] if four_channel else next(iter(errors.values())))
+
+
+def read_reference(data: bytes, name: str, case: Case) -> LabelMap:
+    """``io.read_label_map`` on ``case``'s grid, whose refusal of a file that is an MRI scan says so
+    (rather than listing its intensities as unexpected label values)."""
+    try:
+        return read_label_map(data, name, case)
+    except BrainsegError:
+        if classify_file(name, data).kind in ("scan", "case"):
+            raise InputError(f"{name}: an MRI scan, not a segmentation (a label map holds a few label values, 0-4); "
+                             f"drop it with the scans, and this case's segmentation here") from None
+        raise

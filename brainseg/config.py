@@ -101,7 +101,7 @@ class ModelConfig:
 
     in_channels: int = 4
     out_channels: int = 3
-    features: tuple[int, ...] = (16, 32, 64, 128, 256)  # last entry is the bottleneck
+    features: tuple[int, ...] = (24, 48, 96, 192, 320)  # last entry is the bottleneck; the shipped model's
     norm: str = "instance"  # "batch" or "instance"
     dropout: float = 0.2
     residual: bool = False

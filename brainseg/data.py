@@ -16,7 +16,7 @@ from brainseg.config import PreprocessConfig
 from brainseg.datasets import CaseSource, is_dataset, labelled_cases
 from brainseg.errors import InputError
 from brainseg.files import atomic_write
-from brainseg.io import Case, case_files, read_label_map, segmentation_file
+from brainseg.io import Case, case_files, is_hidden, read_label_map, segmentation_file
 from brainseg.labels import REGIONS, region_masks
 from brainseg.preprocess import Geometry, downsample, prepare, reorient
 
@@ -49,18 +49,27 @@ def find_cases(root: str | Path) -> list[CaseSource]:
     if is_dataset(root):
         return sorted(labelled_cases(root), key=lambda c: c.name)
     cases = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        try:
-            case_files(folder)
-        except InputError:
-            continue
-        segmentation = segmentation_file(folder)
-        if segmentation is not None:
-            cases.append(CaseSource(folder.name, (folder,), segmentation=segmentation))
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not is_hidden(p.name)):
+        problem = case_problem(folder)
+        if problem is None:
+            cases.append(CaseSource(folder.name, (folder,), segmentation=segmentation_file(folder)))
+        else:  # said, not silent: a case short of a file would otherwise just be missing from the run
+            log.warning("%s: left out (%s)", folder, problem)
     if not cases:
         raise InputError(f"{root}: no case folders with four scans and a segmentation, and no imagesTr folder "
                          f"(Decathlon / nnU-Net layout)")
     return cases
+
+
+def case_problem(folder: Path) -> str | None:
+    """Why a folder is not a labelled case (a scan or the segmentation missing), or None when it is one."""
+    try:
+        case_files(folder)
+    except InputError as exc:
+        return str(exc).removeprefix(f"{folder}: ")
+    if segmentation_file(folder) is None:
+        return "no segmentation; expected one named like CASE_seg.nii.gz beside the scans"
+    return None
 
 
 def load_reference(source: CaseSource | str | Path, convention: str | None = None) -> tuple[Case, np.ndarray]:
@@ -116,9 +125,12 @@ def load_training_cases(sources: list[CaseSource], config: PreprocessConfig, cac
             key.update(path.read_bytes())
         cached = cache_dir / f"{source.name}-{key.hexdigest()[:10]}.npz" if cache_dir else None
         if cached is not None and cached.is_file():
-            data = np.load(cached)
-            out.append(TrainingCase(source.name, data["image"], data["target"], data["brain"]))
-            continue
+            try:
+                with np.load(cached) as data:
+                    out.append(TrainingCase(source.name, data["image"], data["target"], data["brain"]))
+                continue
+            except Exception as exc:  # damaged outside brainseg (writes are whole): made again
+                log.warning("%s: unreadable cached arrays (%s: %s); preparing %s again", cached, type(exc).__name__, exc, source.name)
         case, labels = load_reference(source, convention)  # a map's header still outranks its dataset.json
         item = to_training_case(case, labels, config, source.name)
         if cached is not None:  # whole or not at all: a run stopped mid-write must not leave a half file to read

@@ -13,7 +13,7 @@ from brainseg.config import LESION_CHALLENGES
 from brainseg.datasets import is_dataset, label_convention_of
 from brainseg.errors import BrainsegError, InputError
 from brainseg.files import check_can_create
-from brainseg.io import NIFTI_SUFFIXES, is_hidden, segmentation_file, strip_suffix
+from brainseg.io import NIFTI_SUFFIXES, case_files, is_hidden, segmentation_file, strip_suffix
 from brainseg.labels import REGIONS, chosen_convention
 from brainseg.lesion_metrics import MISSED_HD95
 from brainseg.metrics import summarise
@@ -57,8 +57,24 @@ class Pairing:
         return text
 
 
+def _case_folder_segmentation(folder: Path) -> Path | None:
+    """The segmentation of a folder that is one case (its scans and a seg file), else None."""
+    seg = segmentation_file(folder)
+    if seg is None:
+        return None
+    try:
+        case_files(folder)
+    except InputError:
+        return None
+    return seg
+
+
 def reference_cases(ref_dir: Path) -> dict[str, Path]:
-    """Case id -> segmentation file: case folders holding a seg file, and label map files."""
+    """Case id -> segmentation file: case folders holding a seg file, and label map files; a case folder
+    itself is its one case (not its scans taken for references)."""
+    own = _case_folder_segmentation(ref_dir)
+    if own is not None:
+        return {ref_dir.name: own}
     refs: dict[str, Path] = {}
     for p in sorted(ref_dir.iterdir()):
         if is_hidden(p.name):
@@ -115,6 +131,8 @@ def run_evaluate(args) -> int:
     for p in (pred, ref):
         if not p.exists():
             raise InputError(f"{p}: no such file or folder")
+    if pred.is_file() and ref.is_dir() and _case_folder_segmentation(ref) is not None:
+        ref = _case_folder_segmentation(ref)  # one case's folder: its segmentation is the reference
     if pred.is_dir() != ref.is_dir():
         raise InputError(
             f"{pred} is {_kind(pred)} but {ref} is {_kind(ref)}; give two files (a prediction and its "

@@ -457,6 +457,9 @@ def _image_on_case_grid(array: np.ndarray, case: Case, dtype) -> nib.Nifti1Image
     header = _clear_private(header)
     klass = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image  # keeps float64 matrices
     image = klass(array.astype(dtype), case.affine, header=header)
+    if case.header is None:  # both matrices, as scanners' files carry: some readers look only at the qform
+        image.set_qform(case.affine, code=2)
+        image.set_sform(case.affine, code=2)
     image.set_data_dtype(dtype)
     image.header.set_slope_inter(1, 0)
     # the scan's display window and statistical intent would mislead a viewer about these values

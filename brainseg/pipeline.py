@@ -12,7 +12,7 @@ import torch
 from brainseg.checkpoint import LoadedModel
 from brainseg.config import InferenceConfig, ModelConfig, PostprocessConfig, SettingError
 from brainseg.errors import InputError
-from brainseg.inference import ModelPredictor, Progress, resolve_device, sliding_window
+from brainseg.inference import ModelPredictor, Progress, plan_windows, resolve_device, sliding_window
 from brainseg.io import Case, case_stem
 from brainseg.labels import regions_to_labels
 from brainseg.metrics import volume_stats
@@ -38,6 +38,7 @@ class Segmentation:
         device: where the network ran ("cpu", "cuda:0").
         removed_ml: predicted tumour the post-processing removed (small or distant pieces).
         warnings: what makes the result doubtful (scans that look not skull-stripped), for the user.
+        window_shape: the sliding window that ran (the asked patch size with sides cut to the brain box).
     """
 
     labels: np.ndarray
@@ -50,6 +51,7 @@ class Segmentation:
     device: str = "cpu"
     removed_ml: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    window_shape: tuple[int, ...] = ()  # the window the network ran on, on the model grid
 
     def __repr__(self) -> str:  # a notebook shows this: volumes, not array previews
         regions = ", ".join(f"{r} {v['ml']:.2f} mL" for r, v in self.stats.get("regions", {}).items())
@@ -128,8 +130,10 @@ def segment_case(
     stats = volume_stats(full_labels, case.spacing, case.convention, prepared.brain_voxels)
     seconds["paste"] += time.perf_counter() - t
     removed_ml = removed * float(np.prod(case.spacing)) / 1000.0
+    # the window that ran: a side longer than the brain box is cut to it ("whole brain" asks for 512)
+    window = plan_windows(prepared.image.shape[1:], inference.patch_size, inference.overlap, config.model.divisor).patch
     return Segmentation(full_labels, full_probs, stats, seconds, windows[0] if windows else 0, used_precision,
-                        prepared.brain_voxels, used_device, removed_ml, prepared.warnings)
+                        prepared.brain_voxels, used_device, removed_ml, prepared.warnings, tuple(window))
 
 
 def labels_on_input_grid(logits: torch.Tensor, prepared: Prepared, output_mode: str, threshold: float,
@@ -177,6 +181,10 @@ def inference_settings(loaded: LoadedModel, patch_size=None, overlap=None, tta=N
         raise ValueError("threshold applies to region (sigmoid) outputs; this checkpoint's softmax labels take the argmax")
     inference = replace(loaded.config.inference, **changes)
     check_window(inference.patch_size, loaded.config.model)
+    trained = loaded.config.inference.patch_size
+    if inference.patch_size != trained:  # instance norm sees other statistics in another window
+        log.warning("windows of %s voxels, where the network was trained and validated with %s: expect other, usually "
+                    "lower, scores (see its model card)", "x".join(map(str, inference.patch_size)), "x".join(map(str, trained)))
     return inference
 
 

@@ -87,6 +87,19 @@ def view_geometry(affine: np.ndarray, view: str) -> ViewGeometry:
 _WORLD_LETTERS = {0: ("R", "L"), 1: ("A", "P"), 2: ("S", "I")}
 
 
+def slice_position(affine: np.ndarray, shape: Sequence[int], view: str, index: int) -> str:
+    """Where slice ``index`` of ``view`` lies along the view's normal in the scanner's coordinates (mm,
+    RAS+ as NIfTI and 3D Slicer use them), at the volume's centre: "S 12.0 mm". The same slice of a file
+    stored in another axis order has another index but the same position."""
+    geometry = view_geometry(affine, view)
+    voxel = (np.asarray(shape, dtype=float) - 1) / 2
+    voxel[geometry.axis] = index
+    normal = _VIEW_AXES[view][0]
+    value = float((np.asarray(affine) @ np.append(voxel, 1.0))[normal])
+    positive, negative = _WORLD_LETTERS[normal]
+    return f"{positive if value >= 0 else negative} {abs(value):.1f} mm"
+
+
 def orientation_letters(view: str) -> dict[str, str]:
     """The patient directions at a view's screen edges: every display axis runs towards the negative
     world direction, so the left edge is the column axis's positive end (radiological: R on the left)."""

@@ -57,6 +57,10 @@ def run_segment(args) -> int:
         raise InputError(f"{checkpoint}: checkpoint not found; pass --checkpoint PATH")
     if is_cohort(args.inputs):
         return _run_cohort(args, checkpoint)
+    if len(args.inputs) == 1 and Path(args.inputs[0]).is_dir():
+        from brainseg.io import case_files
+
+        case_files(args.inputs[0])  # a folder with no scans: said of the input, not of the output's name
     out = Path(args.output)
     if not out.name.endswith((".nii", ".nii.gz")):
         raise InputError(f"{out}: output must end in .nii.gz or .nii (or give a folder of case folders, or a dataset's images folder, as input)")

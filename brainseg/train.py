@@ -14,6 +14,7 @@ import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from brainseg import __version__
 from brainseg.augment import augment_batch, augment_patch, choose_engine, torchio_transform
 from brainseg.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
 from brainseg.config import BrainsegConfig, SettingError, TrainConfig, to_plain
-from brainseg.data import find_cases, load_reference, load_training_cases, sample_patch
+from brainseg.data import case_problem, find_cases, load_reference, load_training_cases, sample_patch
 from brainseg.errors import InputError
 from brainseg.files import atomic_write, check_can_create
 from brainseg.inference import cpu_supports_bf16
@@ -53,17 +54,23 @@ class Distributed:
         return self.rank == 0
 
 
+PREPROCESS_WAIT_HOURS = 6
+
+
 def setup_distributed() -> Distributed:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Distributed(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
+    # the other ranks wait while rank 0 fills the data cache: torch's 10-30 min default would cut off a
+    # first run over a thousand cases
+    timeout = timedelta(hours=PREPROCESS_WAIT_HOURS)
     if torch.cuda.is_available():
         torch.cuda.set_device(local)
-        dist.init_process_group("nccl")
+        dist.init_process_group("nccl", timeout=timeout)
         device = torch.device("cuda", local)
     else:
-        dist.init_process_group("gloo")
+        dist.init_process_group("gloo", timeout=timeout)
         device = torch.device("cpu")
     return Distributed(dist.get_rank(), world, device)
 
@@ -71,12 +78,14 @@ def setup_distributed() -> Distributed:
 def learning_rate(step: int, config: TrainConfig, minutes: float = 0.0) -> float:
     """Linear warm-up, then cosine decay to 1% of the peak.
 
-    With a time limit the decay follows whichever is further along, steps or time, so a run cut
-    short by the clock still ends annealed.
+    The warm-up takes at most a tenth of the run, so a short run reaches its learning rate. With a time
+    limit the decay follows whichever is further along, steps or time, so a run cut short by the clock
+    still ends annealed.
     """
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(config.max_steps - config.warmup_steps, 1)
+    warmup = min(config.warmup_steps, config.max_steps // 10)
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(config.max_steps - warmup, 1)
     if config.time_limit_minutes:
         progress = max(progress, minutes / config.time_limit_minutes)
     return config.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
@@ -96,8 +105,20 @@ def shared_minutes(started: float, ddp: Distributed) -> float:
     return minutes
 
 
-def _resume(train_config: TrainConfig, model: UNet3D, optimizer: torch.optim.Optimizer) -> tuple[int, float, float]:
-    """Load ``state.pt`` of an earlier run into the model and optimiser; returns (step, best score, seconds).
+def _random_streams(seed: int, rank: int, start_step: int) -> tuple[np.random.Generator, int]:
+    """The patch sampler and the augmentation generator's seed of one process. A resumed run draws on
+    from its step, rather than replaying the patches and augmentations of the first part's first steps;
+    a fresh run keeps the streams runs have always had (seed + 1000 x rank)."""
+    if start_step == 0:
+        return np.random.default_rng(seed + 1000 * rank), seed + 1000 * rank
+    rng = np.random.default_rng([seed, rank, start_step])
+    torch.manual_seed(int(rng.integers(2**62)))  # dropout, too, goes on rather than repeating
+    return rng, int(rng.integers(2**62))
+
+
+def _resume(train_config: TrainConfig, model: UNet3D, optimizer: torch.optim.Optimizer) -> tuple[int, float, float, int]:
+    """Load ``state.pt`` of an earlier run into the model and optimiser; returns (step, best score, seconds,
+    validations since the best one, for --patience).
 
     Raises InputError naming the file when it is missing, is not a training state, or holds weights of
     another network than the options build.
@@ -127,7 +148,7 @@ def _resume(train_config: TrainConfig, model: UNet3D, optimizer: torch.optim.Opt
         raise SettingError("max_steps", f"got {train_config.max_steps}, but {train_config.resume} has done {step} "
                                         f"steps already; expected more steps than that to resume")
     log.info("resumed from %s at step %d", path, step)
-    return step, float(state["best_score"]), float(state.get("seconds", 0.0))
+    return step, float(state["best_score"]), float(state.get("seconds", 0.0)), int(state.get("stale", 0))
 
 
 def validate(model: UNet3D, config: BrainsegConfig, cases: list, device: torch.device) -> dict:
@@ -182,7 +203,6 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None,
                          f"or choose another --output")
     if train_config.threads:
         torch.set_num_threads(train_config.threads)
-    rng = np.random.default_rng(train_config.seed + 1000 * ddp.rank)
     torch.manual_seed(train_config.seed)
     # the model, optimiser and resumed state come before the data, so a bad setting fails in seconds
     model = (initial.model if initial is not None else UNet3D(config.model)).to(ddp.device)
@@ -194,7 +214,8 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None,
     if channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
-    start_step, best_score, prior_seconds = _resume(train_config, model, optimizer) if train_config.resume else (0, -1.0, 0.0)
+    start_step, best_score, prior_seconds, stale = _resume(train_config, model, optimizer) if train_config.resume else (0, -1.0, 0.0, 0)
+    rng, generator_seed = _random_streams(train_config.seed, ddp.rank, start_step)
     history = []
 
     if not str(train_config.data):
@@ -232,13 +253,12 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None,
         elif cpu_supports_bf16():
             amp_dtype = torch.bfloat16
     generator = torch.Generator(device=ddp.device)
-    generator.manual_seed(train_config.seed + 1000 * ddp.rank)
+    generator.manual_seed(generator_seed)
     if ddp.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # one patch size throughout: worth finding the fastest kernels once
     bar = _progress(train_config.max_steps, start_step, ddp.main and progress)
     metrics_path = out_dir / "metrics.csv"
     started = time.time()
-    stale = 0
     model.train()
     step = start_step
     loss_sum = dice_sum = 0.0
@@ -297,7 +317,8 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None,
                     stale = 0
                 else:
                     stale += 1
-                state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "best_score": best_score, "seconds": elapsed}
+                state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "best_score": best_score, "seconds": elapsed,
+                         "stale": stale}
                 # atomic: a run killed while saving keeps its previous state.pt, not a truncated one
                 atomic_write(out_dir / "state.pt", lambda tmp: torch.save(state, tmp))
                 _plot(metrics_path, out_dir / "curves.png")
@@ -342,8 +363,11 @@ def validation_split(names: list[str], tc: TrainConfig, saved: Path | None = Non
     if chosen is not None:
         unknown = [v for v in chosen if v not in names]
         if unknown:
+            # a folder of that name that is no labelled case says why, rather than seeming absent
+            why = [f"{v}: {problem}" for v in unknown if (Path(tc.data) / v).is_dir() and (problem := case_problem(Path(tc.data) / v))]
             raise InputError(f"{tc.data}: holds no validation case {', '.join(unknown)}; name cases of this folder "
-                             f"with --validation (it holds {', '.join(names[:5])}{' ...' if len(names) > 5 else ''})")
+                             f"with --validation (it holds {', '.join(names[:5])}{' ...' if len(names) > 5 else ''})"
+                             + (f" ({'; '.join(why)})" if why else ""))
         return tuple(chosen)
     if set(DEFAULT_VALIDATION) <= set(names):
         return DEFAULT_VALIDATION

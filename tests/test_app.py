@@ -258,6 +258,20 @@ def test_segmentation_dropped_with_the_scans_becomes_the_ground_truth(app):
     assert table(app, "hd95_mm")["dice"].tolist() == [1.0, 1.0, 1.0]
 
 
+def test_a_reference_of_another_case_or_a_scan_as_reference_is_said_so(app):
+    run_case(app)
+    truth = nifti(from_internal(expected_labels(), "brats2018"))
+    app.file_uploader(key="truth_upload").set_value(("case9_seg.nii.gz", truth, "application/gzip")).run()
+    assert any("case9_seg.nii.gz names case case9, the scans name case7" in w.value for w in app.warning)
+    app.file_uploader(key="truth_upload").set_value(("case7_seg.nii.gz", truth, "application/gzip")).run()
+    assert not any("names case" in w.value for w in app.warning) and not errors(app)
+    # a T1 dropped as the reference: what it is, not its intensities listed as unexpected label values
+    app.file_uploader(key="truth_upload").set_value(("case7_t1.nii.gz", nifti(images()["t1"]), "application/gzip")).run()
+    assert any("case7_t1.nii.gz: an MRI scan, not a segmentation" in e for e in errors(app))
+    assert not any("unexpected label values" in e for e in errors(app))
+    assert table(app, "hd95_mm")["dice"].tolist() == [1.0, 1.0, 1.0]  # the earlier reference's scores stay
+
+
 def test_a_dropped_reference_the_guess_cannot_read_is_read_once_its_values_are_named(app):
     """A BraTS 2024 post-treatment map holds 3 (ET) and 4 (resection cavity): refused as guessed, kept,
     and scored once the user names its label values (the cavity is not tumour)."""

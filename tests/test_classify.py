@@ -1,8 +1,10 @@
 """What a dropped file holds, whatever its name says (brainseg.classify)."""
 import nibabel as nib
 import numpy as np
+import pytest
 
 from brainseg.classify import classify_file
+from brainseg.errors import InputError
 from conftest import LPS, synthetic_images
 
 
@@ -43,3 +45,16 @@ def test_what_no_reading_accepts_says_why():
     assert garbage.kind is None and garbage.modality == "t2" and "case_t2.nii.gz" in garbage.error
     both = classify_file("flair_t1.nii.gz", b"")
     assert both.kind is None and both.error
+
+
+def test_a_scan_given_as_a_reference_is_named_a_scan():
+    from brainseg.classify import read_reference
+    from brainseg.io import Case
+
+    scans = synthetic_images()
+    case = Case(scans, LPS)
+    assert read_reference(nifti_bytes(labels()), "case_seg.nii.gz", case).values.shape == case.shape
+    with pytest.raises(InputError, match=r"^case_seg.nii.gz: an MRI scan, not a segmentation"):
+        read_reference(nifti_bytes(scans["t1"]), "case_seg.nii.gz", case)
+    with pytest.raises(InputError, match=r"unexpected label values \[255\]"):  # a mask is no scan: its own error
+        read_reference(nifti_bytes(np.where(labels() > 0, 255, 0).astype(np.uint8)), "case_seg.nii.gz", case)

@@ -1,6 +1,7 @@
 """The command-line contract, on synthetic cases and a tiny checkpoint (fast)."""
 import csv
 import json
+import shutil
 import subprocess
 import sys
 
@@ -468,6 +469,26 @@ def test_evaluate_file_against_folder_names_both(tmp_path, capsys):
         f"error: {tmp_path / 'r'} is a folder but {ref} is a file; give two files (a prediction and its reference) "
         f"or two folders\n"
     )
+
+
+def test_segment_an_empty_folder_says_so_of_the_input(tmp_path, tiny_checkpoint, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["segment", str(tmp_path / "empty"), "-o", str(tmp_path / "out"), "--checkpoint", str(tiny_checkpoint)]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'empty'}: no .nii, .nii.gz or .npy files in this folder\n"
+
+
+def test_evaluate_against_one_case_folder_scores_its_segmentation(tmp_path, capsys):
+    """A case folder as the reference is one case: its segmentation, not its scans taken for references."""
+    write_case(tmp_path / "data" / "c1", prefix="c1_")
+    ref = _save_labels(tmp_path / "data" / "c1" / "c1_seg.nii.gz")
+    (tmp_path / "pred").mkdir()
+    shutil.copy(ref, tmp_path / "pred" / "c1_seg.nii.gz")
+    for pred in (tmp_path / "pred", tmp_path / "pred" / "c1_seg.nii.gz"):  # a folder of predictions, or the file
+        assert main(["evaluate", str(pred), str(tmp_path / "data" / "c1"), "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        result = out["cases"]["c1"] if "cases" in out else out
+        assert [result["regions"][r]["dice"] for r in ("WT", "TC", "ET")] == [1.0, 1.0, 1.0]
+        assert "matching" not in out or out["matching"]["references"] == 1
 
 
 def test_user_error_is_one_line_exit_2_and_no_output(tmp_path, tiny_checkpoint):

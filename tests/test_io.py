@@ -6,7 +6,7 @@ import pytest
 
 from brainseg.errors import InputError
 from brainseg.io import (
-    MAX_BYTES, assign_modalities, case_files, convention_from_names, load_case, modality_from_name, probabilities_bytes,
+    MAX_BYTES, Case, assign_modalities, case_files, convention_from_names, load_case, modality_from_name, probabilities_bytes,
     read_label_map, save_labels, save_probabilities,
 )
 from conftest import BRATS, LPS, SAMPLE_2023, needs_data, write_case
@@ -288,3 +288,15 @@ def test_unscaled_small_integers_stay_integers_and_scaled_ones_are_applied():
     scaled.header.set_slope_inter(2.0, 10.0)
     array, _, _ = read_volume(scaled.to_bytes(), "scan_t1.nii")
     assert array.dtype == np.float32 and (array == data * 2.0 + 10.0).all()
+
+
+def test_a_label_map_of_arrays_without_a_header_carries_both_matrices(tmp_path):
+    """A notebook's Case (no file header): the written map's qform and sform both hold its affine, so a
+    reader that trusts only one of them places it right."""
+    affine = np.diag([-2.0, -2.0, 2.0, 1.0])
+    affine[:3, 3] = (10, 20, -30)
+    case = Case({"flair": np.zeros((4, 5, 6), np.float32)}, affine)
+    saved = nib.load(save_labels(np.zeros((4, 5, 6), np.uint8), case, tmp_path / "seg.nii.gz", "brats2018"))
+    assert (saved.header["qform_code"], saved.header["sform_code"]) == (2, 2)
+    np.testing.assert_allclose(saved.get_qform(), affine)
+    np.testing.assert_allclose(saved.get_sform(), affine)

@@ -25,8 +25,8 @@ def test_forward_returns_logits_in_train_and_eval(norm, residual):
 def test_default_architecture_matches_the_design():
     model = UNet3D(BrainsegConfig().model)
     widths = [e.body[0].out_channels for e in model.encoders]
-    assert widths == [16, 32, 64, 128]
-    assert model.bottleneck.body[0].out_channels == 256
+    assert widths == [24, 48, 96, 192]  # the shipped model's: `brainseg train` starts from its recipe
+    assert model.bottleneck.body[0].out_channels == 320
     assert any(isinstance(m, torch.nn.Dropout3d) and m.p == 0.2 for m in model.bottleneck.modules())
     assert model.encoders[0].body[0].in_channels == 4
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import replace
 
 import nibabel as nib
 import numpy as np
@@ -134,6 +135,15 @@ def test_the_run_record_names_the_exact_weights_and_settings(tmp_path, tiny_chec
     assert record["checkpoint_sha256"] == hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest()
     assert record["device"] == "cpu" and record["precision"] == result.precision and record["windows"] == result.windows
     assert record["settings"]["inference"]["patch_size"] == [16, 16, 16] and record["model"] == "tiny"
+    assert record["window_shape"] == [16, 16, 16]
+    # "whole brain" asks for 512 voxels a side; the record says which window ran: the model grid, rounded
+    # up to the tiny network's divisor
+    whole = replace(loaded.config.inference, patch_size=(512, 512, 512))
+    result = segment_case(load_case([tmp_path / "case"]), loaded, whole, device="cpu")
+    grid = prepare(load_case([tmp_path / "case"]), loaded.config.preprocess).image.shape[1:]
+    divisor = loaded.config.model.divisor
+    assert result.windows == 1
+    assert run_record(loaded, whole, loaded.config.postprocess, result)["window_shape"] == [-(-n // divisor) * divisor for n in grid]
 
 
 def test_scans_named_for_different_cases_are_logged(caplog):

@@ -268,3 +268,19 @@ def test_a_montage_footer_adds_its_lines_below_the_panels():
     assert with_footer.shape == (plain.shape[0] + 2 * 14, plain.shape[1], 3)
     np.testing.assert_array_equal(with_footer[: plain.shape[0]], plain)
     assert with_footer[plain.shape[0]:].any()  # the text is drawn
+
+
+def test_a_slice_position_is_the_same_whatever_order_the_file_stores_its_voxels():
+    """BraTS's LPS grid (diag(-1, -1, 1), origin (0, 239, 0)) and the same voxels stored RAS: the same
+    axial/coronal/sagittal slice has other indices but one scanner position."""
+    shape = (240, 240, 155)
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0])
+    lps[:3, 3] = (0, 239, 0)
+    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+    flip[:2, 3] = (239, 239)
+    ras = lps @ flip  # voxel (i, j, k) of the RAS copy is voxel (239 - i, 239 - j, k) of the original
+    assert render.slice_position(lps, shape, "axial", 100) == render.slice_position(ras, shape, "axial", 100) == "S 100.0 mm"
+    # coronal: world y = 239 - j in the original, so j = 149 is y = 90, anterior; the RAS copy's j = 90
+    assert render.slice_position(lps, shape, "coronal", 149) == render.slice_position(ras, shape, "coronal", 90) == "A 90.0 mm"
+    # sagittal: world x = -i; i = 30 is 30 mm to the patient's left
+    assert render.slice_position(lps, shape, "sagittal", 30) == render.slice_position(ras, shape, "sagittal", 209) == "L 30.0 mm"

@@ -15,6 +15,7 @@ import torch
 from brainseg.cli import main
 from brainseg.checkpoint import load_checkpoint
 from brainseg.config import ModelConfig, PreprocessConfig, SettingError
+from brainseg.errors import InputError
 from brainseg.data import TrainingCase, sample_patch, to_training_case
 from brainseg.io import Case
 from brainseg.model import UNet3D
@@ -31,6 +32,8 @@ def test_learning_rate_warms_up_then_anneals():
     assert learning_rate(110, config) == pytest.approx(1e-5)
     timed = TrainConfig(lr=1e-3, warmup_steps=10, max_steps=10_000, time_limit_minutes=10)
     assert learning_rate(20, timed, minutes=10) == pytest.approx(1e-5)  # the clock ran out first
+    short = TrainConfig(lr=1e-3, warmup_steps=100, max_steps=40)  # warm-up cut to a tenth of the run: 4 steps
+    assert [learning_rate(s, short) for s in (0, 3, 4)] == pytest.approx([2.5e-4, 1e-3, 1e-3])
 
 
 def test_patches_are_tumour_aware_and_reach_the_edges():
@@ -127,6 +130,46 @@ def test_train_writes_checkpoints_logs_and_resumes(small_data, tmp_path):
     assert main(args + ["--resume", str(out / "state.pt")]) == 0
     with (out / "metrics.csv").open() as f:
         assert [int(r["step"]) for r in csv.DictReader(f)] == [2, 4]
+    state = torch.load(out / "state.pt", weights_only=True)
+    assert state["step"] == 4 and state["stale"] in (0, 1)  # --patience counts on across a resume
+
+
+def test_folders_that_are_not_labelled_cases_are_said_to_be_left_out(tmp_path, caplog):
+    import logging
+
+    import nibabel as nib
+
+    from brainseg.data import find_cases
+    from brainseg.train import validation_split
+    from conftest import write_case
+
+    labels = np.zeros((40, 44, 36), np.uint8)
+    labels[10:20, 10:20, 10:20] = 2
+    for name in ("good1", "good2", "short", "unlabelled"):
+        paths = write_case(tmp_path / name, prefix=f"{name}_")
+        if name != "unlabelled":
+            nib.save(nib.Nifti1Image(labels, LPS), tmp_path / name / f"{name}_seg.nii.gz")
+        if name == "short":
+            paths["t1"].unlink()
+    (tmp_path / ".ipynb_checkpoints").mkdir()  # hidden: not a case, and nothing to say about it
+    with caplog.at_level(logging.WARNING, logger="brainseg.data"):
+        assert [c.name for c in find_cases(tmp_path)] == ["good1", "good2"]
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 2 and any("short: left out (missing modality T1" in m for m in said)
+    assert any("unlabelled: left out (no segmentation" in m for m in said)
+    with pytest.raises(InputError, match=r"holds no validation case unlabelled; .*\(unlabelled: no segmentation"):
+        validation_split(["good1", "good2"], TrainConfig(data=str(tmp_path), validation=("unlabelled",)))
+
+
+def test_a_resumed_run_draws_new_patches_rather_than_replaying_the_first_ones():
+    from brainseg.train import _random_streams
+
+    fresh, fresh_seed = _random_streams(3, 1, 0)
+    assert fresh_seed == 1003 and fresh.integers(10**9) == np.random.default_rng(1003).integers(10**9)  # as runs always drew
+    draws = {step: _random_streams(3, 1, step)[0].integers(10**9, size=4).tolist() for step in (0, 500, 1000)}
+    assert len({tuple(d) for d in draws.values()}) == 3  # each part of a run draws its own
+    assert _random_streams(3, 1, 500)[0].integers(10**9, size=4).tolist() == draws[500]  # and repeats when resumed again
+    assert _random_streams(3, 1, 500)[1] != _random_streams(3, 0, 500)[1] != fresh_seed
 
 
 @needs_data()
@@ -181,6 +224,9 @@ def test_the_training_cache_is_read_again_when_a_segmentation_is_corrected(tmp_p
     corrected = load_training_cases(find_cases(tmp_path / "data"), config, cache)[0].target
     assert corrected[2].max() > 0.9
     assert sorted(p.suffix for p in cache.iterdir()) == [".npz", ".npz"]
+    for damaged in cache.iterdir():  # damaged outside brainseg: made again, not a traceback
+        damaged.write_bytes(b"PK\x03\x04 not a whole zip")
+    np.testing.assert_array_equal(load_training_cases(find_cases(tmp_path / "data"), config, cache)[0].target, corrected)
 
 
 def test_training_reads_segmentations_in_the_convention_it_is_told(tmp_path):
