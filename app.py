@@ -23,7 +23,7 @@ from brainseg.classify import classify_file, read_reference
 from brainseg.scoring import score_labels
 from brainseg.config import LESION_CHALLENGES, MAX_PATCH_VOXELS, BrainsegConfig
 from brainseg.errors import BrainsegError
-from brainseg.io import assemble_case, case_stems, convention_from_names, labels_bytes, probabilities_bytes, read_label_map
+from brainseg.io import assemble_case, case_stems, convention_from_names, labels_bytes, names_another_case, probabilities_bytes, read_label_map
 from brainseg.labels import AUTO, CONVENTIONS, ED, ET, LABEL_NAMES, LABEL_OPTIONS, NCR, REGION_NAMES, REGIONS, chosen_convention
 from brainseg.lesion_metrics import MISSED_HD95
 from brainseg.metrics import slice_area_mm2, slice_stats, volume_stats
@@ -657,10 +657,10 @@ def truth_section(result, display: render.Display) -> None:
             caption += (f"; a Decathlon Task01 map uses 1-3 too, for edema, non-enhancing core and ET: choose "
                         f"{CONVENTION_TITLES['msd']} above")
         st.caption(caption)
-        named, scans = case_stems([truth.name]), case_stems(result.case.sources.values())
-        if named and scans and not set(named) & set(scans):
-            st.warning(f"{truth.name} names case {named[0]}, the scans name {', '.join(scans)}: check it is this patient's "
-                       f"segmentation before reading the scores.")
+        other = names_another_case(truth.name, result.case.sources.values())
+        if other is not None:
+            st.warning(f"{truth.name} names case {other}, the scans name {', '.join(case_stems(result.case.sources.values()))}: "
+                       f"check it is this patient's segmentation before reading the scores.")
         st.dataframe(report.metric_rows(result.cache["evaluation"]), hide_index=True, key="metric_table", column_config=METRIC_COLUMNS)
         region = st.radio("Errors of region", REGIONS, horizontal=True, key="error_region")
         geometry, grey = base_slice(result, display)

@@ -162,7 +162,7 @@ def _report(records: dict, agreement: dict, case: Path, checkpoint: Path) -> dic
 
 def _print_report(report: dict) -> None:
     print(f"case {report['case']}, checkpoint {report['checkpoint']}, {report['machine']['processor']} x{report['machine']['cpus']}, "
-          f"torch {report['machine']['torch']}, {report['repeats']} repeats (medians)")
+          f"torch {report['machine']['torch']}, {report['repeats']} repeat" + ("s (medians)" if report["repeats"] > 1 else " (one run: no median)"))
     print(f"{'variant':<18}{'wall s':>8}{'x ours':>8}{'peak MB':>9}{'windows':>9}  stages (s)")
     for name, v in report["variants"].items():
         stages = " ".join(f"{k}={s:.2f}" for k, s in v["stage_seconds_median"].items())

@@ -14,7 +14,10 @@ from brainseg.errors import BrainsegError, InputError
 from brainseg.io import FOUR_CHANNEL_HINT, Case, LabelMap, Scan, load_files, modality_from_name, read_label_map, read_scan
 
 MIN_SCAN_VALUES = 32  # distinct intensities an MRI scan has at least (a mask or label map has a handful)
-KINDS = ("scan", "labels", "case")
+
+
+def _has_scan_values(array: np.ndarray) -> bool:
+    return np.unique(array[::4, ::4, ::4]).size > MIN_SCAN_VALUES
 
 
 @dataclass
@@ -55,7 +58,7 @@ def classify_file(name: str, data: bytes) -> DroppedFile:
         except BrainsegError as exc:
             errors[kind] = str(exc)
             continue
-        if seg and kind == "scan" and np.unique(value.array[::4, ::4, ::4]).size <= MIN_SCAN_VALUES:
+        if seg and kind == "scan" and not _has_scan_values(value.array):
             continue  # a mask with foreign values (0/255) is no scan: its label error stands
         return DroppedFile(kind, value, None if kind == "scan" and seg else modality, kind != readings[0][0])
     # a 4-channel image that could not be a case: the case reading says why, not the 3D scan reading
@@ -69,7 +72,8 @@ def read_reference(data: bytes, name: str, case: Case) -> LabelMap:
     try:
         return read_label_map(data, name, case)
     except BrainsegError:
-        if classify_file(name, data).kind in ("scan", "case"):
+        found = classify_file(name, data)
+        if found.kind == "case" or (found.kind == "scan" and _has_scan_values(found.value.array)):
             raise InputError(f"{name}: an MRI scan, not a segmentation (a label map holds a few label values, 0-4); "
                              f"drop it with the scans, and this case's segmentation here") from None
         raise

@@ -24,7 +24,7 @@ READ_LABELS_HELP = ("auto: what a brainseg-written map's header or the dataset.j
 
 def _add_inference_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", help="checkpoint file (default: the shipped model)")
-    p.add_argument("--patch-size", nargs=3, type=int, metavar=("X", "Y", "Z"), help="window size in voxels of the model grid (its axes in LPS order)")
+    p.add_argument("--patch-size", nargs=3, type=int, metavar=("X", "Y", "Z"), help="window size in voxels of the model grid (its axes in the checkpoint's orientation: LPS for brainseg's)")
     p.add_argument("--overlap", type=float, help="share of a window its neighbour overlaps (0-1, default from the checkpoint)")
     p.add_argument("--tta", action="store_true", help="mirroring test-time augmentation (8x slower)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

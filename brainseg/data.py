@@ -146,9 +146,10 @@ def _save_arrays(path: str, item: TrainingCase) -> None:
 
 
 def _source_files(source: CaseSource) -> list[Path]:
-    """Every file a case is read from (a case folder's own files), in a fixed order."""
-    paths = [*source.scans, *([source.segmentation] if source.segmentation else [])]
-    return sorted({f for p in paths for f in (p.iterdir() if p.is_dir() else [p]) if f.is_file()})
+    """The files a case is read from (of a case folder: its four scans, not a reader's notes beside
+    them) and its segmentation, in a fixed order."""
+    scans = [f for p in source.scans for f in (case_files(p).values() if p.is_dir() else [p])]
+    return sorted({*scans, *([source.segmentation] if source.segmentation else [])})
 
 
 def sample_patch(item: TrainingCase, patch: tuple[int, int, int], rng: np.random.Generator, tumour_share: float) -> tuple[np.ndarray, np.ndarray]:

@@ -13,7 +13,7 @@ from brainseg.config import LESION_CHALLENGES
 from brainseg.datasets import is_dataset, label_convention_of
 from brainseg.errors import BrainsegError, InputError
 from brainseg.files import check_can_create
-from brainseg.io import NIFTI_SUFFIXES, case_files, is_hidden, segmentation_file, strip_suffix
+from brainseg.io import NIFTI_SUFFIXES, case_files, is_hidden, modality_from_name, segmentation_file, strip_suffix
 from brainseg.labels import REGIONS, chosen_convention
 from brainseg.lesion_metrics import MISSED_HD95
 from brainseg.metrics import summarise
@@ -83,7 +83,7 @@ def reference_cases(ref_dir: Path) -> dict[str, Path]:
             seg = segmentation_file(p)
             if seg is not None:
                 refs[p.name] = seg
-        elif p.name.endswith(NIFTI_SUFFIXES):
+        elif p.name.endswith(NIFTI_SUFFIXES) and _named_scan(p.name) is None:  # scans beside the maps are not references
             refs[_case_id(p.name)] = p
     if not refs:
         raise InputError(
@@ -269,6 +269,15 @@ def _case_id(name: str) -> str:
     return strip_suffix(name).removesuffix("_seg").removesuffix("-seg")
 
 
+def _named_scan(name: str) -> str | None:
+    """The modality a file name names, when it names a scan (not a segmentation) unambiguously."""
+    try:
+        modality = modality_from_name(name)
+    except InputError:
+        return None
+    return modality if modality not in (None, "seg") else None
+
+
 def _is_label_map_name(name: str) -> bool:
     # segment --save-probabilities writes CASE_seg_probabilities.nii.gz beside each prediction
     return name.endswith(NIFTI_SUFFIXES) and not strip_suffix(name).endswith("_probabilities")
@@ -294,7 +303,7 @@ def _print_table(results: dict, scores=lambda res: res["regions"]) -> None:
 
 def _print_summary(summary: dict) -> None:
     """The mean and median lines under a table: Dice and HD95 per region."""
-    for stat in ("mean", "median"):
+    for stat in ("mean", "median", "std"):  # std: the sample standard deviation over the cases (nan for one)
         print(f"{stat:<28}" + "".join(f"{summary[r]['dice'][stat]:>8.4f}{summary[r]['hd95'][stat]:>9.2f}" for r in REGIONS))
 
 

@@ -199,6 +199,25 @@ def case_stems(names: Iterable[str]) -> list[str]:
     return sorted(stems - {""})
 
 
+def names_another_case(reference: str, scans: Iterable[str]) -> str | None:
+    """The case a reference's file name names when it is not the scans' case, else None.
+
+    Only a name with a number in it is taken for a case id, and one name holding all the other's words
+    is the same case: "ground_truth", "Brats18_x_1_GlistrBoost_ManuallyCorrected" (for Brats18_x_1's
+    scans) and nnU-Net's "BRATS_001" (for BRATS_001_0000 ...) name no other case; "case9_seg" for
+    case7's scans does.
+    """
+    named = case_stems([reference])
+    words = set(named[0].split("_")) if named else set()
+    if not any(any(c.isdigit() for c in w) for w in words):
+        return None
+    for stem in case_stems(scans):
+        other = set(stem.split("_"))
+        if words <= other or other <= words:
+            return None
+    return named[0] if case_stems(scans) else None
+
+
 def assign_modalities(names: Iterable[str], ignore_seg: bool = False, where: str = "") -> dict[str, str]:
     """Map each modality to one of ``names``.
 

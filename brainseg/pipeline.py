@@ -38,7 +38,8 @@ class Segmentation:
         device: where the network ran ("cpu", "cuda:0").
         removed_ml: predicted tumour the post-processing removed (small or distant pieces).
         warnings: what makes the result doubtful (scans that look not skull-stripped), for the user.
-        window_shape: the sliding window that ran (the asked patch size with sides cut to the brain box).
+        window_shape: the sliding window that ran (the asked patch size with sides longer than the brain box cut
+            to it, rounded up to the network's divisor).
     """
 
     labels: np.ndarray

@@ -103,12 +103,16 @@ def resample(volume: torch.Tensor, shape: tuple[int, int, int], mode: str = "tri
 # Trilinear interpolation reads the two input voxels nearest each output voxel: shrinking an axis by r > 2
 # skips r - 2 of every r (a scan finer than 1 mm going to 2 mm aliases; a target share of 1 in 4 reads 0).
 # Such axes are averaged over each output voxel's block instead; 1 mm to 2 mm (r = 2) stays trilinear,
-# which there is the two-voxel average, so the shipped model's inputs are unchanged.
+# which there is the two-voxel average, so the shipped model's inputs are unchanged. The margin keeps
+# 1 mm voxels written with float noise (0.99999994 mm) and near-1 mm ones (0.98 mm) on that path.
+BLOCK_AVERAGE_ABOVE = 2.05
+
+
 def downsample(volume: torch.Tensor, geometry: Geometry) -> torch.Tensor:
     """A (C, *box_shape) tensor on the model grid: block averages along axes shrunk more than 2x,
     trilinear along the others."""
     for axis, (fine, coarse) in enumerate(zip(geometry.spacing, geometry.model_spacing)):
-        if coarse / fine > 2:
+        if coarse / fine > BLOCK_AVERAGE_ABOVE:
             size = list(volume.shape[1:])
             size[axis] = geometry.model_shape[axis]
             volume = F.adaptive_avg_pool3d(volume[None], size)[0]

@@ -86,7 +86,7 @@ def run_segment(args) -> int:
     result.seconds["total"] = time.perf_counter() - started
     if args.stats:
         _write_json(Path(args.stats), _stats_payload(result, case, loaded, settings))
-    _print_summary(result, case, out)
+    _print_summary(result, case, out, tta=settings[0].tta)
     return 0
 
 
@@ -229,7 +229,7 @@ def _write_json(path: Path, payload: dict) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=2)))
 
 
-def _print_summary(result, case, out: Path) -> None:
+def _print_summary(result, case, out: Path, tta: bool = False) -> None:
     from brainseg.labels import REGION_NAMES
 
     stats = result.stats
@@ -241,7 +241,8 @@ def _print_summary(result, case, out: Path) -> None:
     for key, entry in stats["labels"].items():
         print(f"{'label ' + key + ' ' + entry['name']:<24}{entry['voxels']:>10}{entry['ml']:>10.2f}")
     seconds = "  ".join(f"{k} {v:.2f}s" for k, v in result.seconds.items())
-    print(f"{result.windows} windows, {result.precision}; {seconds}")
+    copies = " x 8 mirrored copies" if tta else ""
+    print(f"{result.windows} windows{copies}, {result.precision}; {seconds}")
 
 
 def _run_cohort(args, checkpoint: Path) -> int:

@@ -62,15 +62,12 @@ def setup_distributed() -> Distributed:
     if world <= 1:
         return Distributed(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    # the other ranks wait while rank 0 fills the data cache: torch's 10-30 min default would cut off a
-    # first run over a thousand cases
-    timeout = timedelta(hours=PREPROCESS_WAIT_HOURS)
     if torch.cuda.is_available():
         torch.cuda.set_device(local)
-        dist.init_process_group("nccl", timeout=timeout)
+        dist.init_process_group("nccl")
         device = torch.device("cuda", local)
     else:
-        dist.init_process_group("gloo", timeout=timeout)
+        dist.init_process_group("gloo")
         device = torch.device("cpu")
     return Distributed(dist.get_rank(), world, device)
 
@@ -110,6 +107,8 @@ def _random_streams(seed: int, rank: int, start_step: int) -> tuple[np.random.Ge
     from its step, rather than replaying the patches and augmentations of the first part's first steps;
     a fresh run keeps the streams runs have always had (seed + 1000 x rank)."""
     if start_step == 0:
+        if rank:  # after the model's initial weights (the same on every rank): each rank's own dropout
+            torch.manual_seed(seed + 1000 * rank)
         return np.random.default_rng(seed + 1000 * rank), seed + 1000 * rank
     rng = np.random.default_rng([seed, rank, start_step])
     torch.manual_seed(int(rng.integers(2**62)))  # dropout, too, goes on rather than repeating
@@ -234,12 +233,15 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None,
         recorded = replace(train_config, **{k: str(Path(v).absolute()) for k in ("data", "init") if (v := getattr(train_config, k))})
         (out_dir / "config.json").write_text(json.dumps({"train": to_plain(asdict(recorded)), "model": config.to_dict()}, indent=2))
     cache = out_dir / "cache"
-    # rank 0 fills the cache and the others read it, rather than all writing the same files at once
+    # rank 0 fills the cache and the others read it, rather than all writing the same files at once. They
+    # wait in a group of their own: torch's 10-30 min default would cut off a first run over a thousand
+    # cases, and a longer one for every collective would leave a hung training step hanging for hours
+    waiting = dist.new_group(backend="gloo", timeout=timedelta(hours=PREPROCESS_WAIT_HOURS)) if ddp.world > 1 else None
     if not ddp.main:
-        dist.barrier()
+        dist.barrier(group=waiting)
     train_cases = load_training_cases(train_sources, config.preprocess, cache, train_config.label_convention)
     if ddp.main and ddp.world > 1:
-        dist.barrier()
+        dist.barrier(group=waiting)
     val_cases = [(s.name, *load_reference(s, train_config.label_convention)) for s in val_sources] if ddp.main else []
 
     net = model

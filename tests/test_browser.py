@@ -203,3 +203,15 @@ def test_upload_run_and_inspect_a_real_case(server, browser):
     peak = peak_memory_mb(server.pid)
     print(f"server peak memory with one 240x240x155 case: {peak:.0f} MB")
     assert peak < 2048  # Community Cloud gives about 2.7 GB
+
+    # the downloads' label values follow a new case: the box must show what the files will hold (it once
+    # kept showing the first case's choice while the sample's files held BraTS 2023+ values)
+    box = page.get_by_role("combobox", name="Label values in downloads")
+    assert box.input_value() == "BraTS 2018-2021 (ET = 4)"
+    page.get_by_role("button", name="Try the sample case").click()
+    settle(page)
+    page.get_by_role("button", name="Run segmentation").click()
+    page.get_by_text("BraTS-GLI-00001-000 segmented by brainseg_default").wait_for(timeout=600_000)
+    settle(page)
+    no_exception(page)
+    assert box.input_value() == "BraTS 2023+ (ET = 3)"

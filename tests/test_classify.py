@@ -56,5 +56,6 @@ def test_a_scan_given_as_a_reference_is_named_a_scan():
     assert read_reference(nifti_bytes(labels()), "case_seg.nii.gz", case).values.shape == case.shape
     with pytest.raises(InputError, match=r"^case_seg.nii.gz: an MRI scan, not a segmentation"):
         read_reference(nifti_bytes(scans["t1"]), "case_seg.nii.gz", case)
-    with pytest.raises(InputError, match=r"unexpected label values \[255\]"):  # a mask is no scan: its own error
-        read_reference(nifti_bytes(np.where(labels() > 0, 255, 0).astype(np.uint8)), "case_seg.nii.gz", case)
+    for name in ("case_seg.nii.gz", "case_truth.nii.gz"):  # a mask is no scan, whatever its name: its own error
+        with pytest.raises(InputError, match=r"unexpected label values \[255\]"):
+            read_reference(nifti_bytes(np.where(labels() > 0, 255, 0).astype(np.uint8)), name, case)

@@ -404,6 +404,7 @@ def test_evaluate_folders_score_the_cases_a_bad_file_leaves(tmp_path, capsys):
     result = json.loads(captured.out)
     assert list(result["cases"]) == ["c1", "c3"] and result["matching"]["errors"] == ["c2"]
     assert result["matching"]["scored"] == 2 and result["summary"]["WT"]["dice"]["mean"] == 1.0
+    assert {k: result["summary"]["WT"]["dice"][k] for k in ("std", "min", "max", "n")} == {"std": 0.0, "min": 1.0, "max": 1.0, "n": 2}
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: c2: ") and "c2_seg.nii.gz" in lines[0]
     assert main(["evaluate", str(pred), str(ref)]) == 2
@@ -489,6 +490,13 @@ def test_evaluate_against_one_case_folder_scores_its_segmentation(tmp_path, caps
         result = out["cases"]["c1"] if "cases" in out else out
         assert [result["regions"][r]["dice"] for r in ("WT", "TC", "ET")] == [1.0, 1.0, 1.0]
         assert "matching" not in out or out["matching"]["references"] == 1
+    # a flat folder of several cases' scans and maps: the maps are the references, the scans are not
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for name in ("c1_flair.nii.gz", "c1_t1.nii.gz", "c1_seg.nii.gz"):
+        shutil.copy(tmp_path / "data" / "c1" / name, flat / name)
+    assert main(["evaluate", str(tmp_path / "pred"), str(flat), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["matching"]["references"] == 1
 
 
 def test_user_error_is_one_line_exit_2_and_no_output(tmp_path, tiny_checkpoint):

@@ -300,3 +300,19 @@ def test_a_label_map_of_arrays_without_a_header_carries_both_matrices(tmp_path):
     assert (saved.header["qform_code"], saved.header["sform_code"]) == (2, 2)
     np.testing.assert_allclose(saved.get_qform(), affine)
     np.testing.assert_allclose(saved.get_sform(), affine)
+
+
+@pytest.mark.parametrize("reference, scans, other", [
+    ("case9_seg.nii.gz", ["case7_flair.nii.gz", "case7_t1.nii.gz"], "case9"),
+    ("BraTS-GLI-00999-000-seg.nii.gz", ["Brats18_CBICA_ABM_1_flair.nii.gz"], "brats_gli_00999_000"),
+    ("Brats18_CBICA_ABM_1_seg.nii.gz", ["Brats18_CBICA_ABM_1_flair.nii.gz"], None),
+    ("Brats18_CBICA_ABM_1_GlistrBoost_ManuallyCorrected.nii.gz", ["Brats18_CBICA_ABM_1_flair.nii.gz"], None),  # BraTS's own
+    ("BRATS_001.nii.gz", ["BRATS_001_0000.nii.gz", "BRATS_001_0001.nii.gz"], None),  # nnU-Net's labelsTr / imagesTr
+    ("sub-01_ses-01_dseg.nii.gz", ["sub-01_ses-01_T1w.nii.gz", "sub-01_ses-01_FLAIR.nii.gz"], None),  # BIDS
+    ("ground_truth.nii.gz", ["case7_flair.nii.gz"], None),  # no case id in the name: nothing to compare
+    ("case9_seg.nii.gz", ["flair.nii.gz", "t1.nii.gz"], None),  # nor in the scans' names
+])
+def test_a_reference_named_for_another_case_is_told_from_the_usual_names(reference, scans, other):
+    from brainseg.io import names_another_case
+
+    assert names_another_case(reference, scans) == other

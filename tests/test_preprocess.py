@@ -129,3 +129,12 @@ def test_scans_finer_than_half_the_model_spacing_are_averaged_not_skipped(fine, 
                         (2.0, 2.0, 2.0))
     ramp = torch.arange(48, dtype=torch.float32).expand(1, 8, 8, 48).contiguous()
     np.testing.assert_allclose(downsample(ramp, geometry)[0, 0, 0].numpy(), np.arange(24) * 2 + 0.5, atol=1e-5)
+
+
+def test_one_millimetre_voxels_written_with_float_noise_stay_on_the_trilinear_path():
+    """A 1 mm affine stored as 0.99999994 mm (float32) gives the model exactly what 1 mm gives."""
+    images = synthetic_images()
+    noisy = LPS.copy()
+    noisy[:3, :3] *= np.float32(0.99999994)
+    exact, off = (prepare(Case(images, a), PreprocessConfig()).image for a in (LPS, noisy))
+    assert torch.equal(exact, off)

@@ -131,7 +131,22 @@ def test_train_writes_checkpoints_logs_and_resumes(small_data, tmp_path):
     with (out / "metrics.csv").open() as f:
         assert [int(r["step"]) for r in csv.DictReader(f)] == [2, 4]
     state = torch.load(out / "state.pt", weights_only=True)
-    assert state["step"] == 4 and state["stale"] in (0, 1)  # --patience counts on across a resume
+    assert state["step"] == 4 and "stale" in state
+
+
+def test_a_resumed_run_counts_patience_on_from_its_state(tmp_path):
+    from brainseg.train import _resume
+
+    model = UNet3D(ModelConfig(features=(4, 8)))
+    optimizer = torch.optim.AdamW(model.parameters())
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": 6, "best_score": 0.7,
+             "seconds": 12.0, "stale": 3}
+    torch.save(state, tmp_path / "state.pt")
+    resumed = _resume(TrainConfig(resume=str(tmp_path / "state.pt"), max_steps=10), model, optimizer)
+    assert resumed == (6, 0.7, 12.0, 3)
+    del state["stale"]  # a state saved before the count was kept starts it at 0
+    torch.save(state, tmp_path / "state.pt")
+    assert _resume(TrainConfig(resume=str(tmp_path / "state.pt"), max_steps=10), model, optimizer)[3] == 0
 
 
 def test_folders_that_are_not_labelled_cases_are_said_to_be_left_out(tmp_path, caplog):
@@ -199,8 +214,7 @@ def test_settings_that_do_not_fit_together_are_refused_before_any_data_is_read(t
     assert not (tmp_path / "run").exists()
 
 
-@needs_data()
-def test_the_training_cache_is_read_again_when_a_segmentation_is_corrected(tmp_path):
+def test_the_training_cache_is_read_again_when_a_segmentation_is_corrected(tmp_path, monkeypatch):
     """Cached arrays are keyed on the files' contents: a corrected map is not served from the cache, an
     unchanged case is, and no temporary file is left beside them."""
     import nibabel as nib
@@ -213,22 +227,29 @@ def test_the_training_cache_is_read_again_when_a_segmentation_is_corrected(tmp_p
     labels = np.zeros((40, 44, 36), np.uint8)
     labels[10:20, 10:20, 10:20] = 2
     nib.save(nib.Nifti1Image(labels, LPS), seg)
+    import brainseg.data
+
+    prepared = []
+    real = brainseg.data.to_training_case
+    monkeypatch.setattr(brainseg.data, "to_training_case", lambda *a, **k: prepared.append(1) or real(*a, **k))
     cache, config = tmp_path / "cache", PreprocessConfig()
     first = load_training_cases(find_cases(tmp_path / "data"), config, cache)[0].target
     assert first[2].max() == 0  # no ET
-    assert len(list(cache.iterdir())) == 1
+    assert len(list(cache.iterdir())) == 1 and len(prepared) == 1
+    (tmp_path / "data" / "case01" / "notes.txt").write_text("reader's notes")  # not one of the case's files
     load_training_cases(find_cases(tmp_path / "data"), config, cache)
-    assert len(list(cache.iterdir())) == 1  # read from the cache, not made again
+    assert len(list(cache.iterdir())) == 1 and len(prepared) == 1  # read from the cache, not made again
     labels[12:18, 12:18, 12:18] = 4  # the expert corrects the map: ET inside
     nib.save(nib.Nifti1Image(labels, LPS), seg)
     corrected = load_training_cases(find_cases(tmp_path / "data"), config, cache)[0].target
-    assert corrected[2].max() > 0.9
+    assert corrected[2].max() > 0.9 and len(prepared) == 2
     assert sorted(p.suffix for p in cache.iterdir()) == [".npz", ".npz"]
     for damaged in cache.iterdir():  # damaged outside brainseg: made again, not a traceback
         damaged.write_bytes(b"PK\x03\x04 not a whole zip")
     np.testing.assert_array_equal(load_training_cases(find_cases(tmp_path / "data"), config, cache)[0].target, corrected)
 
 
+@needs_data()
 def test_training_reads_segmentations_in_the_convention_it_is_told(tmp_path):
     """One real case with its segmentation rewritten as Decathlon Task01 and as BraTS 2024 post-treatment
     (a resection cavity added outside the tumour) gives the same targets as the original once named."""
