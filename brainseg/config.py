@@ -133,6 +133,7 @@ class PreprocessConfig:
     orientation: str = "LPS"  # axis codes the model was trained in (nibabel convention)
     spacing: tuple[float, float, float] = (2.0, 2.0, 2.0)  # mm, model working resolution
     crop_margin: int = 2  # voxels kept around the brain box
+    bias_correction: bool = False  # N4 inside the brain before z-scoring (brainseg.bias); needs SimpleITK
 
     def __post_init__(self) -> None:
         modalities = tuple(self.modalities) if isinstance(self.modalities, (list, tuple)) else ()
@@ -143,6 +144,8 @@ class PreprocessConfig:
                                               f"P/A and one of I/S, such as 'LPS' or 'RAS'")
         require_triple("spacing", self.spacing, lambda s: is_number(s, 0.0, low_open=True), "numbers > 0 (millimetres)")
         require_whole("crop_margin", self.crop_margin, 0)
+        if not isinstance(self.bias_correction, bool):
+            raise SettingError("bias_correction", f"got {_shown(self.bias_correction)}; expected true or false")
 
 
 def _is_orientation(codes: Any) -> bool:

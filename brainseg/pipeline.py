@@ -40,6 +40,7 @@ class Segmentation:
         warnings: what makes the result doubtful (scans that look not skull-stripped), for the user.
         window_shape: the sliding window that ran (the asked patch size with sides longer than the brain box cut
             to it, rounded up to the network's divisor).
+        bias_corrected: whether N4 bias-field correction ran before z-scoring.
     """
 
     labels: np.ndarray
@@ -53,6 +54,7 @@ class Segmentation:
     removed_ml: float = 0.0
     warnings: list[str] = field(default_factory=list)
     window_shape: tuple[int, ...] = ()  # the window the network ran on, on the model grid
+    bias_corrected: bool = False
 
     def __repr__(self) -> str:  # a notebook shows this: volumes, not array previews
         regions = ", ".join(f"{r} {v['ml']:.2f} mL" for r, v in self.stats.get("regions", {}).items())
@@ -81,6 +83,7 @@ def segment_case(
     precision: str = "auto",
     progress: Progress | None = None,
     predictor: Callable | None = None,
+    bias_correction: bool | None = None,
 ) -> Segmentation:
     """Segment one loaded case: preprocess, sliding-window inference, labels, post-processing, statistics.
 
@@ -92,6 +95,7 @@ def segment_case(
         precision: "auto" (fp16 on CUDA, bf16 on CPUs with bf16 kernels, else fp32), "fp32" or "bf16".
         progress: called with (windows done, windows in all) as the network runs.
         predictor: replaces the network (tests, benchmarks); must map (N, C, *patch) to logits.
+        bias_correction: N4 before z-scoring (``brainseg.bias``); None: as the checkpoint was trained.
     Returns:
         a ``Segmentation`` on the case's grid (labels, probabilities, volumes, timings, warnings).
     Raises:
@@ -106,7 +110,8 @@ def segment_case(
     check_window(inference.patch_size, config.model)
     seconds: dict[str, float] = {}
     t = time.perf_counter()
-    prepared = prepare(case, config.preprocess)
+    preprocess = config.preprocess if bias_correction is None else replace(config.preprocess, bias_correction=bias_correction)
+    prepared = prepare(case, preprocess)
     seconds["preprocess"] = time.perf_counter() - t
     for warning in prepared.warnings:
         log.warning("%s: %s", case_stem(next(iter(case.sources.values()), "case")), warning)
@@ -134,7 +139,8 @@ def segment_case(
     # the window that ran: a side longer than the brain box is cut to it ("whole brain" asks for 512)
     window = plan_windows(prepared.image.shape[1:], inference.patch_size, inference.overlap, config.model.divisor).patch
     return Segmentation(full_labels, full_probs, stats, seconds, windows[0] if windows else 0, used_precision,
-                        prepared.brain_voxels, used_device, removed_ml, prepared.warnings, tuple(window))
+                        prepared.brain_voxels, used_device, removed_ml, prepared.warnings, tuple(window),
+                        preprocess.bias_correction)
 
 
 def labels_on_input_grid(logits: torch.Tensor, prepared: Prepared, output_mode: str, threshold: float,

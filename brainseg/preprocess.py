@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from brainseg.bias import n4_correct
 from brainseg.config import PreprocessConfig
 from brainseg.errors import InputError
 from brainseg.io import Case
@@ -130,7 +131,10 @@ def prepare(case: Case, config: PreprocessConfig) -> Prepared:
     warnings = [w for w in (unstripped_warning(mask, float(np.prod(spacing)) / 1000),) if w]
     box = brain_box(mask, config.crop_margin)
     mask_box = mask[box]
-    channels = np.stack([zscore(image[box], mask_box) for image in oriented])
+    boxed = [image[box] for image in oriented]
+    if config.bias_correction:
+        boxed = [n4_correct(image, mask_box, spacing) for image in boxed]
+    channels = np.stack([zscore(image, mask_box) for image in boxed])
     model_shape = model_grid_shape(mask_box.shape, spacing, config.spacing)
     geometry = Geometry(transform, oriented[0].shape, box, model_shape, spacing, tuple(config.spacing))
     tensor = downsample(torch.from_numpy(channels), geometry)

@@ -156,6 +156,7 @@ def run_record(loaded, inference, postprocess, segmentation) -> dict:
         "precision": segmentation.precision,
         "windows": segmentation.windows,
         "window_shape": list(segmentation.window_shape),
+        "bias_corrected": segmentation.bias_corrected,
         "seconds": {k: round(v, 3) for k, v in segmentation.seconds.items()},
         "postprocess_removed_ml": round(segmentation.removed_ml, 3),
         "warnings": list(segmentation.warnings),

@@ -127,7 +127,8 @@ def _segment_one(args, case, loaded, settings: tuple, out: Path, show_progress: 
 
     inference, post = settings
     bar = _bar(show_progress)
-    result = segment_case(case, loaded, inference, post, args.device, args.precision, progress=bar)
+    result = segment_case(case, loaded, inference, post, args.device, args.precision, progress=bar,
+                          bias_correction=True if args.bias_correct else None)
     if bar is not None:
         bar.close()
     t = time.perf_counter()
@@ -167,7 +168,7 @@ def _done_before(source, target: Path, stats: Path, args, made_by: dict) -> bool
     if written != wanted:
         print(f"{source.name}: redone, its label map holds {written} values and this run writes {wanted}", file=sys.stderr)
         return False
-    changed = [MADE_BY_WORDS[key] for key, value in made_by.items() if recorded.get(key) != value]
+    changed = [MADE_BY_WORDS[key] for key, value in made_by.items() if recorded.get(key, NOT_RECORDED.get(key)) != value]
     if changed:
         print(f"{source.name}: redone, its statistics record {' and '.join(changed)} other than this run's "
               f"(or none, from an older brainseg)", file=sys.stderr)
@@ -198,15 +199,18 @@ def _bar(show: bool):
     return update
 
 
-MADE_BY_WORDS = {"checkpoint_sha256": "a checkpoint", "settings": "settings", "precision": "a precision"}
+MADE_BY_WORDS = {"checkpoint_sha256": "a checkpoint", "settings": "settings", "precision": "a precision",
+                 "bias_corrected": "bias correction"}
+NOT_RECORDED = {"bias_corrected": False}  # what statistics written before a field existed mean by its absence
 
 
-def _made_by(loaded, settings: tuple, precision: str) -> dict:
+def _made_by(loaded, settings: tuple, precision: str, bias_corrected: bool) -> dict:
     """The part of a case's statistics that says which weights and settings made its label map."""
     from brainseg.checkpoint import fingerprint
     from brainseg.report import settings_record
 
-    return {"checkpoint_sha256": fingerprint(loaded.path), "settings": settings_record(*settings), "precision": precision}
+    return {"checkpoint_sha256": fingerprint(loaded.path), "settings": settings_record(*settings), "precision": precision,
+            "bias_corrected": bias_corrected}
 
 
 def _stats_payload(result, case, loaded, settings: tuple) -> dict:
@@ -264,7 +268,8 @@ def _run_cohort(args, checkpoint: Path) -> int:
     mine = cases[rank::world]
     loaded = load_checkpoint(checkpoint)
     settings = run_settings(args, loaded)
-    made_by = _made_by(loaded, settings, PRECISION_NAMES[choose_dtype(resolve_device(args.device), args.precision)])
+    made_by = _made_by(loaded, settings, PRECISION_NAMES[choose_dtype(resolve_device(args.device), args.precision)],
+                       bool(args.bias_correct) or loaded.config.preprocess.bias_correction)
     failures, resumed = 0, 0
     iterator = mine
     if not args.no_progress:

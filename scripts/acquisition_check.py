@@ -16,7 +16,11 @@ scored against the expert labels taken through the same alteration:
 The random alterations use a fixed seed per case, so a run repeats. Output: one line per case and
 condition, then the mean per condition (Dice, HD95 in mm, and the whole-tumour volume error in mL).
 
+With ``--bias-correct`` every case is segmented after N4 bias-field correction (``brainseg segment
+--bias-correct``); ``--conditions`` picks some of the alterations.
+
 Usage: python scripts/acquisition_check.py ../shared/data/brats CASE [CASE ...] [--checkpoint CK] [--json OUT]
+       python scripts/acquisition_check.py ../shared/data/brats CASE ... --bias-correct --conditions "as distributed" "bias field"
 """
 import argparse
 import json
@@ -80,14 +84,14 @@ CONDITIONS = {
 }
 
 
-def check_case(folder: Path, loaded, seed: int) -> dict:
+def check_case(folder: Path, loaded, seed: int, conditions: list[str], bias_correct: bool) -> dict:
     case = load_case(folder)
     ref = read_label_map(segmentation_file(folder)).internal()[0]
     rows = {}
-    for name, alter in CONDITIONS.items():
-        images, altered_ref, affine = alter(case.images, ref, case.affine, np.random.default_rng(seed))
+    for name in conditions:
+        images, altered_ref, affine = CONDITIONS[name](case.images, ref, case.affine, np.random.default_rng(seed))
         altered = Case(images, affine, None, dict(case.sources), case.convention)
-        result = segment_case(altered, loaded)
+        result = segment_case(altered, loaded, bias_correction=bias_correct or None)
         scores = evaluate(result.labels, altered_ref, altered.spacing)["regions"]
         ml = voxel_volume_ml(altered.spacing)
         rows[name] = {"dice": [scores[r]["dice"] for r in REGIONS], "hd95": [scores[r]["hd95"] for r in REGIONS],
@@ -104,15 +108,17 @@ def main() -> None:
     parser.add_argument("cases", nargs="+", help="case folder names (the validation split)")
     parser.add_argument("--checkpoint", type=Path, default=None, help="default: the shipped model")
     parser.add_argument("--json", type=Path, default=None, help="write every case's scores here")
+    parser.add_argument("--bias-correct", action="store_true", help="N4 before segmenting, as brainseg segment --bias-correct")
+    parser.add_argument("--conditions", nargs="+", choices=list(CONDITIONS), default=list(CONDITIONS))
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)  # the skull-strip heuristics' warnings are not the point here
     loaded = load_checkpoint(args.checkpoint or default_checkpoint())
     per_case = {}
     for seed, name in enumerate(args.cases):
         case_files(args.data / name)  # a missing modality fails here, before any inference
-        per_case[name] = check_case(args.data / name, loaded, seed)
+        per_case[name] = check_case(args.data / name, loaded, seed, args.conditions, args.bias_correct)
     print("\nmean over", len(per_case), "cases: Dice WT / TC / ET | HD95 WT / TC / ET (mm) | WT volume error (mL, mean |error|)")
-    for condition in CONDITIONS:
+    for condition in args.conditions:
         rows = [per_case[c][condition] for c in per_case]
         dice = np.mean([r["dice"] for r in rows], axis=0)
         hd = np.mean([r["hd95"] for r in rows], axis=0)
