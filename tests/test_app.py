@@ -258,6 +258,17 @@ def test_segmentation_dropped_with_the_scans_becomes_the_ground_truth(app):
     assert table(app, "hd95_mm")["dice"].tolist() == [1.0, 1.0, 1.0]
 
 
+def test_bias_correction_is_chosen_in_the_sidebar_and_said_in_the_result(app):
+    upload(app, scan_files())
+    app.checkbox(key="bias_correct").check().run()
+    app.button(key="run").click().run()
+    assert not app.exception and not errors(app)
+    assert any(c.value.startswith("Settings used: N4 bias-field correction, ") for c in app.caption)
+    app.checkbox(key="bias_correct").uncheck().run()
+    app.button(key="run").click().run()
+    assert not any("N4" in c.value for c in app.caption if c.value.startswith("Settings used"))
+
+
 def test_a_reference_of_another_case_or_a_scan_as_reference_is_said_so(app):
     run_case(app)
     truth = nifti(from_internal(expected_labels(), "brats2018"))
