@@ -181,7 +181,8 @@ def sidebar() -> tuple[SimpleNamespace, object]:
         tta = st.checkbox("Test-time augmentation (8 mirrored copies, ~8x slower)", key="tta")
         bias = st.checkbox("Bias-field correction (N4) first", key="bias_correct",
                            help="Divides out scanner coil inhomogeneity inside the brain before the network sees the scans "
-                                "(about 10-30 s more on a CPU); the model card gives what it did on the validation cases.")
+                                "(its preprocessing took 27-45 s per case on a shared 2-core CPU); the model card gives what it did on "
+                                "the validation cases.")
         min_component = st.number_input(
             "Minimum tumour component (voxels)", 0, 100_000, step=10, key="min_component",
             help=f"Whole-tumour pieces smaller than this many voxels of the scans' grid are removed (at 1 mm voxels, "

@@ -44,8 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--stats", help="write volume statistics as JSON here (one case; a folder of cases gets CASE_stats.json beside each label map)")
     seg.add_argument("--min-component", type=int, help="remove whole-tumour components smaller than this many voxels")
     seg.add_argument("--bias-correct", action="store_true",
-                     help="N4 bias-field correction inside the brain before z-scoring (needs SimpleITK; about 10-30 s per "
-                          "case on a CPU); the model card gives what it did on the validation cases")
+                     help="N4 bias-field correction inside the brain before z-scoring (needs SimpleITK; preprocessing took "
+                          "27-45 s per case on a shared 2-core CPU); the model card gives what it did on the validation cases")
     seg.add_argument("--max-component-distance", type=float, metavar="MM",
                      help="remove whole-tumour components farther than this from the largest one; 0 keeps all "
                           "(default from the checkpoint, 10)")
