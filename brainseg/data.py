@@ -16,7 +16,7 @@ from brainseg.config import PreprocessConfig
 from brainseg.datasets import CaseSource, is_dataset, labelled_cases
 from brainseg.errors import InputError
 from brainseg.files import atomic_write
-from brainseg.io import Case, case_files, is_hidden, read_label_map, segmentation_file
+from brainseg.io import Case, case_files, case_problem, is_hidden, read_label_map, segmentation_file
 from brainseg.labels import REGIONS, region_masks
 from brainseg.preprocess import Geometry, downsample, prepare, reorient
 
@@ -59,17 +59,6 @@ def find_cases(root: str | Path) -> list[CaseSource]:
         raise InputError(f"{root}: no case folders with four scans and a segmentation, and no imagesTr folder "
                          f"(Decathlon / nnU-Net layout)")
     return cases
-
-
-def case_problem(folder: Path) -> str | None:
-    """Why a folder is not a labelled case (a scan or the segmentation missing), or None when it is one."""
-    try:
-        case_files(folder)
-    except InputError as exc:
-        return str(exc).removeprefix(f"{folder}: ")
-    if segmentation_file(folder) is None:
-        return "no segmentation; expected one named like CASE_seg.nii.gz beside the scans"
-    return None
 
 
 def load_reference(source: CaseSource | str | Path, convention: str | None = None) -> tuple[Case, np.ndarray]:

@@ -13,7 +13,7 @@ from brainseg.config import LESION_CHALLENGES
 from brainseg.datasets import is_dataset, label_convention_of
 from brainseg.errors import BrainsegError, InputError
 from brainseg.files import check_can_create
-from brainseg.io import NIFTI_SUFFIXES, case_files, is_hidden, modality_from_name, segmentation_file, strip_suffix
+from brainseg.io import NIFTI_SUFFIXES, case_problem, is_hidden, modality_from_name, segmentation_file, strip_suffix
 from brainseg.labels import REGIONS, chosen_convention
 from brainseg.lesion_metrics import MISSED_HD95
 from brainseg.metrics import summarise
@@ -59,14 +59,7 @@ class Pairing:
 
 def _case_folder_segmentation(folder: Path) -> Path | None:
     """The segmentation of a folder that is one case (its scans and a seg file), else None."""
-    seg = segmentation_file(folder)
-    if seg is None:
-        return None
-    try:
-        case_files(folder)
-    except InputError:
-        return None
-    return seg
+    return segmentation_file(folder) if case_problem(folder) is None else None
 
 
 def reference_cases(ref_dir: Path) -> dict[str, Path]:
@@ -131,8 +124,8 @@ def run_evaluate(args) -> int:
     for p in (pred, ref):
         if not p.exists():
             raise InputError(f"{p}: no such file or folder")
-    if pred.is_file() and ref.is_dir() and _case_folder_segmentation(ref) is not None:
-        ref = _case_folder_segmentation(ref)  # one case's folder: its segmentation is the reference
+    if pred.is_file() and ref.is_dir():
+        ref = _case_folder_segmentation(ref) or ref  # one case's folder: its segmentation is the reference
     if pred.is_dir() != ref.is_dir():
         raise InputError(
             f"{pred} is {_kind(pred)} but {ref} is {_kind(ref)}; give two files (a prediction and its "

@@ -211,11 +211,12 @@ def names_another_case(reference: str, scans: Iterable[str]) -> str | None:
     words = set(named[0].split("_")) if named else set()
     if not any(any(c.isdigit() for c in w) for w in words):
         return None
-    for stem in case_stems(scans):
+    stems = case_stems(scans)
+    for stem in stems:
         other = set(stem.split("_"))
         if words <= other or other <= words:
             return None
-    return named[0] if case_stems(scans) else None
+    return named[0] if stems else None
 
 
 def assign_modalities(names: Iterable[str], ignore_seg: bool = False, where: str = "") -> dict[str, str]:
@@ -265,6 +266,17 @@ def case_files(folder: str | Path) -> dict[str, Path]:
     # other files in a case folder (masks, derived maps) are not the user's choice of scans: skip them
     named = [p for p in files if _folder_modality(p) is not None]
     return assign_modalities(named or files, ignore_seg=True, where=str(folder))
+
+
+def case_problem(folder: Path) -> str | None:
+    """Why a folder is not a labelled case (a scan or the segmentation missing), or None when it is one."""
+    try:
+        case_files(folder)
+    except InputError as exc:
+        return str(exc).removeprefix(f"{folder}: ")
+    if segmentation_file(folder) is None:
+        return "no segmentation; expected one named like CASE_seg.nii.gz beside the scans"
+    return None
 
 
 def segmentation_file(folder: str | Path) -> Path | None:
