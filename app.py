@@ -179,10 +179,12 @@ def sidebar() -> tuple[SimpleNamespace, object]:
         stride = st.slider("Stride ratio", *STRIDE_RANGE, step=0.05, key="stride", help=f"Step between windows as a share of the patch; this checkpoint's default is {defaults['stride']:.2f}.")
         st.caption("Smaller stride = more overlap between windows: slower, smoother borders.")
         tta = st.checkbox("Test-time augmentation (8 mirrored copies, ~8x slower)", key="tta")
-        bias = st.checkbox("Bias-field correction (N4) first", key="bias_correct",
-                           help="Divides out scanner coil inhomogeneity inside the brain before the network sees the scans "
-                                "(its preprocessing took 27-45 s per case on a shared 2-core CPU); the model card gives what it did on "
-                                "the validation cases.")
+        corrected = ", ".join(ROLES[m] for m in defaults["bias_correct"]) or "none"
+        scans = list(loaded.config.preprocess.modalities) if loaded is not None else list(MODALITIES)
+        bias = st.multiselect("Bias-field correction (N4) of", scans, key="bias_correct", format_func=ROLES.get,
+                              help=f"Divides out scanner coil inhomogeneity inside the brain before the network sees these "
+                                   f"scans (about 5 s per scan on a 2-core CPU); this checkpoint's default: {corrected}. The "
+                                   f"model card gives what it did on the validation cases.")
         min_component = st.number_input(
             "Minimum tumour component (voxels)", 0, 100_000, step=10, key="min_component",
             help=f"Whole-tumour pieces smaller than this many voxels of the scans' grid are removed (at 1 mm voxels, "
@@ -191,7 +193,7 @@ def sidebar() -> tuple[SimpleNamespace, object]:
         devices = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
         device = st.selectbox("Device", devices, key="device")
     # an unreadable checkpoint: Run stays off (the error above says why)
-    settings = SimpleNamespace(path=labels[choice] if loaded is not None else None, patch=PATCH_SIZES[patch], overlap=round(1.0 - stride, 4), tta=tta, min_component=int(min_component), max_distance=float(max_distance), device=device, bias=bias)
+    settings = SimpleNamespace(path=labels[choice] if loaded is not None else None, patch=PATCH_SIZES[patch], overlap=round(1.0 - stride, 4), tta=tta, min_component=int(min_component), max_distance=float(max_distance), device=device, bias=[m for m in scans if m in bias])
     return settings, card
 
 
@@ -203,7 +205,7 @@ def checkpoint_defaults(path: str, loaded) -> dict:
     defaults = {
         "stride": min(max(round(1.0 - config.inference.overlap, 2), low), high),
         "tta": config.inference.tta,
-        "bias_correct": config.preprocess.bias_correction,
+        "bias_correct": list(config.preprocess.bias_correction),
         "min_component": int(config.postprocess.min_component_voxels),
         "max_distance": float(config.postprocess.max_component_distance_mm),
     }
@@ -430,7 +432,8 @@ def results_section(inputs: SimpleNamespace | None, settings: SimpleNamespace) -
     st.subheader("3 · Result")
     windows = f"{seg.windows} window{'s' if seg.windows != 1 else ''}"
     st.success(f"{report.case_name(case.sources)} segmented by {result.model} in {result.seconds:.1f} s ({windows}, {seg.precision} on {seg.device}).")
-    st.caption(f"Settings used: {'N4 bias-field correction, ' if result.record.get('bias_corrected') else ''}"
+    corrected = ", ".join(ROLES.get(m, m) for m in result.record.get("bias_corrected", []))
+    st.caption(f"Settings used: {f'N4 bias-field correction of {corrected}, ' if corrected else ''}"
                f"{settings_text(result.record['settings'], result.output_mode)}.")
     for warning in seg.warnings:
         st.warning(warning)

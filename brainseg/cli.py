@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from brainseg import MODALITIES
 from brainseg.config import AUGMENTATION_ENGINES, LESION_CHALLENGES, NORMS, OUTPUT_MODES, ModelConfig, PreprocessConfig, TrainConfig
 from brainseg.labels import AUTO, CONVENTIONS, LABEL_OPTIONS
 
@@ -31,6 +32,22 @@ def _add_inference_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="auto: fp16 on CUDA, bf16 on CPUs with bf16 kernels, else fp32")
 
 
+def modality_list(text: str) -> tuple[str, ...] | bool:
+    """``--bias-correct``'s value: all (True: every scan the checkpoint reads), none, or modality names
+    separated by commas."""
+    words = [w.strip().lower() for w in text.split(",") if w.strip()]
+    if words in (["all"], ["none"]):
+        return True if words == ["all"] else ()
+    unknown = [w for w in words if w not in MODALITIES]
+    twice = sorted({w for w in words if words.count(w) > 1})
+    if not words or unknown or twice:
+        problem = ("all and none stand alone, not in a list" if set(unknown) & {"all", "none"} else
+                   f"unknown {', '.join(unknown)}" if unknown else f"{', '.join(twice)} given twice" if twice else "nothing given")
+        raise argparse.ArgumentTypeError(f"{text!r}: {problem}; expected all, none, or some of {','.join(MODALITIES)} "
+                                         f"separated by commas (e.g. t1,t1ce)")
+    return tuple(words)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="brainseg", description="Brain tumour segmentation in multimodal MRI (research use only).")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -43,9 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("-o", "--output", required=True, help="output .nii.gz (one case) or folder (cohort)")
     seg.add_argument("--stats", help="write volume statistics as JSON here (one case; a folder of cases gets CASE_stats.json beside each label map)")
     seg.add_argument("--min-component", type=int, help="remove whole-tumour components smaller than this many voxels")
-    seg.add_argument("--bias-correct", action="store_true",
-                     help="N4 bias-field correction inside the brain before z-scoring (needs SimpleITK; preprocessing took "
-                          "27-45 s per case on a shared 2-core CPU); the model card gives what it did on the validation cases")
+    seg.add_argument("--bias-correct", type=modality_list, metavar="MODALITIES",
+                     help="N4 bias-field correction inside the brain before z-scoring, of these scans: all, none, or some "
+                          "of flair,t1,t1ce,t2 separated by commas (needs SimpleITK; default from the checkpoint: the "
+                          "shipped one corrects t1,t1ce); the model card gives what it did on the validation cases")
     seg.add_argument("--max-component-distance", type=float, metavar="MM",
                      help="remove whole-tumour components farther than this from the largest one; 0 keeps all "
                           "(default from the checkpoint, 10)")
@@ -118,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "no option names (the --time-limit counts again from this start)")
     tr.add_argument("--init", help="start from this checkpoint's weights and settings (fresh optimiser and schedule); "
                                    "--config may change its inference and post-processing settings, not its network "
-                                   "or preprocessing")
+                                   "or preprocessing (the shipped model's includes N4 of T1 and T1ce, run on every "
+                                   "case once, for the cache)")
     tr.add_argument("--time-limit", type=float, help=f"minutes; validate, save and stop when reached (default {tc.time_limit_minutes:g}: none)")
     tr.add_argument("--labels", choices=LABEL_OPTIONS,
                     help=f"label convention of the segmentations (default {tc.labels}); {READ_LABELS_HELP}")
@@ -177,7 +196,7 @@ def _evaluate(args) -> int:
 # settings whose option is not simply "--" + the field name with dashes
 _OPTION_NAMES = {"time_limit_minutes": "--time-limit", "min_component_voxels": "--min-component",
                  "max_component_distance_mm": "--max-component-distance",
-                 "min_core_component_voxels": "--min-core-component"}
+                 "min_core_component_voxels": "--min-core-component", "bias_correction": "--bias-correct"}
 
 
 def _option_error(exc) -> int:

@@ -133,7 +133,9 @@ class PreprocessConfig:
     orientation: str = "LPS"  # axis codes the model was trained in (nibabel convention)
     spacing: tuple[float, float, float] = (2.0, 2.0, 2.0)  # mm, model working resolution
     crop_margin: int = 2  # voxels kept around the brain box
-    bias_correction: bool = False  # N4 inside the brain before z-scoring (brainseg.bias); needs SimpleITK
+    # modalities N4-corrected inside the brain before z-scoring (brainseg.bias; needs SimpleITK); true / false
+    # (checkpoints of before the choice per modality) mean all / none
+    bias_correction: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         modalities = tuple(self.modalities) if isinstance(self.modalities, (list, tuple)) else ()
@@ -144,8 +146,16 @@ class PreprocessConfig:
                                               f"P/A and one of I/S, such as 'LPS' or 'RAS'")
         require_triple("spacing", self.spacing, lambda s: is_number(s, 0.0, low_open=True), "numbers > 0 (millimetres)")
         require_whole("crop_margin", self.crop_margin, 0)
-        if not isinstance(self.bias_correction, bool):
-            raise SettingError("bias_correction", f"got {_shown(self.bias_correction)}; expected true or false")
+        if isinstance(self.bias_correction, bool):
+            self.bias_correction = modalities if self.bias_correction else ()
+        corrected = self.bias_correction if isinstance(self.bias_correction, (list, tuple)) else None
+        if corrected is not None and not all(isinstance(m, str) for m in corrected):
+            corrected = None
+        if corrected is None or len(set(corrected)) != len(corrected) or not set(corrected) <= set(modalities):
+            given = ", ".join(self.bias_correction) if corrected is not None else _shown(self.bias_correction)
+            raise SettingError("bias_correction", f"got {given}; expected some of this model's input scans "
+                                                  f"({', '.join(modalities)}), each once (true: all, false: none)")
+        self.bias_correction = tuple(m for m in modalities if m in corrected)  # the input order, whatever was written
 
 
 def _is_orientation(codes: Any) -> bool:

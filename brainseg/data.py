@@ -103,7 +103,8 @@ def load_training_cases(sources: list[CaseSource], config: PreprocessConfig, cac
     are read in ``convention`` (None: as ``load_reference`` reads them)."""
     # "reads-2": .npy read as LPS and BraTS 2023+-named maps with 2024's cavity; arrays cached before differ
     settings = [config.spacing, config.orientation, config.modalities, config.crop_margin, "soft", "reads-2"]
-    settings += ["n4"] if config.bias_correction else []  # arrays cached before the option keep their keys
+    # arrays cached without N4 keep their keys; "n4-2": corrected per modality, on a 240 mm lattice
+    settings += [["n4-2", list(config.bias_correction)]] if config.bias_correction else []
     out = []
     for source in sources:
         read_as = convention or source.label_convention

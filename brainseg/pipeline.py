@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -40,7 +40,7 @@ class Segmentation:
         warnings: what makes the result doubtful (scans that look not skull-stripped), for the user.
         window_shape: the sliding window that ran (the asked patch size with sides longer than the brain box cut
             to it, rounded up to the network's divisor).
-        bias_corrected: whether N4 bias-field correction ran before z-scoring.
+        bias_corrected: the modalities N4 bias-field correction ran on before z-scoring (none: empty).
     """
 
     labels: np.ndarray
@@ -54,7 +54,7 @@ class Segmentation:
     removed_ml: float = 0.0
     warnings: list[str] = field(default_factory=list)
     window_shape: tuple[int, ...] = ()  # the window the network ran on, on the model grid
-    bias_corrected: bool = False
+    bias_corrected: tuple[str, ...] = ()
 
     def __repr__(self) -> str:  # a notebook shows this: volumes, not array previews
         regions = ", ".join(f"{r} {v['ml']:.2f} mL" for r, v in self.stats.get("regions", {}).items())
@@ -83,7 +83,8 @@ def segment_case(
     precision: str = "auto",
     progress: Progress | None = None,
     predictor: Callable | None = None,
-    bias_correction: bool | None = None,
+    bias_correction: Sequence[str] | bool | None = None,
+    prepared: Prepared | None = None,
 ) -> Segmentation:
     """Segment one loaded case: preprocess, sliding-window inference, labels, post-processing, statistics.
 
@@ -95,7 +96,10 @@ def segment_case(
         precision: "auto" (fp16 on CUDA, bf16 on CPUs with bf16 kernels, else fp32), "fp32" or "bf16".
         progress: called with (windows done, windows in all) as the network runs.
         predictor: replaces the network (tests, benchmarks); must map (N, C, *patch) to logits.
-        bias_correction: N4 before z-scoring (``brainseg.bias``); None: as the checkpoint was trained.
+        bias_correction: the modalities to N4-correct before z-scoring (``brainseg.bias``; True: all, False:
+            none); None: the checkpoint's own setting.
+        prepared: ``preprocess.prepare(case, ...)`` made earlier with these settings (training validates the same
+            cases many times, and N4 is the slow part of preparing them); None: prepared here.
     Returns:
         a ``Segmentation`` on the case's grid (labels, probabilities, volumes, timings, warnings).
     Raises:
@@ -111,7 +115,7 @@ def segment_case(
     seconds: dict[str, float] = {}
     t = time.perf_counter()
     preprocess = config.preprocess if bias_correction is None else replace(config.preprocess, bias_correction=bias_correction)
-    prepared = prepare(case, preprocess)
+    prepared = prepared or prepare(case, preprocess)
     seconds["preprocess"] = time.perf_counter() - t
     for warning in prepared.warnings:
         log.warning("%s: %s", case_stem(next(iter(case.sources.values()), "case")), warning)
@@ -140,7 +144,7 @@ def segment_case(
     window = plan_windows(prepared.image.shape[1:], inference.patch_size, inference.overlap, config.model.divisor).patch
     return Segmentation(full_labels, full_probs, stats, seconds, windows[0] if windows else 0, used_precision,
                         prepared.brain_voxels, used_device, removed_ml, prepared.warnings, tuple(window),
-                        preprocess.bias_correction)
+                        prepared.bias_corrected)
 
 
 def labels_on_input_grid(logits: torch.Tensor, prepared: Prepared, output_mode: str, threshold: float,

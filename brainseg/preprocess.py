@@ -44,6 +44,7 @@ class Prepared:
     brain_voxels: int  # brain (nonzero) voxels in the input grid
     brain: np.ndarray  # (X, Y, Z) bool brain mask inside the box, reoriented input grid
     warnings: list[str] = field(default_factory=list)  # what makes the result doubtful, for the user
+    bias_corrected: tuple[str, ...] = ()  # the modalities N4 ran on
 
 
 def orientation_transform(affine: np.ndarray, target: str) -> np.ndarray:
@@ -109,6 +110,11 @@ def resample(volume: torch.Tensor, shape: tuple[int, int, int], mode: str = "tri
 BLOCK_AVERAGE_ABOVE = 2.05
 
 
+# MRI magnitudes are never negative: a scan with negative values in more of the brain than interpolation
+# ringing leaves was normalised already, and N4's multiplicative field (fitted to its logarithm) does not apply
+MAX_NEGATIVE_SHARE = 0.01
+
+
 def downsample(volume: torch.Tensor, geometry: Geometry) -> torch.Tensor:
     """A (C, *box_shape) tensor on the model grid: block averages along axes shrunk more than 2x,
     trilinear along the others."""
@@ -132,14 +138,19 @@ def prepare(case: Case, config: PreprocessConfig) -> Prepared:
     box = brain_box(mask, config.crop_margin)
     mask_box = mask[box]
     boxed = [image[box] for image in oriented]
-    if config.bias_correction:
-        boxed = [n4_correct(image, mask_box, spacing) for image in boxed]
+    chosen = [(m, image) for m, image in zip(config.modalities, boxed) if m in config.bias_correction]
+    normalised = [m for m, image in chosen if (image[mask_box] < 0).mean() > MAX_NEGATIVE_SHARE]
+    if normalised:
+        warnings.append(f"{', '.join(m.upper() for m in normalised)}: negative intensities inside the brain, so "
+                        f"already normalised; N4 bias-field correction skipped for {'it' if len(normalised) == 1 else 'them'}")
+    corrected = tuple(m for m, _ in chosen if m not in normalised)
+    boxed = [n4_correct(image, mask_box, spacing) if m in corrected else image for m, image in zip(config.modalities, boxed)]
     channels = np.stack([zscore(image, mask_box) for image in boxed])
     model_shape = model_grid_shape(mask_box.shape, spacing, config.spacing)
     geometry = Geometry(transform, oriented[0].shape, box, model_shape, spacing, tuple(config.spacing))
     tensor = downsample(torch.from_numpy(channels), geometry)
     log.debug("brain box %s -> model grid %s", mask_box.shape, model_shape)
-    return Prepared(tensor.contiguous(), geometry, int(mask.sum()), mask_box, warnings)
+    return Prepared(tensor.contiguous(), geometry, int(mask.sum()), mask_box, warnings, corrected)
 
 
 # share of the volume's faces that may be non-zero in a skull-stripped scan (BraTS: at most 0.014 on

@@ -156,7 +156,7 @@ def run_record(loaded, inference, postprocess, segmentation) -> dict:
         "precision": segmentation.precision,
         "windows": segmentation.windows,
         "window_shape": list(segmentation.window_shape),
-        "bias_corrected": segmentation.bias_corrected,
+        "bias_corrected": list(segmentation.bias_corrected),
         "seconds": {k: round(v, 3) for k, v in segmentation.seconds.items()},
         "postprocess_removed_ml": round(segmentation.removed_ml, 3),
         "warnings": list(segmentation.warnings),
@@ -224,6 +224,7 @@ def model_card(path: Path | None, config, provenance: Mapping[str, Any]) -> str:
     lines.append(
         f"- U-Net features {list(model.features)}, {model.norm} norm, output {model.output_mode}; "
         f"input {', '.join(m.upper() for m in pre.modalities)} at {pre.spacing[0]:g} mm"
+        + (f", N4 bias-field correction of {', '.join(m.upper() for m in pre.bias_correction)}" if pre.bias_correction else "")
     )
     lines.append(f"- Default patch {'x'.join(str(p) for p in inference.patch_size)}, overlap {inference.overlap:g}, TTA {'on' if inference.tta else 'off'}")
     if scores and max(float(v) for v in scores.values()) < 0.5:

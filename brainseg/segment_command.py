@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -121,6 +122,14 @@ def run_settings(args, loaded) -> tuple:
     return inference, postprocess_settings(loaded, args.min_component, args.max_component_distance, args.min_core_component)
 
 
+def corrected_modalities(args, loaded) -> tuple[str, ...]:
+    """The modalities N4 corrects: ``--bias-correct``'s, else the checkpoint's own (SettingError names a
+    modality the checkpoint does not read)."""
+    if args.bias_correct is None:
+        return loaded.config.preprocess.bias_correction
+    return replace(loaded.config.preprocess, bias_correction=args.bias_correct).bias_correction
+
+
 def _segment_one(args, case, loaded, settings: tuple, out: Path, show_progress: bool):
     from brainseg.io import save_labels, save_probabilities
     from brainseg.pipeline import segment_case
@@ -128,7 +137,7 @@ def _segment_one(args, case, loaded, settings: tuple, out: Path, show_progress: 
     inference, post = settings
     bar = _bar(show_progress)
     result = segment_case(case, loaded, inference, post, args.device, args.precision, progress=bar,
-                          bias_correction=True if args.bias_correct else None)
+                          bias_correction=corrected_modalities(args, loaded))
     if bar is not None:
         bar.close()
     t = time.perf_counter()
@@ -151,7 +160,7 @@ def _output_convention(source, args) -> str:
     return convention_from_names(p.name for p in scans)
 
 
-def _done_before(source, target: Path, stats: Path, args, made_by: dict) -> bool:
+def _done_before(source, target: Path, stats: Path, args, made_by: dict, modalities: tuple[str, ...]) -> bool:
     """Whether an earlier run left this case's outputs, made as this run would make them.
 
     The statistics are written last, so a run stopped before them does the case again; so does a run
@@ -168,7 +177,7 @@ def _done_before(source, target: Path, stats: Path, args, made_by: dict) -> bool
     if written != wanted:
         print(f"{source.name}: redone, its label map holds {written} values and this run writes {wanted}", file=sys.stderr)
         return False
-    changed = [MADE_BY_WORDS[key] for key, value in made_by.items() if recorded.get(key, NOT_RECORDED.get(key)) != value]
+    changed = [MADE_BY_WORDS[key] for key, value in made_by.items() if _recorded(recorded, key, modalities) != value]
     if changed:
         print(f"{source.name}: redone, its statistics record {' and '.join(changed)} other than this run's "
               f"(or none, from an older brainseg)", file=sys.stderr)
@@ -201,10 +210,17 @@ def _bar(show: bool):
 
 MADE_BY_WORDS = {"checkpoint_sha256": "a checkpoint", "settings": "settings", "precision": "a precision",
                  "bias_corrected": "bias correction"}
-NOT_RECORDED = {"bias_corrected": False}  # what statistics written before a field existed mean by its absence
+NOT_RECORDED = {"bias_corrected": []}  # what statistics written before a field existed mean by its absence
 
 
-def _made_by(loaded, settings: tuple, precision: str, bias_corrected: bool) -> dict:
+def _recorded(recorded: dict, key: str, modalities: tuple[str, ...]):
+    value = recorded.get(key, NOT_RECORDED.get(key))
+    if key == "bias_corrected" and isinstance(value, bool):  # written before the choice per modality: all or none
+        return list(modalities) if value else []
+    return value
+
+
+def _made_by(loaded, settings: tuple, precision: str, bias_corrected: list[str]) -> dict:
     """The part of a case's statistics that says which weights and settings made its label map."""
     from brainseg.checkpoint import fingerprint
     from brainseg.report import settings_record
@@ -269,7 +285,7 @@ def _run_cohort(args, checkpoint: Path) -> int:
     loaded = load_checkpoint(checkpoint)
     settings = run_settings(args, loaded)
     made_by = _made_by(loaded, settings, PRECISION_NAMES[choose_dtype(resolve_device(args.device), args.precision)],
-                       bool(args.bias_correct) or loaded.config.preprocess.bias_correction)
+                       list(corrected_modalities(args, loaded)))
     failures, resumed = 0, 0
     iterator = mine
     if not args.no_progress:
@@ -279,7 +295,7 @@ def _run_cohort(args, checkpoint: Path) -> int:
     for source in iterator:
         target, stats = out_dir / f"{source.name}_seg.nii.gz", out_dir / f"{source.name}_stats.json"
         try:
-            if _done_before(source, target, stats, args, made_by):
+            if _done_before(source, target, stats, args, made_by, loaded.config.preprocess.modalities):
                 resumed += 1
                 continue
             case = _with_labels(source.load(), args.labels or source.label_convention)  # None: the file names decide

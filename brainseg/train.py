@@ -31,6 +31,7 @@ from brainseg.errors import InputError
 from brainseg.files import atomic_write, check_can_create
 from brainseg.inference import cpu_supports_bf16
 from brainseg.losses import dice_ce_loss
+from brainseg.preprocess import prepare
 from brainseg.metrics import dice, hd95
 from brainseg.labels import REGIONS, region_masks
 from brainseg.model import UNet3D
@@ -159,8 +160,8 @@ def validate(model: UNet3D, config: BrainsegConfig, cases: list, device: torch.d
     loaded = LoadedModel(model, config)
     predictor = ModelPredictor(model, device, share=False)  # the weights change between validations
     per_case = {}
-    for case_id, case, reference in cases:
-        result = segment_case(case, loaded, device=device.type, predictor=predictor)
+    for case_id, case, reference, prepared in cases:
+        result = segment_case(case, loaded, device=device.type, predictor=predictor, prepared=prepared)
         pred_regions, ref_regions = region_masks(result.labels), region_masks(reference)
         per_case[case_id] = {
             r: {"dice": dice(pred_regions[r], ref_regions[r]), "hd95": hd95(pred_regions[r], ref_regions[r], case.spacing)}
@@ -191,6 +192,9 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None,
                 log.warning("--init %s: using its model and preprocessing settings, not the ones given", train_config.init)
             config = replace(model_config, model=initial.config.model, preprocess=initial.config.preprocess)
         log.info("weights from %s", train_config.init)
+        if config.preprocess.bias_correction:  # its preprocessing comes with its weights; N4 costs seconds per scan
+            log.info("N4 bias-field correction of %s before z-scoring, as %s's preprocessing",
+                     ", ".join(config.preprocess.bias_correction), train_config.init)
     # windows the size the network was trained on: with InstanceNorm, larger windows full of
     # zero padding shift the statistics (validation Dice fell from 0.86 to 0.47 WT on one case)
     config = replace(config, inference=replace(config.inference, patch_size=tuple(train_config.patch_size)))
@@ -244,6 +248,8 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None,
     if ddp.main and ddp.world > 1:
         dist.barrier(group=waiting)
     val_cases = [(s.name, *load_reference(s, train_config.label_convention)) for s in val_sources] if ddp.main else []
+    # prepared once: the preprocessing stays fixed while the weights change, and N4 takes seconds per scan
+    val_cases = [(name, case, reference, prepare(case, config.preprocess)) for name, case, reference in val_cases]
 
     net = model
     if ddp.world > 1:

@@ -16,11 +16,11 @@ scored against the expert labels taken through the same alteration:
 The random alterations use a fixed seed per case, so a run repeats. Output: one line per case and
 condition, then the mean per condition (Dice, HD95 in mm, and the whole-tumour volume error in mL).
 
-With ``--bias-correct`` every case is segmented after N4 bias-field correction (``brainseg segment
---bias-correct``); ``--conditions`` picks some of the alterations.
+``--bias-correct`` chooses the scans N4 bias-field correction runs on, as ``brainseg segment
+--bias-correct`` does (default: the checkpoint's own choice); ``--conditions`` picks some of the alterations.
 
 Usage: python scripts/acquisition_check.py ../shared/data/brats CASE [CASE ...] [--checkpoint CK] [--json OUT]
-       python scripts/acquisition_check.py ../shared/data/brats CASE ... --bias-correct --conditions "as distributed" "bias field"
+       python scripts/acquisition_check.py ../shared/data/brats CASE ... --bias-correct none --conditions "as distributed" "bias field"
 """
 import argparse
 import json
@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from brainseg.checkpoint import default_checkpoint, load_checkpoint
+from brainseg.cli import modality_list
 from brainseg.io import Case, case_files, load_case, read_label_map, segmentation_file
 from brainseg.labels import REGIONS
 from brainseg.metrics import evaluate, voxel_volume_ml
@@ -84,14 +85,14 @@ CONDITIONS = {
 }
 
 
-def check_case(folder: Path, loaded, seed: int, conditions: list[str], bias_correct: bool) -> dict:
+def check_case(folder: Path, loaded, seed: int, conditions: list[str], bias_correct) -> dict:
     case = load_case(folder)
     ref = read_label_map(segmentation_file(folder)).internal()[0]
     rows = {}
     for name in conditions:
         images, altered_ref, affine = CONDITIONS[name](case.images, ref, case.affine, np.random.default_rng(seed))
         altered = Case(images, affine, None, dict(case.sources), case.convention)
-        result = segment_case(altered, loaded, bias_correction=bias_correct or None)
+        result = segment_case(altered, loaded, bias_correction=bias_correct)
         scores = evaluate(result.labels, altered_ref, altered.spacing)["regions"]
         ml = voxel_volume_ml(altered.spacing)
         rows[name] = {"dice": [scores[r]["dice"] for r in REGIONS], "hd95": [scores[r]["hd95"] for r in REGIONS],
@@ -108,7 +109,8 @@ def main() -> None:
     parser.add_argument("cases", nargs="+", help="case folder names (the validation split)")
     parser.add_argument("--checkpoint", type=Path, default=None, help="default: the shipped model")
     parser.add_argument("--json", type=Path, default=None, help="write every case's scores here")
-    parser.add_argument("--bias-correct", action="store_true", help="N4 before segmenting, as brainseg segment --bias-correct")
+    parser.add_argument("--bias-correct", type=modality_list, metavar="MODALITIES",
+                        help="all, none, or scans separated by commas, as brainseg segment --bias-correct")
     parser.add_argument("--conditions", nargs="+", choices=list(CONDITIONS), default=list(CONDITIONS))
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)  # the skull-strip heuristics' warnings are not the point here

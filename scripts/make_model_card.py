@@ -11,6 +11,10 @@ from brainseg.checkpoint import load_checkpoint
 from brainseg.labels import REGIONS
 
 
+def _n4_words(corrected) -> str:
+    return f"{' and '.join(m.upper() for m in corrected)} N4 bias-field corrected inside it, " if corrected else ""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("checkpoint")
@@ -34,7 +38,8 @@ def main() -> None:
         f"{cfg.model.norm} norm, Dropout3d {cfg.model.dropout}, residual blocks: {cfg.model.residual}.",
         f"- Outputs: {cfg.model.output_mode} ({'sigmoid WT/TC/ET, nested into labels' if cfg.model.output_mode == 'regions' else 'softmax labels'}).",
         f"- Inputs: {', '.join(m.upper() for m in cfg.preprocess.modalities)}; reoriented to {cfg.preprocess.orientation}, "
-        f"cropped to the brain, z-scored inside it, resampled to {cfg.preprocess.spacing[0]:g} mm.",
+        f"cropped to the brain, {_n4_words(cfg.preprocess.bias_correction)}z-scored inside it, resampled to "
+        f"{cfg.preprocess.spacing[0]:g} mm.",
         f"- Inference defaults: windows {'x'.join(map(str, cfg.inference.patch_size))} on the {cfg.preprocess.spacing[0]:g} mm grid, "
         f"overlap {cfg.inference.overlap}, Gaussian weighting, TTA {cfg.inference.tta}; post-processing: "
         f"whole-tumour components < {cfg.postprocess.min_component_voxels} voxels or more than "

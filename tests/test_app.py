@@ -260,11 +260,11 @@ def test_segmentation_dropped_with_the_scans_becomes_the_ground_truth(app):
 
 def test_bias_correction_is_chosen_in_the_sidebar_and_said_in_the_result(app):
     upload(app, scan_files())
-    app.checkbox(key="bias_correct").check().run()
+    app.multiselect(key="bias_correct").set_value(["t1ce", "t1"]).run()
     app.button(key="run").click().run()
     assert not app.exception and not errors(app)
-    assert any(c.value.startswith("Settings used: N4 bias-field correction, ") for c in app.caption)
-    app.checkbox(key="bias_correct").uncheck().run()
+    assert any(c.value.startswith("Settings used: N4 bias-field correction of T1, T1ce, ") for c in app.caption)
+    app.multiselect(key="bias_correct").set_value([]).run()
     app.button(key="run").click().run()
     assert not any("N4" in c.value for c in app.caption if c.value.startswith("Settings used"))
 
@@ -423,11 +423,12 @@ def test_sample_case_button(app):
 
 
 def test_settings_default_to_the_chosen_checkpoints_own(app, models_dir):
-    from brainseg.config import BrainsegConfig, InferenceConfig, ModelConfig, PostprocessConfig
+    from brainseg.config import BrainsegConfig, InferenceConfig, ModelConfig, PostprocessConfig, PreprocessConfig
     from brainseg.model import UNet3D
 
     config = BrainsegConfig(
         model=ModelConfig(features=(4, 8)),
+        preprocess=PreprocessConfig(bias_correction=("t1", "t1ce")),
         inference=InferenceConfig(patch_size=(16, 16, 16), overlap=0.6, tta=True),
         postprocess=PostprocessConfig(min_component_voxels=250, max_component_distance_mm=0.0),
     )
@@ -436,14 +437,14 @@ def test_settings_default_to_the_chosen_checkpoints_own(app, models_dir):
 
     def shown():
         return (app.slider(key="stride").value, app.checkbox(key="tta").value, app.number_input(key="min_component").value,
-                app.number_input(key="max_distance").value)
+                app.number_input(key="max_distance").value, app.multiselect(key="bias_correct").value)
 
-    # the tiny fixtures were saved with the config defaults: overlap 0.5, no TTA, nothing small removed, 10 mm
-    assert shown() == (0.5, False, 0, 10.0)
+    # the tiny fixtures were saved with the config defaults: overlap 0.5, no TTA, nothing small removed, 10 mm, no N4
+    assert shown() == (0.5, False, 0, 10.0, [])
     choice = next(o for o in app.selectbox(key="checkpoint").options if o.endswith("tuned.pt"))
     app.selectbox(key="checkpoint").set_value(choice).run()
     assert not app.exception and not errors(app)
-    assert shown() == (0.4, True, 250, 0.0)
+    assert shown() == (0.4, True, 250, 0.0, ["t1", "t1ce"])
     # a choice the user makes afterwards stands until another checkpoint is chosen
     app.number_input(key="min_component").set_value(30).run()
     assert app.number_input(key="min_component").value == 30

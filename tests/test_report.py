@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from brainseg import report
-from brainseg.config import BrainsegConfig
+from brainseg.config import BrainsegConfig, PreprocessConfig
 from brainseg.errors import InputError
 from brainseg.io import Case, assemble_case, labels_bytes, read_label_map, read_scan
 from brainseg.labels import ED, ET, NCR, from_internal
@@ -106,7 +106,9 @@ def test_model_card_prefers_the_markdown_file_beside_the_checkpoint(tmp_path):
     assert "3 cases, validated on 1" in card
     assert "WT 0.910, TC 0.850, ET 0.800" in card
     assert "WT 4.2 mm" in card and "1000 steps (10.0 min" in card
-    assert "not a usable" not in card
+    assert "not a usable" not in card and "N4" not in card
+    corrected = BrainsegConfig(preprocess=PreprocessConfig(bias_correction=("t1", "t1ce")))
+    assert "at 2 mm, N4 bias-field correction of T1, T1CE" in report.model_card(checkpoint, corrected, provenance)
     weak = report.model_card(checkpoint, BrainsegConfig(), {"validation": {"dice": {"WT": 0.1, "TC": 0.2, "ET": 0.1}}})
     assert "not a usable tumour segmenter" in weak
     (tmp_path / "mymodel.md").write_text("# My model\nTrained on everything.")
