@@ -387,7 +387,8 @@ def segment(case, loaded, settings: SimpleNamespace):
     """Run the pipeline with a progress bar; returns (segmentation, wall seconds, ``report.run_record``)."""
     inference = pipeline.inference_settings(loaded, settings.patch, settings.overlap, settings.tta)
     post = pipeline.postprocess_settings(loaded, settings.min_component, settings.max_distance)
-    bar = st.progress(0.0, text=f"{loaded.name}: preparing the scans…")
+    n4 = f" (N4 bias-field correction of {', '.join(ROLES[m] for m in settings.bias)}, about 5 s per scan)" if settings.bias else ""
+    bar = st.progress(0.0, text=f"{loaded.name}: preparing the scans{n4}…")
     started = time.perf_counter()
 
     def progress(done: int, total: int) -> None:
