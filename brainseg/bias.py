@@ -9,8 +9,9 @@ and applied at the scan's own resolution.
 N4's B-spline lattice spans the image it is given, so the same brain fitted inside a tight box and
 inside a whole 240 mm field of view gets a different field: on BraTS cases the tight box's field is
 about twice as flexible, follows the edema's FLAIR brightness and takes it out (all four scans corrected
-so, one validation case's whole-tumour Dice fell from 0.91 to 0.68). The fit therefore runs on the brain padded to at least
-``FIT_EXTENT_MM`` per axis, so the field is equally stiff in millimetres for every case and every scan.
+so, one validation case's whole-tumour Dice fell from 0.91 to 0.68). The fit therefore runs on the brain
+padded to at least ``FIT_EXTENT_MM`` per axis, so the field is equally stiff in millimetres for every
+case and every scan.
 """
 from __future__ import annotations
 

@@ -146,8 +146,7 @@ class PreprocessConfig:
                                               f"P/A and one of I/S, such as 'LPS' or 'RAS'")
         require_triple("spacing", self.spacing, lambda s: is_number(s, 0.0, low_open=True), "numbers > 0 (millimetres)")
         require_whole("crop_margin", self.crop_margin, 0)
-        if isinstance(self.bias_correction, bool):
-            self.bias_correction = modalities if self.bias_correction else ()
+        self.bias_correction = scans_chosen(self.bias_correction, modalities)
         corrected = self.bias_correction if isinstance(self.bias_correction, (list, tuple)) else None
         if corrected is not None and not all(isinstance(m, str) for m in corrected):
             corrected = None
@@ -156,6 +155,14 @@ class PreprocessConfig:
             raise SettingError("bias_correction", f"got {given}; expected some of this model's input scans "
                                                   f"({', '.join(modalities)}), each once (true: all, false: none)")
         self.bias_correction = tuple(m for m in modalities if m in corrected)  # the input order, whatever was written
+
+
+def scans_chosen(value: Any, modalities: tuple[str, ...]) -> Any:
+    """A per-scan choice as written (``bias_correction``): true / false, from before the choice was per
+    scan, mean all ``modalities`` / none; anything else is returned as it is."""
+    if isinstance(value, bool):
+        return tuple(modalities) if value else ()
+    return value
 
 
 def _is_orientation(codes: Any) -> bool:

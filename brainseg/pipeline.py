@@ -123,15 +123,10 @@ def segment_case(
         predictor = ModelPredictor(loaded.model, resolve_device(device), precision, inference.tta)
     used_device = str(getattr(predictor, "device", "custom"))
     used_precision = getattr(predictor, "precision", "custom")
-    windows = []
-
-    def count(done: int, total: int) -> None:
-        windows[:] = [total]
-        if progress is not None:
-            progress(done, total)
-
+    # the windows that run: a side longer than the brain box is cut to it ("whole brain" asks for 512)
+    plan = plan_windows(prepared.image.shape[1:], inference.patch_size, inference.overlap, config.model.divisor)
     t = time.perf_counter()
-    logits = sliding_window(predictor, prepared.image, inference.patch_size, inference.overlap, inference.batch_size, count,
+    logits = sliding_window(predictor, prepared.image, plan.patch, inference.overlap, inference.batch_size, progress,
                             divisor=config.model.divisor)
     seconds["windows"] = time.perf_counter() - t
     full_labels, full_probs, removed = labels_on_input_grid(logits, prepared, config.model.output_mode, inference.threshold,
@@ -140,10 +135,8 @@ def segment_case(
     stats = volume_stats(full_labels, case.spacing, case.convention, prepared.brain_voxels)
     seconds["paste"] += time.perf_counter() - t
     removed_ml = removed * float(np.prod(case.spacing)) / 1000.0
-    # the window that ran: a side longer than the brain box is cut to it ("whole brain" asks for 512)
-    window = plan_windows(prepared.image.shape[1:], inference.patch_size, inference.overlap, config.model.divisor).patch
-    return Segmentation(full_labels, full_probs, stats, seconds, windows[0] if windows else 0, used_precision,
-                        prepared.brain_voxels, used_device, removed_ml, prepared.warnings, tuple(window),
+    return Segmentation(full_labels, full_probs, stats, seconds, len(plan.starts), used_precision,
+                        prepared.brain_voxels, used_device, removed_ml, prepared.warnings, tuple(plan.patch),
                         prepared.bias_corrected)
 
 

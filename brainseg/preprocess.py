@@ -110,11 +110,6 @@ def resample(volume: torch.Tensor, shape: tuple[int, int, int], mode: str = "tri
 BLOCK_AVERAGE_ABOVE = 2.05
 
 
-# MRI magnitudes are never negative: a scan with negative values in more of the brain than interpolation
-# ringing leaves was normalised already, and N4's multiplicative field (fitted to its logarithm) does not apply
-MAX_NEGATIVE_SHARE = 0.01
-
-
 def downsample(volume: torch.Tensor, geometry: Geometry) -> torch.Tensor:
     """A (C, *box_shape) tensor on the model grid: block averages along axes shrunk more than 2x,
     trilinear along the others."""
@@ -124,6 +119,11 @@ def downsample(volume: torch.Tensor, geometry: Geometry) -> torch.Tensor:
             size[axis] = geometry.model_shape[axis]
             volume = F.adaptive_avg_pool3d(volume[None], size)[0]
     return resample(volume, geometry.model_shape)
+
+
+# MRI magnitudes are never negative: a scan with negative values in more of the brain than interpolation
+# ringing leaves was normalised already, and N4's multiplicative field (fitted to its logarithm) does not apply
+MAX_NEGATIVE_SHARE = 0.01
 
 
 def prepare(case: Case, config: PreprocessConfig) -> Prepared:

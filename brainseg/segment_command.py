@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from brainseg.config import scans_chosen
 from brainseg.errors import InputError
 from brainseg.files import check_can_create, check_can_write
 
@@ -106,8 +107,6 @@ def _refuse_overwriting_inputs(outputs: list[Path], inputs: list[str]) -> None:
 def _with_labels(case, convention: str | None):
     """The case with the output label convention the command or its dataset names (a read-only one, BraTS
     2024's, writes its tumour labels' values); None keeps the one its file names suggest."""
-    from dataclasses import replace
-
     from brainseg.labels import written_as
 
     return case if convention is None else replace(case, convention=written_as(convention))
@@ -177,7 +176,8 @@ def _done_before(source, target: Path, stats: Path, args, made_by: dict, modalit
     if written != wanted:
         print(f"{source.name}: redone, its label map holds {written} values and this run writes {wanted}", file=sys.stderr)
         return False
-    changed = [MADE_BY_WORDS[key] for key, value in made_by.items() if _recorded(recorded, key, modalities) != value]
+    recorded = _in_todays_terms(recorded, modalities)
+    changed = [MADE_BY_WORDS[key] for key, value in made_by.items() if recorded.get(key) != value]
     if changed:
         print(f"{source.name}: redone, its statistics record {' and '.join(changed)} other than this run's "
               f"(or none, from an older brainseg)", file=sys.stderr)
@@ -210,14 +210,13 @@ def _bar(show: bool):
 
 MADE_BY_WORDS = {"checkpoint_sha256": "a checkpoint", "settings": "settings", "precision": "a precision",
                  "bias_corrected": "bias correction"}
-NOT_RECORDED = {"bias_corrected": []}  # what statistics written before a field existed mean by its absence
 
 
-def _recorded(recorded: dict, key: str, modalities: tuple[str, ...]):
-    value = recorded.get(key, NOT_RECORDED.get(key))
-    if key == "bias_corrected" and isinstance(value, bool):  # written before the choice per modality: all or none
-        return list(modalities) if value else []
-    return value
+def _in_todays_terms(recorded: dict, modalities: tuple[str, ...]) -> dict:
+    """Statistics an older brainseg wrote, as this one writes them: no "bias_corrected" meant no N4, and
+    true / false (before the choice per scan) all scans / none."""
+    value = scans_chosen(recorded.get("bias_corrected", []), modalities)
+    return {**recorded, "bias_corrected": list(value) if isinstance(value, (list, tuple)) else value}
 
 
 def _made_by(loaded, settings: tuple, precision: str, bias_corrected: list[str]) -> dict:

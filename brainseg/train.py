@@ -26,10 +26,10 @@ from brainseg.augment import augment_batch, augment_patch, choose_engine, torchi
 from brainseg.checkpoint import LoadedModel, load_checkpoint, save_checkpoint
 from brainseg.config import BrainsegConfig, SettingError, TrainConfig, to_plain
 from brainseg.data import find_cases, load_reference, load_training_cases, sample_patch
-from brainseg.io import case_problem
 from brainseg.errors import InputError
 from brainseg.files import atomic_write, check_can_create
 from brainseg.inference import cpu_supports_bf16
+from brainseg.io import case_problem
 from brainseg.losses import dice_ce_loss
 from brainseg.preprocess import prepare
 from brainseg.metrics import dice, hd95
