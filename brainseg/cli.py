@@ -134,10 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, help=f"default {tc.seed}")
     tr.add_argument("--resume", help="state.pt of an earlier run, or its run folder; its config.json gives the settings "
                                      "no option names (the --time-limit counts again from this start)")
+    tr.add_argument("--bias-correct", type=modality_list, metavar="MODALITIES",
+                    help=f"N4 bias-field correction inside the brain before z-scoring, of these scans: all, none, or "
+                         f"some of {','.join(MODALITIES)} separated by commas (once per case, for the cache; default: "
+                         f"none, with --init the checkpoint's)")
     tr.add_argument("--init", help="start from this checkpoint's weights and settings (fresh optimiser and schedule); "
                                    "--config may change its inference and post-processing settings, not its network "
-                                   "or preprocessing (the shipped model's includes N4 of T1 and T1ce, run on every "
-                                   "case once, for the cache)")
+                                   "or preprocessing, except which scans N4 corrects (--bias-correct; the shipped "
+                                   "model's: t1,t1ce)")
     tr.add_argument("--time-limit", type=float, help=f"minutes; validate, save and stop when reached (default {tc.time_limit_minutes:g}: none)")
     tr.add_argument("--labels", choices=LABEL_OPTIONS,
                     help=f"label convention of the segmentations (default {tc.labels}); {READ_LABELS_HELP}")
@@ -218,7 +222,7 @@ def _train(args) -> int:
 
 # train options that set a BrainsegConfig field (section.field), not a TrainConfig one
 _MODEL_OPTIONS = {"norm": "model.norm", "output_mode": "model.output_mode", "residual": "model.residual",
-                  "spacing": "preprocess.spacing"}
+                  "spacing": "preprocess.spacing", "bias_correct": "preprocess.bias_correction"}
 
 
 def _run_training(args) -> Path:

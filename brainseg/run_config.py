@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 COMMAND_LINE_ONLY = ("output", "resume")
 # config sections a checkpoint's weights were trained for: --init keeps the checkpoint's
 WEIGHT_BOUND = ("model", "preprocess")
+# ... except these settings, which a fine-tune may change: its weights adapt to scans corrected otherwise
+# as to any new data, while inputs, grid and network (what the weights' shapes and meaning need) stay
+RETRAINABLE = {"preprocess": ("bias_correction",)}
 
 
 def read_config_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -114,13 +117,15 @@ def _with_head(sections: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]
 
 def _start_from(init: str, given: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The settings of a run started with ``--init``: the checkpoint's, with the inference and
-    post-processing settings given on top; its network and preprocessing stay, since its weights need them."""
+    post-processing settings given on top; its network and preprocessing stay, since its weights need them,
+    but for the RETRAINABLE ones given."""
     sections = read_config(init).to_dict()
     for section, settings in given.items():
         if section in WEIGHT_BOUND:
-            if any(sections.get(section, {}).get(k) != v for k, v in settings.items()):
+            changeable = RETRAINABLE.get(section, ())
+            if any(sections.get(section, {}).get(k) != v for k, v in settings.items() if k not in changeable):
                 log.warning("--init %s: using its %s settings, not the ones given", init, section)
-            continue
+            settings = {k: v for k, v in settings.items() if k in changeable}
         sections.setdefault(section, {}).update(settings)
     return sections
 

@@ -173,6 +173,22 @@ def validate(model: UNet3D, config: BrainsegConfig, cases: list, device: torch.d
     return {"per_case": per_case, "dice": mean, "hd95": mean_hd, "score": float(np.mean(list(mean.values())))}
 
 
+def settings_from(init: str, start: BrainsegConfig, given: BrainsegConfig | None) -> BrainsegConfig:
+    """The settings of a run that starts from the weights of checkpoint ``init`` (its settings ``start``):
+    its network and preprocessing, since its weights need them, but for which scans N4 corrects, which a
+    fine-tune may change (said with a warning); inference and post-processing as ``given``."""
+    if given is None:
+        return start
+    preprocess = replace(start.preprocess, bias_correction=given.preprocess.bias_correction)
+    if (given.model, given.preprocess) != (start.model, preprocess):
+        log.warning("--init %s: using its model and preprocessing settings, not the ones given", init)
+    if preprocess.bias_correction != start.preprocess.bias_correction:
+        log.warning("--init %s: fine-tuning with N4 bias-field correction of %s, where its weights were trained "
+                    "with %s: they adapt to the change as they train", init,
+                    ", ".join(preprocess.bias_correction) or "no scan", ", ".join(start.preprocess.bias_correction) or "none")
+    return replace(given, model=start.model, preprocess=preprocess)
+
+
 def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None, progress: bool = True) -> Path:
     """Train a U-Net and write ``best.pt`` and ``last.pt`` (brainseg checkpoints) to the output folder.
 
@@ -185,16 +201,11 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None,
     initial = None
     if train_config.init and not train_config.resume:
         initial = load_checkpoint(train_config.init)
-        if model_config is None:
-            config = initial.config
-        else:  # its weights need its network and preprocessing; inference and post-processing are as given
-            if (model_config.model, model_config.preprocess) != (initial.config.model, initial.config.preprocess):
-                log.warning("--init %s: using its model and preprocessing settings, not the ones given", train_config.init)
-            config = replace(model_config, model=initial.config.model, preprocess=initial.config.preprocess)
+        config = settings_from(train_config.init, initial.config, model_config)
         log.info("weights from %s", train_config.init)
-        if config.preprocess.bias_correction:  # its preprocessing comes with its weights; N4 costs seconds per scan
-            log.info("N4 bias-field correction of %s before z-scoring, as %s's preprocessing",
-                     ", ".join(config.preprocess.bias_correction), train_config.init)
+        if config.preprocess.bias_correction == initial.config.preprocess.bias_correction != ():
+            log.info("N4 bias-field correction of %s before z-scoring, as %s's preprocessing (once per case, for "
+                     "the cache)", ", ".join(config.preprocess.bias_correction), train_config.init)
     # windows the size the network was trained on: with InstanceNorm, larger windows full of
     # zero padding shift the statistics (validation Dice fell from 0.86 to 0.47 WT on one case)
     config = replace(config, inference=replace(config.inference, patch_size=tuple(train_config.patch_size)))

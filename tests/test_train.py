@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import torch
 
 from brainseg.cli import main
 from brainseg.checkpoint import load_checkpoint
-from brainseg.config import ModelConfig, PreprocessConfig, SettingError
+from brainseg.config import MODALITIES, BrainsegConfig, InferenceConfig, ModelConfig, PreprocessConfig, SettingError
 from brainseg.errors import InputError
 from brainseg.data import TrainingCase, sample_patch, to_training_case
 from brainseg.io import Case
@@ -424,6 +425,41 @@ def test_init_keeps_the_checkpoints_network_and_takes_the_given_inference_settin
     assert config.inference.tta is False and config.preprocess.spacing == (2.0, 2.0, 2.0)  # the rest: the checkpoint's
     _, plain = build_configs(None, options, {})
     assert plain == load_checkpoint(tiny_checkpoint).config
+
+
+def test_bias_correct_option_chooses_the_scans_n4_corrects_with_and_without_init(tiny_checkpoint, tmp_path, monkeypatch, caplog):
+    import brainseg.train
+
+    runs = []
+    monkeypatch.setattr(brainseg.train, "train", lambda tc, config: runs.append(config) or tmp_path / "best.pt")
+    common = ["train", "--data", "d", "--output", str(tmp_path / "o"), "--patch-size", "16", "16", "16"]
+    assert main([*common, "--bias-correct", "all"]) == 0
+    assert main([*common, "--init", str(tiny_checkpoint), "--bias-correct", "t1ce,t1"]) == 0
+    assert main([*common, "--init", str(tiny_checkpoint), "--bias-correct", "t1", "--spacing", "3"]) == 0
+    assert main([*common, "--init", str(tiny_checkpoint)]) == 0
+    assert [c.preprocess.bias_correction for c in runs] == [MODALITIES, ("t1", "t1ce"), ("t1",), ()]
+    assert runs[1].model == load_checkpoint(tiny_checkpoint).config.model  # the weights' network stays
+    assert runs[2].preprocess.spacing == (2.0, 2.0, 2.0)  # the grid is the weights', N4 is not
+    assert caplog.text.count("using its preprocess settings, not the ones given") == 1
+    with pytest.raises(SystemExit):  # argparse names the unknown scan
+        main([*common, "--bias-correct", "t1,adc"])
+
+
+def test_a_fine_tune_takes_the_given_n4_scans_and_says_so(tiny_checkpoint, caplog):
+    from brainseg.train import settings_from
+
+    start = load_checkpoint(tiny_checkpoint).config
+    assert settings_from("ck.pt", start, None) == start
+    given = BrainsegConfig(preprocess=PreprocessConfig(bias_correction=("t1", "t1ce"), spacing=(3.0, 3.0, 3.0)),
+                           inference=InferenceConfig(threshold=0.3))
+    chosen = settings_from("ck.pt", start, given)
+    assert chosen.preprocess == replace(start.preprocess, bias_correction=("t1", "t1ce"))  # not the given spacing
+    assert (chosen.model, chosen.inference.threshold) == (start.model, 0.3)
+    assert "using its model and preprocessing settings" in caplog.text
+    assert "fine-tuning with N4 bias-field correction of t1, t1ce, where its weights were trained with none" in caplog.text
+    caplog.clear()
+    same = settings_from("ck.pt", start, replace(start, inference=InferenceConfig(threshold=0.3)))
+    assert same.preprocess == start.preprocess and caplog.text == ""
 
 
 def test_a_resumed_run_takes_its_own_settings_unless_told_otherwise(tmp_path):
