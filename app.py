@@ -23,10 +23,11 @@ from brainseg.classify import classify_file, read_reference
 from brainseg.scoring import score_labels
 from brainseg.config import LESION_CHALLENGES, MAX_PATCH_VOXELS, BrainsegConfig
 from brainseg.errors import BrainsegError
-from brainseg.io import assemble_case, case_stems, convention_from_names, labels_bytes, names_another_case, probabilities_bytes, read_label_map
+from brainseg.io import assemble_case, labels_bytes, probabilities_bytes, read_label_map
 from brainseg.labels import AUTO, CONVENTIONS, ED, ET, LABEL_NAMES, LABEL_OPTIONS, NCR, REGION_NAMES, REGIONS, chosen_convention
 from brainseg.lesion_metrics import MISSED_HD95
 from brainseg.metrics import slice_area_mm2, slice_stats, volume_stats
+from brainseg.naming import case_stems, convention_from_names, names_another_case
 
 log = logging.getLogger("brainseg.app")
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from brainseg.errors import BrainsegError, InputError
-from brainseg.io import FOUR_CHANNEL_HINT, Case, LabelMap, Scan, load_files, modality_from_name, read_label_map, read_scan
+from brainseg.io import FOUR_CHANNEL_HINT, Case, LabelMap, Scan, load_files, read_label_map, read_scan
+from brainseg.naming import modality_from_name
 
 MIN_SCAN_VALUES = 32  # distinct intensities an MRI scan has at least (a mask or label map has a handful)
 

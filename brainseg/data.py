@@ -16,8 +16,9 @@ from brainseg.config import PreprocessConfig
 from brainseg.datasets import CaseSource, is_dataset, labelled_cases
 from brainseg.errors import InputError
 from brainseg.files import atomic_write
-from brainseg.io import Case, case_files, case_problem, is_hidden, read_label_map, segmentation_file
+from brainseg.io import Case, read_label_map
 from brainseg.labels import REGIONS, region_masks
+from brainseg.naming import case_files, case_problem, is_hidden, segmentation_file
 from brainseg.preprocess import Geometry, downsample, prepare, reorient
 
 log = logging.getLogger(__name__)

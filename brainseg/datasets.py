@@ -18,8 +18,9 @@ import nibabel as nib
 
 from brainseg import MODALITIES
 from brainseg.errors import InputError
-from brainseg.io import NIFTI_SUFFIXES, Case, case_files, is_hidden, load_case, load_channel_files, strip_suffix
+from brainseg.io import Case, load_case, load_channel_files
 from brainseg.labels import CONVENTIONS, ED, ET, LABEL_NAMES, NCR, READ_ONLY
+from brainseg.naming import NIFTI_SUFFIXES, case_files, is_hidden, strip_suffix
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ from brainseg.config import LESION_CHALLENGES
 from brainseg.datasets import is_dataset, label_convention_of
 from brainseg.errors import BrainsegError, InputError
 from brainseg.files import check_can_create
-from brainseg.io import NIFTI_SUFFIXES, case_problem, is_hidden, modality_from_name, segmentation_file, strip_suffix
 from brainseg.labels import REGIONS, chosen_convention
 from brainseg.lesion_metrics import MISSED_HD95
 from brainseg.metrics import summarise
+from brainseg.naming import NIFTI_SUFFIXES, case_problem, is_hidden, modality_from_name, segmentation_file, strip_suffix
 from brainseg.scoring import evaluate_files
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,8 @@
 """Reading and validating the four MRI modalities of a case; writing label maps.
 
-Files -> arrays: every check that can refuse a user's file lives here, and each refusal says which
-file, what is wrong and what was expected.
+Files -> arrays: every check that can refuse a user's file for its content lives here (which file is
+which, from its name: brainseg.naming), and each refusal says which file, what is wrong and what was
+expected.
 """
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import io as _io
 import logging
 import math
 import os
-import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,14 +23,13 @@ from brainseg import MODALITIES
 from brainseg.errors import InputError
 from brainseg.files import atomic_write
 from brainseg.labels import CONVENTIONS, FILE_LABELS, READABLE, from_internal, guess_convention, to_internal
+from brainseg.naming import assign_modalities, case_files, case_stems, convention_from_names, is_brats2023_label_name
 
 log = logging.getLogger(__name__)
 
 MAX_VOXELS = 512 * 512 * 512  # one modality; larger headers are refused before allocating
 MAX_BYTES = 2 * 1024**3  # decompressed size of one file
 AFFINE_TOLERANCE = 1e-3  # mm
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
-SUFFIXES = (*NIFTI_SUFFIXES, ".npy")
 PRIVATE_HEADER_FIELDS = ("descrip", "aux_file", "db_name", "intent_name")
 _NIFTI1_HEADER_BYTES, _NIFTI2_HEADER_BYTES = 348, 540
 _GZIP_SLACK = 1024**2  # bytes a .nii.gz may inflate to beyond what its header describes
@@ -38,23 +37,7 @@ _GZIP_SLACK = 1024**2  # bytes a .nii.gz may inflate to beyond what its header d
 # its own Decathlon-valued maps (1 edema, 3 ET) right instead of guessing BraTS 2023 from the 3
 _LABELS_DESCRIP = "brainseg labels {}"
 
-# file-name token -> modality; tokens are matched whole, so "t1" never captures "t1ce"
-_ALIASES = {
-    "flair": ("flair", "t2f", "t2flair", "fla"),
-    "t1": ("t1", "t1n", "t1w", "t1native", "t1pre"),
-    "t1ce": ("t1ce", "t1c", "t1gd", "t1post", "t1contrast", "t1wce", "ce", "t1cegd"),
-    "t2": ("t2", "t2w"),
-    "seg": ("seg", "segmentation", "label", "labels", "mask", "gt", "groundtruth"),
-}
-TOKEN_TO_MODALITY = {alias: mod for mod, aliases in _ALIASES.items() for alias in aliases}
-# BraTS 2023+ names end in "-t2f", "-t1n", "-t1c" or "-t2w" (BraTS-GLI-00001-000-t2f.nii.gz). The token
-# alone is not enough: BIDS names such as sub-01_T2w.nii.gz hold "t2w" and say nothing about labels.
-_BRATS2023_NAME = re.compile(r"-(t2f|t1n|t1c|t2w)$")
 FOUR_CHANNEL_HINT = "a 4-channel image is read as a whole case only when it is the only input"
-_BIDS_CE = re.compile(r"(^|_)ce-[a-z0-9]+")  # BIDS contrast-enhancement entity: sub-01_ce-gadolinium_T1w
-# a BraTS 2023+ label map (BraTS-GLI-00001-000-seg.nii.gz, or a submission's BraTS-GLI-00001-000.nii.gz):
-# ET is 3, and a 4 can only be BraTS 2024's resection cavity
-_BRATS2023_LABEL_NAME = re.compile(r"^brats-[a-z]+(-[a-z]+)*-\d+-\d+(-seg)?$")
 
 
 # A .npy array has no voxel-to-world matrix: it is taken as 1 mm voxels in BraTS files' voxel order (LPS,
@@ -127,176 +110,6 @@ class Case:
 def voxel_spacing(affine: np.ndarray) -> tuple[float, float, float]:
     """Voxel size in mm along each array axis, from a voxel-to-world matrix."""
     return tuple(float(s) for s in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0)))
-
-
-def strip_suffix(name: str) -> str:
-    base = os.path.basename(name)
-    for suffix in SUFFIXES:
-        if base.lower().endswith(suffix):
-            return base[: -len(suffix)]
-    return base
-
-
-def is_hidden(name: str) -> bool:
-    """Hidden files and folders: "._BRATS_001.nii.gz" (macOS metadata, shipped in the Decathlon's
-    archives), ".ipynb_checkpoints", ".git"."""
-    return os.path.basename(name).startswith(".")
-
-
-def modality_from_name(name: str) -> str | None:
-    """Modality named by a file name ("flair", "t1", "t1ce", "t2", "seg"), or None.
-
-    The last recognised token wins: "BraTS-GLI-00001-000-t1c.nii.gz" -> "t1ce", "flair_seg" -> "seg".
-    Raises InputError for a name mentioning two scan modalities ("t1_to_flair.nii.gz").
-    """
-    tokens = [t for t in re.split(r"[^a-z0-9]+", strip_suffix(name).lower()) if t]
-    named = {TOKEN_TO_MODALITY[t] for t in tokens if t in TOKEN_TO_MODALITY} - {"seg"}
-    bids_ce = named == {"t1", "t1ce"} and "ce" in tokens  # BIDS: a contrast-enhanced T1 is sub-01_ce-gadolinium_T1w
-    if bids_ce:
-        named = {"t1ce"}
-    if len(named) > 1:
-        raise InputError(
-            f"{os.path.basename(name)}: the name mentions several modalities "
-            f"({', '.join(sorted(m.upper() for m in named))}); expected a name that names exactly one"
-        )
-    for token in reversed(tokens):
-        if token in TOKEN_TO_MODALITY:
-            return "t1ce" if bids_ce and TOKEN_TO_MODALITY[token] == "t1" else TOKEN_TO_MODALITY[token]
-    # names like "t1ce.nii" after a number glued on: "case01t1ce"
-    for token in reversed(tokens):
-        for alias in sorted(TOKEN_TO_MODALITY, key=len, reverse=True):
-            if len(alias) > 2 and token.endswith(alias) and not token[: -len(alias)].isalpha():
-                return TOKEN_TO_MODALITY[alias]
-    return None
-
-
-def convention_from_names(names: Iterable[str]) -> str:
-    """Label convention for outputs: BraTS 2023+ names (...-t2f.nii.gz) mean ET is written as 3, others 4."""
-    names = [os.path.basename(str(n)) for n in names]
-    for name in names:
-        if _BRATS2023_NAME.search(strip_suffix(name).lower()):
-            log.info("label convention brats2023 (ET = 3): %s is a BraTS 2023+ name", name)
-            return "brats2023"
-    log.info("label convention brats2018 (ET = 4): no BraTS 2023+ name among %s", ", ".join(names))
-    return "brats2018"
-
-
-def case_stem(name: str) -> str:
-    """A file name without its suffix and, when it ends in a modality token, without that token:
-    "Brats18_x_1_flair.nii.gz" -> "Brats18_x_1"."""
-    name = strip_suffix(os.path.basename(str(name)))
-    return re.sub(r"[-_. ]+[a-z0-9]+$", "", name, flags=re.IGNORECASE) if modality_from_name(name) else name
-
-
-def case_stems(names: Iterable[str]) -> list[str]:
-    """The different case names in files' names once every modality word is taken out ("Brats18_x_1_flair"
-    -> "brats18_x_1"; "flair", "t1", ... -> nothing, so not counted): more than one means scans of
-    different cases may have been combined."""
-    stems = set()
-    for name in names:
-        bare = _BIDS_CE.sub("", strip_suffix(os.path.basename(str(name))).lower())
-        stems.add("_".join(t for t in re.split(r"[^a-z0-9]+", bare) if t and t not in TOKEN_TO_MODALITY))
-    return sorted(stems - {""})
-
-
-def names_another_case(reference: str, scans: Iterable[str]) -> str | None:
-    """The case a reference's file name names when it is not the scans' case, else None.
-
-    Only a name with a number in it is taken for a case id, and one name holding all the other's words
-    is the same case: "ground_truth", "Brats18_x_1_GlistrBoost_ManuallyCorrected" (for Brats18_x_1's
-    scans) and nnU-Net's "BRATS_001" (for BRATS_001_0000 ...) name no other case; "case9_seg" for
-    case7's scans does.
-    """
-    named = case_stems([reference])
-    words = set(named[0].split("_")) if named else set()
-    if not any(any(c.isdigit() for c in w) for w in words):
-        return None
-    stems = case_stems(scans)
-    for stem in stems:
-        other = set(stem.split("_"))
-        if words <= other or other <= words:
-            return None
-    return named[0] if stems else None
-
-
-def assign_modalities(names: Iterable[str], ignore_seg: bool = False, where: str = "") -> dict[str, str]:
-    """Map each modality to one of ``names``.
-
-    Raises InputError for a name that names no modality, a segmentation among the scans, a modality
-    given twice, or a missing one (naming ``where`` the files were looked for, when given).
-    """
-    found: dict[str, str] = {}
-    for name in names:
-        base = os.path.basename(str(name))
-        modality = modality_from_name(base)
-        if modality == "seg":
-            if ignore_seg:
-                continue
-            raise InputError(
-                f"{base}: looks like a segmentation, not an MRI scan; give the four scans "
-                f"(FLAIR, T1, T1ce, T2) as input and the segmentation separately"
-            )
-        if modality is None:
-            raise InputError(
-                f"{base}: cannot tell which modality this is; expected a name ending in "
-                f"flair/t1/t1ce/t2 (BraTS 2018-2021) or t2f/t1n/t1c/t2w (BraTS 2023+)"
-            )
-        if modality in found:
-            raise InputError(
-                f"{os.path.basename(str(found[modality]))} and {base} are both {modality.upper()}; "
-                f"expected one file per modality"
-            )
-        found[modality] = name
-    missing = [m for m in MODALITIES if m not in found]
-    if missing:
-        raise InputError(
-            f"{where + ': ' if where else ''}missing modality {', '.join(m.upper() for m in missing)}; found "
-            f"{', '.join(f'{m.upper()}={os.path.basename(str(p))}' for m, p in found.items()) or 'none'}; "
-            f"expected four files: FLAIR, T1, T1ce, T2"
-        )
-    return found
-
-
-def case_files(folder: str | Path) -> dict[str, Path]:
-    """The four scan files of a case folder, by modality; a segmentation file is ignored."""
-    folder = Path(folder)
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(SUFFIXES))
-    if not files:
-        raise InputError(f"{folder}: no .nii, .nii.gz or .npy files in this folder")
-    # other files in a case folder (masks, derived maps) are not the user's choice of scans: skip them
-    named = [p for p in files if _folder_modality(p) is not None]
-    return assign_modalities(named or files, ignore_seg=True, where=str(folder))
-
-
-def case_problem(folder: Path) -> str | None:
-    """Why a folder is not a labelled case (a scan or the segmentation missing), or None when it is one."""
-    try:
-        case_files(folder)
-    except InputError as exc:
-        return str(exc).removeprefix(f"{folder}: ")
-    if segmentation_file(folder) is None:
-        return "no segmentation; expected one named like CASE_seg.nii.gz beside the scans"
-    return None
-
-
-def segmentation_file(folder: str | Path) -> Path | None:
-    """The segmentation file of a case folder, if there is one."""
-    for p in sorted(Path(folder).iterdir()):
-        if p.name.lower().endswith(SUFFIXES) and _folder_modality(p) == "seg":
-            return p
-    return None
-
-
-def _folder_modality(path: Path) -> str | None:
-    """A folder file's modality, or None (logged) when its name names none or several."""
-    try:
-        modality = modality_from_name(path.name)
-    except InputError as exc:
-        log.info("skipping %s", exc)
-        return None
-    if modality is None:
-        log.info("skipping %s: its name names no modality", path.name)
-    return modality
 
 
 def read_volume(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray, nib.Nifti1Header | None]:
@@ -533,7 +346,7 @@ class LabelMap(NamedTuple):
         2018-2021, or 2023+ when a map holds 3). ``by_name`` False skips the name: a prediction named
         for its case by another tool may hold any convention's values."""
         named = None
-        if by_name and _BRATS2023_LABEL_NAME.match(strip_suffix(os.path.basename(self.name)).lower()):
+        if by_name and is_brats2023_label_name(self.name):
             named = "brats2024" if (self.values == 4).any() else "brats2023"
         for found, source in ((convention, "given"), (self.declared, "header"), (described, "dataset.json"), (named, "name")):
             if found is not None:

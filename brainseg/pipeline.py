@@ -13,10 +13,11 @@ from brainseg.checkpoint import LoadedModel
 from brainseg.config import InferenceConfig, ModelConfig, PostprocessConfig, SettingError
 from brainseg.errors import InputError
 from brainseg.inference import ModelPredictor, Progress, plan_windows, resolve_device, sliding_window
-from brainseg.io import Case, case_stem
+from brainseg.io import Case
 from brainseg.labels import regions_to_labels
 from brainseg.metrics import volume_stats
 from brainseg.model import probabilities
+from brainseg.naming import case_stem
 from brainseg.postprocess import clean_labels
 from brainseg.preprocess import Prepared, paste, prepare, to_box
 

@@ -16,9 +16,9 @@ import numpy as np
 
 from brainseg import __version__
 from brainseg.config import to_plain
-from brainseg.io import case_stem
 from brainseg.labels import CONVENTIONS, LABEL_NAMES, REGION_NAMES, REGIONS, region_counts, region_masks
 from brainseg.metrics import dice, voxel_volume_ml
+from brainseg.naming import case_stem
 
 REGION_TITLES = {region: f"{name} ({region})" for region, name in REGION_NAMES.items()}
 VOLUME_COLUMNS = ("structure", "kind", "voxels", "volume_ml", "brain_percent")

@@ -24,7 +24,7 @@ def is_cohort(inputs: list[str]) -> bool:
     if len(inputs) != 1 or not Path(inputs[0]).is_dir():
         return False
     from brainseg.datasets import is_images_folder
-    from brainseg.io import SUFFIXES
+    from brainseg.naming import SUFFIXES
 
     folder = Path(inputs[0])
     if is_images_folder(folder):
@@ -38,7 +38,7 @@ def _dataset_case(inputs: list[str]) -> "CaseSource | None":
     one case's CASE_0000 ... CASE_0003 channel files), read in the order and label values of its
     dataset.json; None for other inputs."""
     from brainseg.datasets import dataset_of, description_of, group_cases
-    from brainseg.io import NIFTI_SUFFIXES
+    from brainseg.naming import NIFTI_SUFFIXES
 
     paths = [Path(p) for p in inputs]
     if not all(p.is_file() and p.name.lower().endswith(NIFTI_SUFFIXES) for p in paths):
@@ -60,7 +60,7 @@ def run_segment(args) -> int:
     if is_cohort(args.inputs):
         return _run_cohort(args, checkpoint)
     if len(args.inputs) == 1 and Path(args.inputs[0]).is_dir():
-        from brainseg.io import case_files
+        from brainseg.naming import case_files
 
         case_files(args.inputs[0])  # a folder with no scans: said of the input, not of the output's name
     out = Path(args.output)
@@ -94,7 +94,7 @@ def run_segment(args) -> int:
 
 def _refuse_overwriting_inputs(outputs: list[Path], inputs: list[str]) -> None:
     """Writing the label map, its statistics or probabilities over a scan would destroy the user's data."""
-    from brainseg.io import case_files
+    from brainseg.naming import case_files
 
     paths = [Path(p) for p in inputs]
     if len(paths) == 1 and paths[0].is_dir():
@@ -150,7 +150,7 @@ def _segment_one(args, case, loaded, settings: tuple, out: Path, show_progress: 
 def _output_convention(source, args) -> str:
     """The label values a cohort case is written in, known before loading it: the command's, its dataset's, or
     its file names' (as io.assemble_case decides them)."""
-    from brainseg.io import case_files, convention_from_names
+    from brainseg.naming import case_files, convention_from_names
     from brainseg.labels import written_as
 
     if args.labels or source.label_convention:
@@ -314,7 +314,7 @@ def cohort_cases(root: Path, out_dir: Path) -> "list[CaseSource]":
     of a folder of cases, less hidden ones (.ipynb_checkpoints, .git) and the output folder when it lies
     inside. Raises InputError when there are none."""
     from brainseg.datasets import CaseSource, description_of, image_cases, is_dataset, is_images_folder
-    from brainseg.io import is_hidden
+    from brainseg.naming import is_hidden
 
     if is_images_folder(root):
         return image_cases(root, description_of(root))

@@ -29,7 +29,7 @@ from brainseg.data import find_cases, load_reference, load_training_cases, sampl
 from brainseg.errors import InputError
 from brainseg.files import atomic_write, check_can_create
 from brainseg.inference import cpu_supports_bf16
-from brainseg.io import case_problem
+from brainseg.naming import case_problem
 from brainseg.losses import dice_ce_loss
 from brainseg.preprocess import prepare
 from brainseg.metrics import dice, hd95

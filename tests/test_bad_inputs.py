@@ -526,7 +526,7 @@ def test_a_folder_ignores_its_segmentation_file(tmp_path):
     ],
 )
 def test_names_with_one_modality_are_not_ambiguous(name, modality):
-    from brainseg.io import modality_from_name
+    from brainseg.naming import modality_from_name
 
     assert modality_from_name(name) == modality
 

@@ -5,10 +5,8 @@ import numpy as np
 import pytest
 
 from brainseg.errors import InputError
-from brainseg.io import (
-    MAX_BYTES, Case, assign_modalities, case_files, convention_from_names, load_case, modality_from_name, probabilities_bytes,
-    read_label_map, save_labels, save_probabilities,
-)
+from brainseg.io import MAX_BYTES, Case, load_case, probabilities_bytes, read_label_map, save_labels, save_probabilities
+from brainseg.naming import assign_modalities, case_files, convention_from_names, modality_from_name
 from conftest import BRATS, LPS, SAMPLE_2023, needs_data, write_case
 
 NAMES = [
@@ -72,13 +70,13 @@ def test_bids_t2w_name_keeps_the_2018_convention(tmp_path, caplog):
     assert convention_from_names(names) == "brats2018"
     assert convention_from_names(["BraTS-MEN-00004-000-t2w.nii.gz"]) == "brats2023"
     paths = write_case(tmp_path, names=BIDS, prefix="sub-01_")
-    with caplog.at_level("INFO", logger="brainseg.io"):
+    with caplog.at_level("INFO", logger="brainseg.naming"):
         case = load_case(list(paths.values()))
     assert case.convention == "brats2018"
     assert case.sources["t2"] == "sub-01_T2w.nii.gz" and case.sources["t1ce"] == "sub-01_T1wce.nii.gz"
     assert "label convention brats2018 (ET = 4): no BraTS 2023+ name among sub-01_FLAIR.nii.gz" in caplog.text
     caplog.clear()
-    with caplog.at_level("INFO", logger="brainseg.io"):
+    with caplog.at_level("INFO", logger="brainseg.naming"):
         assert convention_from_names(["BraTS-GLI-00001-000-t1n.nii.gz"]) == "brats2023"
     assert "label convention brats2023 (ET = 3): BraTS-GLI-00001-000-t1n.nii.gz is a BraTS 2023+ name" in caplog.text
 
@@ -313,6 +311,6 @@ def test_a_label_map_of_arrays_without_a_header_carries_both_matrices(tmp_path):
     ("case9_seg.nii.gz", ["flair.nii.gz", "t1.nii.gz"], None),  # nor in the scans' names
 ])
 def test_a_reference_named_for_another_case_is_told_from_the_usual_names(reference, scans, other):
-    from brainseg.io import names_another_case
+    from brainseg.naming import names_another_case
 
     assert names_another_case(reference, scans) == other
