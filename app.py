@@ -184,7 +184,7 @@ def sidebar() -> tuple[SimpleNamespace, object]:
         scans = list(loaded.config.preprocess.modalities) if loaded is not None else list(MODALITIES)
         bias = st.multiselect("Bias-field correction (N4) of", scans, key="bias_correct", format_func=ROLES.get,
                               help=f"Divides out scanner coil inhomogeneity inside the brain before the network sees these "
-                                   f"scans (about 5 s per scan on a 2-core CPU); this checkpoint's default: {corrected}. The "
+                                   f"scans (3-5 s per scan on a 2-core CPU); this checkpoint's default: {corrected}. The "
                                    f"model card gives what it did on the validation cases.")
         min_component = st.number_input(
             "Minimum tumour component (voxels)", 0, 100_000, step=10, key="min_component",
@@ -388,7 +388,7 @@ def segment(case, loaded, settings: SimpleNamespace):
     """Run the pipeline with a progress bar; returns (segmentation, wall seconds, ``report.run_record``)."""
     inference = pipeline.inference_settings(loaded, settings.patch, settings.overlap, settings.tta)
     post = pipeline.postprocess_settings(loaded, settings.min_component, settings.max_distance)
-    n4 = f" (N4 bias-field correction of {', '.join(ROLES[m] for m in settings.bias)}, about 5 s per scan)" if settings.bias else ""
+    n4 = f" (N4 bias-field correction of {', '.join(ROLES[m] for m in settings.bias)}, 3-5 s per scan)" if settings.bias else ""
     bar = st.progress(0.0, text=f"{loaded.name}: preparing the scans{n4}…")
     started = time.perf_counter()
 

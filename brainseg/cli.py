@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--bias-correct", type=modality_list, metavar="MODALITIES",
                      help="N4 bias-field correction inside the brain before z-scoring, of these scans: all, none, or some "
                           "of flair,t1,t1ce,t2 separated by commas (needs SimpleITK; default from the checkpoint: the "
-                          "shipped one corrects t1,t1ce); the model card gives what it did on the validation cases")
+                          "shipped one corrects all four, FLAIR and T2 with a stiffer field); the model card gives what it did on the validation cases")
     seg.add_argument("--max-component-distance", type=float, metavar="MM",
                      help="remove whole-tumour components farther than this from the largest one; 0 keeps all "
                           "(default from the checkpoint, 10)")
@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--init", help="start from this checkpoint's weights and settings (fresh optimiser and schedule); "
                                    "--config may change its inference and post-processing settings, not its network "
                                    "or preprocessing, except which scans N4 corrects (--bias-correct; the shipped "
-                                   "model's: t1,t1ce)")
+                                   "model's: all four)")
     tr.add_argument("--time-limit", type=float, help=f"minutes; validate, save and stop when reached (default {tc.time_limit_minutes:g}: none)")
     tr.add_argument("--labels", choices=LABEL_OPTIONS,
                     help=f"label convention of the segmentations (default {tc.labels}); {READ_LABELS_HELP}")

@@ -39,6 +39,7 @@ _BRATS2023_LABEL_NAME = re.compile(r"^brats-[a-z]+(-[a-z]+)*-\d+-\d+(-seg)?$")
 
 
 def strip_suffix(name: str) -> str:
+    """A file's base name without its .nii.gz / .nii / .npy suffix (any case)."""
     base = os.path.basename(name)
     for suffix in SUFFIXES:
         if base.lower().endswith(suffix):

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from brainseg.bias import n4_correct
+from brainseg.bias import fit_levels, n4_correct
 from brainseg.config import PreprocessConfig
 from brainseg.errors import InputError
 from brainseg.io import Case
@@ -144,7 +144,8 @@ def prepare(case: Case, config: PreprocessConfig) -> Prepared:
         warnings.append(f"{', '.join(m.upper() for m in normalised)}: negative intensities inside the brain, so "
                         f"already normalised; N4 bias-field correction skipped for {'it' if len(normalised) == 1 else 'them'}")
     corrected = tuple(m for m, _ in chosen if m not in normalised)
-    boxed = [n4_correct(image, mask_box, spacing) if m in corrected else image for m, image in zip(config.modalities, boxed)]
+    boxed = [n4_correct(image, mask_box, spacing, fit_levels(m)) if m in corrected else image
+             for m, image in zip(config.modalities, boxed)]
     channels = np.stack([zscore(image, mask_box) for image in boxed])
     model_shape = model_grid_shape(mask_box.shape, spacing, config.spacing)
     geometry = Geometry(transform, oriented[0].shape, box, model_shape, spacing, tuple(config.spacing))

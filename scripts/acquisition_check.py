@@ -13,13 +13,17 @@ scored against the expert labels taken through the same alteration:
   exponential of a random cubic polynomial, coefficients within +-0.5 as in TorchIO's RandomBiasField);
 - ``noise``: Rician noise of 5% of each modality's mean brain intensity, inside the brain.
 
-The random alterations use a fixed seed per case, so a run repeats. Output: one line per case and
-condition, then the mean per condition (Dice, HD95 in mm, and the whole-tumour volume error in mL).
+The random alterations use a fixed seed per case, so a run repeats; ``--draws N`` draws each of them N
+times per case (draw 1 is the single draw of a run without the option), so one lucky or unlucky field
+does not decide a row. Output: one line per case, condition and draw, then the mean per condition (Dice,
+HD95 in mm, and the whole-tumour volume error in mL) and, with several draws, the lowest and highest
+per-draw mean Dice.
 
 ``--bias-correct`` chooses the scans N4 bias-field correction runs on, as ``brainseg segment
 --bias-correct`` does (default: the checkpoint's own choice); ``--conditions`` picks some of the alterations.
 
 Usage: python scripts/acquisition_check.py ../shared/data/brats CASE [CASE ...] [--checkpoint CK] [--json OUT]
+       python scripts/acquisition_check.py ../shared/data/brats CASE ... --conditions "bias field" noise --draws 3
        python scripts/acquisition_check.py ../shared/data/brats CASE ... --bias-correct none --conditions "as distributed" "bias field"
 """
 import argparse
@@ -76,6 +80,7 @@ def rician_noise(images: dict, ref: np.ndarray, affine: np.ndarray, rng):
     return out, ref, affine
 
 
+RANDOM = ("bias field", "noise")
 CONDITIONS = {
     "as distributed": lambda images, ref, affine, rng: (images, ref, affine),
     "RAS storage": ras_storage,
@@ -86,21 +91,31 @@ CONDITIONS = {
 }
 
 
-def check_case(folder: Path, loaded, seed: int, conditions: list[str], bias_correct) -> dict:
+def runs(conditions: list[str], draws: int) -> list[tuple[str, str, int]]:
+    """(row name, condition, draw) for each segmentation: the random conditions ``draws`` times."""
+    out = []
+    for name in conditions:
+        for draw in range(draws if name in RANDOM else 1):
+            out.append((name if draw == 0 else f"{name} #{draw + 1}", name, draw))
+    return out
+
+
+def check_case(folder: Path, loaded, seed: int, conditions: list[str], bias_correct, draws: int = 1) -> dict:
     case = load_case(folder)
     ref = read_label_map(segmentation_file(folder)).internal()[0]
     rows = {}
-    for name in conditions:
-        images, altered_ref, affine = CONDITIONS[name](case.images, ref, case.affine, np.random.default_rng(seed))
+    for row, name, draw in runs(conditions, draws):
+        rng = np.random.default_rng(seed + 1000 * draw)  # draw 0: the seed of a single-draw run
+        images, altered_ref, affine = CONDITIONS[name](case.images, ref, case.affine, rng)
         altered = Case(images, affine, None, dict(case.sources), case.convention)
         result = segment_case(altered, loaded, bias_correction=bias_correct)
         scores = evaluate(result.labels, altered_ref, altered.spacing)["regions"]
         ml = voxel_volume_ml(altered.spacing)
-        rows[name] = {"dice": [scores[r]["dice"] for r in REGIONS], "hd95": [scores[r]["hd95"] for r in REGIONS],
-                      "wt_ml_error": (int((result.labels > 0).sum()) - int((altered_ref > 0).sum())) * ml}
-        print(f"{folder.name:22s} {name:15s} Dice " + " / ".join(f"{d:.3f}" for d in rows[name]["dice"])
-              + "  HD95 " + " / ".join(f"{h:.1f}" for h in rows[name]["hd95"])
-              + f"  WT volume {rows[name]['wt_ml_error']:+.1f} mL", flush=True)
+        rows[row] = {"dice": [scores[r]["dice"] for r in REGIONS], "hd95": [scores[r]["hd95"] for r in REGIONS],
+                     "wt_ml_error": (int((result.labels > 0).sum()) - int((altered_ref > 0).sum())) * ml}
+        print(f"{folder.name:22s} {row:15s} Dice " + " / ".join(f"{d:.3f}" for d in rows[row]["dice"])
+              + "  HD95 " + " / ".join(f"{h:.1f}" for h in rows[row]["hd95"])
+              + f"  WT volume {rows[row]['wt_ml_error']:+.1f} mL", flush=True)
     return rows
 
 
@@ -113,21 +128,29 @@ def main() -> None:
     parser.add_argument("--bias-correct", type=modality_list, metavar="MODALITIES",
                         help="all, none, or scans separated by commas, as brainseg segment --bias-correct")
     parser.add_argument("--conditions", nargs="+", choices=list(CONDITIONS), default=list(CONDITIONS))
+    parser.add_argument("--draws", type=int, default=1, help=f"draws per case of the random conditions ({', '.join(RANDOM)})")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)  # the skull-strip heuristics' warnings are not the point here
     loaded = load_checkpoint(args.checkpoint or default_checkpoint())
     per_case = {}
     for seed, name in enumerate(args.cases):
         case_files(args.data / name)  # a missing modality fails here, before any inference
-        per_case[name] = check_case(args.data / name, loaded, seed, args.conditions, args.bias_correct)
-    print("\nmean over", len(per_case), "cases: Dice WT / TC / ET | HD95 WT / TC / ET (mm) | WT volume error (mL, mean |error|)")
+        per_case[name] = check_case(args.data / name, loaded, seed, args.conditions, args.bias_correct, args.draws)
+    print("\nmean over", len(per_case), "cases (and draws): Dice WT / TC / ET | HD95 WT / TC / ET (mm) | WT volume error "
+          "(mL, mean |error|) | per-draw mean Dice, lowest and highest")
+    planned = runs(args.conditions, args.draws)
     for condition in args.conditions:
-        rows = [per_case[c][condition] for c in per_case]
+        names = [row for row, name, _ in planned if name == condition]
+        rows = [per_case[c][row] for c in per_case for row in names]
         dice = np.mean([r["dice"] for r in rows], axis=0)
         hd = np.mean([r["hd95"] for r in rows], axis=0)
         err = np.mean([abs(r["wt_ml_error"]) for r in rows])
+        spread = ""
+        if len(names) > 1:
+            per_draw = np.array([np.mean([per_case[c][row]["dice"] for c in per_case], axis=0) for row in names])
+            spread = " | " + " / ".join(f"{lo:.3f}-{hi:.3f}" for lo, hi in zip(per_draw.min(0), per_draw.max(0)))
         print(f"{condition:15s} " + " / ".join(f"{d:.3f}" for d in dice) + " | " + " / ".join(f"{h:.1f}" for h in hd)
-              + f" | {err:.1f}")
+              + f" | {err:.1f}" + spread)
     if args.json:
         args.json.write_text(json.dumps(per_case, indent=1))
 

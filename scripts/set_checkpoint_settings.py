@@ -5,7 +5,12 @@ A setting chosen after training, by measurement on the validation split, belongs
 (same tensors, same dtype), the new settings are checked as any checkpoint's are when it loads, and the
 change is recorded in the provenance with the reason given.
 
+``--validation EVAL.json`` (``brainseg evaluate --json`` of the new settings on the checkpoint's validation
+split) replaces the provenance's validation scores; the ones they replace are kept, with the settings
+they were measured under, in ``validation_earlier``.
+
 Usage: python scripts/set_checkpoint_settings.py CK preprocess.bias_correction='["t1", "t1ce"]' --why "measured: see the card"
+       python scripts/set_checkpoint_settings.py CK SETTINGS --why "..." --validation eval.json --scored-with "brainseg segment ..."
 """
 import argparse
 import json
@@ -27,7 +32,11 @@ def main() -> None:
     parser.add_argument("checkpoint")
     parser.add_argument("settings", nargs="+", metavar="SECTION.FIELD=JSON")
     parser.add_argument("--why", required=True, help="the reason, recorded in the provenance")
+    parser.add_argument("--validation", metavar="EVAL_JSON", help="brainseg evaluate --json of the new settings")
+    parser.add_argument("--scored-with", help="how --validation was produced (the commands)")
     args = parser.parse_args()
+    if bool(args.validation) != bool(args.scored_with):
+        parser.error("--validation and --scored-with go together")
     try:
         payload = read_payload(args.checkpoint)
     except BrainsegError as exc:
@@ -50,8 +59,12 @@ def main() -> None:
     except SettingError as exc:
         parser.error(str(exc))
     payload["config"] = checked.to_dict()  # written as plain types
-    payload["provenance"].setdefault("settings_changed", []).append(
-        {"when": time.strftime("%Y-%m-%d"), "changes": changes, "why": args.why})
+    provenance = payload["provenance"]
+    provenance.setdefault("settings_changed", []).append({"when": time.strftime("%Y-%m-%d"), "changes": changes, "why": args.why})
+    if args.validation:
+        earlier = {**provenance.get("validation", {}), "settings": {k: c["from"] for k, c in changes.items()}}
+        provenance.setdefault("validation_earlier", []).append(earlier)
+        provenance["validation"] = validation_scores(args.validation, provenance.get("validation_cases"), args.scored_with)
 
     def write(tmp: str) -> None:
         torch.save(payload, tmp)
@@ -59,6 +72,18 @@ def main() -> None:
 
     atomic_write(args.checkpoint, write)
     print(json.dumps(changes))
+
+
+def validation_scores(path: str, cases, scored_with: str) -> dict:
+    """Mean Dice and HD95 per region from ``brainseg evaluate --json``; refuses one that scored other cases."""
+    report = json.loads(open(path, encoding="utf-8").read())
+    scored = sorted(report.get("cases", {}))
+    if cases and sorted(cases) != scored:
+        raise SystemExit(f"{path}: scores {scored}; expected the checkpoint's validation cases {sorted(cases)}")
+    summary = report["summary"]
+    dice = {r: summary[r]["dice"]["mean"] for r in ("WT", "TC", "ET")}
+    return {"dice": dice, "hd95": {r: summary[r]["hd95"]["mean"] for r in ("WT", "TC", "ET")},
+            "score": sum(dice.values()) / 3, "scored_with": scored_with}
 
 
 if __name__ == "__main__":

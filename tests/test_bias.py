@@ -24,11 +24,12 @@ def biased_ball(shape=(64, 64, 64)) -> tuple[np.ndarray, np.ndarray]:
     return (tissue * np.exp(0.5 * grid[0])).astype(np.float32), inside
 
 
-def test_a_smooth_field_over_one_tissue_is_divided_out():
+@pytest.mark.parametrize("levels", [3, 2])
+def test_a_smooth_field_over_one_tissue_is_divided_out(levels):
     """After N4 the tissue's spread inside a brain-sized ball (115 mm across, 2 mm voxels) falls to a
-    fraction of what the field made it."""
+    fraction of what the field made it; the stiffer two-level field (FLAIR, T2) too."""
     biased, inside = biased_ball()
-    corrected = n4_correct(biased, inside, (2.0, 2.0, 2.0))
+    corrected = n4_correct(biased, inside, (2.0, 2.0, 2.0), levels)
     spread = lambda image: float(image[inside].std() / image[inside].mean())
     assert spread(biased) > 0.15
     assert spread(corrected) < 0.2 * spread(biased)
@@ -47,6 +48,21 @@ def test_the_field_does_not_depend_on_how_much_empty_volume_surrounds_the_brain(
     # N4 fixes the field up to a constant factor, which the z-scoring after it takes out
     relative = np.abs(tight[inside] / tight[inside].mean() / (wide[inside] / wide[inside].mean()) - 1)
     assert relative.max() < 0.002  # 0.012 with the lattice spanning whatever volume N4 was handed
+
+
+def test_flair_and_t2_get_the_stiffer_field(monkeypatch, tmp_path):
+    """Preparing a case fits FLAIR's and T2's fields in two levels (their edema is large and bright, and a
+    more flexible field divides part of it out) and T1's and T1ce's in three."""
+    import brainseg.preprocess as preprocess
+    from brainseg.io import load_case
+    from conftest import write_case
+
+    used = []
+    monkeypatch.setattr(preprocess, "n4_correct", lambda image, mask, spacing, levels: used.append(levels) or image)
+    write_case(tmp_path / "case")
+    config = PreprocessConfig(bias_correction=True)
+    preprocess.prepare(load_case([tmp_path / "case"]), config)
+    assert dict(zip(config.modalities, used)) == {"flair": 2, "t1": 3, "t1ce": 3, "t2": 2}
 
 
 def test_the_option_names_modalities_and_reads_older_true_false():

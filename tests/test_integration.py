@@ -44,7 +44,7 @@ def test_quality_on_a_validation_case(segmented):
     # wrong labels) scores near 0
     assert dice(p["WT"], r["WT"]) > 0.8
     assert dice(p["TC"], r["TC"]) > 0.6
-    assert stats["bias_corrected"] == ["t1", "t1ce"]  # the shipped checkpoint's N4 default, as its card reports
+    assert stats["bias_corrected"] == ["flair", "t1", "t1ce", "t2"]  # the shipped checkpoint's N4 default, as its card reports
     assert stats["regions"]["WT"]["voxels"] == int(p["WT"].sum())
     assert stats["regions"]["WT"]["ml"] == pytest.approx(p["WT"].sum() / 1000, abs=1e-3)
 
