@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from brainseg import MODALITIES
+from brainseg.bias import FIT_LEVELS, fit_levels
 from brainseg.config import PreprocessConfig
 from brainseg.datasets import CaseSource, is_dataset, labelled_cases
 from brainseg.errors import InputError
@@ -104,8 +105,10 @@ def load_training_cases(sources: list[CaseSource], config: PreprocessConfig, cac
     are read in ``convention`` (None: as ``load_reference`` reads them)."""
     # "reads-2": .npy read as LPS and BraTS 2023+-named maps with 2024's cavity; arrays cached before differ
     settings = [config.spacing, config.orientation, config.modalities, config.crop_margin, "soft", "reads-2"]
-    # arrays cached without N4 keep their keys; "n4-2": corrected per modality, on a 240 mm lattice
-    settings += [["n4-2", list(config.bias_correction)]] if config.bias_correction else []
+    # arrays cached without N4 keep their keys; "n4-2": corrected per modality, on a 240 mm lattice; scans
+    # fitted in other than FIT_LEVELS levels (FLAIR and T2, since 2026-11-25) name their levels
+    stiff = {m: fit_levels(m) for m in config.bias_correction if fit_levels(m) != FIT_LEVELS}
+    settings += [["n4-2", list(config.bias_correction)] + ([stiff] if stiff else [])] if config.bias_correction else []
     out = []
     for source in sources:
         read_as = convention or source.label_convention

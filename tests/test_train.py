@@ -215,6 +215,34 @@ def test_settings_that_do_not_fit_together_are_refused_before_any_data_is_read(t
     assert not (tmp_path / "run").exists()
 
 
+def test_the_training_cache_tells_scans_corrected_with_other_fitting_levels_apart(tmp_path, monkeypatch):
+    """Arrays N4-corrected with one number of fitting levels are not served for another (FLAIR and T2 were
+    fitted in three levels before 2026-11-25, in two since); scans N4 does not touch keep their key."""
+    import nibabel as nib
+
+    import brainseg.bias
+    from brainseg.data import find_cases, load_training_cases
+    from conftest import write_case
+
+    write_case(tmp_path / "data" / "case01", prefix="case01_")
+    labels = np.zeros((40, 44, 36), np.uint8)
+    labels[10:20, 10:20, 10:20] = 2
+    nib.save(nib.Nifti1Image(labels, LPS), tmp_path / "data" / "case01" / "case01_seg.nii.gz")
+    cache = tmp_path / "cache"
+
+    def cached_after(config, levels):
+        monkeypatch.setattr(brainseg.bias, "MODALITY_FIT_LEVELS", levels)
+        load_training_cases(find_cases(tmp_path / "data"), config, cache)
+        return len(list(cache.iterdir()))
+
+    both, t1 = PreprocessConfig(bias_correction=("flair", "t1")), PreprocessConfig(bias_correction=("t1",))
+    assert cached_after(both, {"flair": 2}) == 1
+    assert cached_after(both, {"flair": 2}) == 1  # the same settings: read back
+    assert cached_after(both, {}) == 2  # FLAIR fitted in three levels: prepared again
+    assert cached_after(t1, {"flair": 2}) == 3
+    assert cached_after(t1, {}) == 3  # T1's fit did not change: read back
+
+
 def test_the_training_cache_is_read_again_when_a_segmentation_is_corrected(tmp_path, monkeypatch):
     """Cached arrays are keyed on the files' contents: a corrected map is not served from the cache, an
     unchanged case is, and no temporary file is left beside them."""
