@@ -36,7 +36,7 @@ from brainseg.metrics import dice, hd95
 from brainseg.labels import REGIONS, region_masks
 from brainseg.model import UNet3D
 from brainseg.report import to_json
-from brainseg.run_config import resume_state
+from brainseg.run_config import RETRAINABLE, WEIGHT_BOUND, resume_state
 
 log = logging.getLogger(__name__)
 
@@ -175,18 +175,22 @@ def validate(model: UNet3D, config: BrainsegConfig, cases: list, device: torch.d
 
 def settings_from(init: str, start: BrainsegConfig, given: BrainsegConfig | None) -> BrainsegConfig:
     """The settings of a run that starts from the weights of checkpoint ``init`` (its settings ``start``):
-    its network and preprocessing, since its weights need them, but for which scans N4 corrects, which a
-    fine-tune may change (said with a warning); inference and post-processing as ``given``."""
+    its network and preprocessing, since its weights need them, but for the ones a fine-tune may change
+    (``run_config.RETRAINABLE``: which scans N4 corrects, said with a warning); inference and
+    post-processing as ``given``."""
     if given is None:
         return start
-    preprocess = replace(start.preprocess, bias_correction=given.preprocess.bias_correction)
-    if (given.model, given.preprocess) != (start.model, preprocess):
+    bound = {section: replace(getattr(start, section), **{k: getattr(getattr(given, section), k)
+                                                          for k in RETRAINABLE.get(section, ())})
+             for section in WEIGHT_BOUND}
+    if any(getattr(given, section) != kept for section, kept in bound.items()):
         log.warning("--init %s: using its model and preprocessing settings, not the ones given", init)
+    preprocess = bound["preprocess"]
     if preprocess.bias_correction != start.preprocess.bias_correction:
         log.warning("--init %s: fine-tuning with N4 bias-field correction of %s, where its weights were trained "
                     "with %s: they adapt to the change as they train", init,
                     ", ".join(preprocess.bias_correction) or "no scan", ", ".join(start.preprocess.bias_correction) or "none")
-    return replace(given, model=start.model, preprocess=preprocess)
+    return replace(given, **bound)
 
 
 def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None, progress: bool = True) -> Path:
