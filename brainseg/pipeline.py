@@ -42,6 +42,8 @@ class Segmentation:
         window_shape: the sliding window that ran (the asked patch size with sides longer than the brain box cut
             to it, rounded up to the network's divisor).
         bias_corrected: the modalities N4 bias-field correction ran on before z-scoring (none: empty).
+        bias_correction: the modalities it was asked to run on (the setting): a scan found already normalised is
+            asked for but skipped, so a later run with the same setting knows it would do the same.
     """
 
     labels: np.ndarray
@@ -56,6 +58,7 @@ class Segmentation:
     warnings: list[str] = field(default_factory=list)
     window_shape: tuple[int, ...] = ()  # the window the network ran on, on the model grid
     bias_corrected: tuple[str, ...] = ()
+    bias_correction: tuple[str, ...] = ()
 
     def __repr__(self) -> str:  # a notebook shows this: volumes, not array previews
         regions = ", ".join(f"{r} {v['ml']:.2f} mL" for r, v in self.stats.get("regions", {}).items())
@@ -138,7 +141,7 @@ def segment_case(
     removed_ml = removed * float(np.prod(case.spacing)) / 1000.0
     return Segmentation(full_labels, full_probs, stats, seconds, len(plan.starts), used_precision,
                         prepared.brain_voxels, used_device, removed_ml, prepared.warnings, tuple(plan.patch),
-                        prepared.bias_corrected)
+                        prepared.bias_corrected, tuple(preprocess.bias_correction))
 
 
 def labels_on_input_grid(logits: torch.Tensor, prepared: Prepared, output_mode: str, threshold: float,

@@ -157,6 +157,7 @@ def run_record(loaded, inference, postprocess, segmentation) -> dict:
         "windows": segmentation.windows,
         "window_shape": list(segmentation.window_shape),
         "bias_corrected": list(segmentation.bias_corrected),
+        "bias_correction": list(segmentation.bias_correction),
         "seconds": {k: round(v, 3) for k, v in segmentation.seconds.items()},
         "postprocess_removed_ml": round(segmentation.removed_ml, 3),
         "warnings": list(segmentation.warnings),

@@ -209,23 +209,24 @@ def _bar(show: bool):
 
 
 MADE_BY_WORDS = {"checkpoint_sha256": "a checkpoint", "settings": "settings", "precision": "a precision",
-                 "bias_corrected": "bias correction"}
+                 "bias_correction": "bias correction"}
 
 
 def _in_todays_terms(recorded: dict, modalities: tuple[str, ...]) -> dict:
-    """Statistics an older brainseg wrote, as this one writes them: no "bias_corrected" meant no N4, and
-    true / false (before the choice per scan) all scans / none."""
-    value = scans_chosen(recorded.get("bias_corrected", []), modalities)
-    return {**recorded, "bias_corrected": list(value) if isinstance(value, (list, tuple)) else value}
+    """Statistics an older brainseg wrote, as this one writes them: before "bias_correction" (the scans asked
+    for) only the scans corrected were recorded; no "bias_corrected" meant no N4, and true / false (before the
+    choice per scan) all scans / none."""
+    value = scans_chosen(recorded.get("bias_correction", recorded.get("bias_corrected", [])), modalities)
+    return {**recorded, "bias_correction": list(value) if isinstance(value, (list, tuple)) else value}
 
 
-def _made_by(loaded, settings: tuple, precision: str, bias_corrected: list[str]) -> dict:
+def _made_by(loaded, settings: tuple, precision: str, bias_correction: list[str]) -> dict:
     """The part of a case's statistics that says which weights and settings made its label map."""
     from brainseg.checkpoint import fingerprint
     from brainseg.report import settings_record
 
     return {"checkpoint_sha256": fingerprint(loaded.path), "settings": settings_record(*settings), "precision": precision,
-            "bias_corrected": bias_corrected}
+            "bias_correction": bias_correction}
 
 
 def _stats_payload(result, case, loaded, settings: tuple) -> dict:

@@ -134,6 +134,32 @@ def test_segment_records_the_corrected_scans_and_a_cohort_keeps_older_uncorrecte
     assert main(args + ["--bias-correct", "all"]) == 0 and (out / "a_seg.nii.gz").stat().st_mtime_ns == before
 
 
+def test_a_cohort_keeps_a_case_whose_normalised_scan_n4_skipped(tmp_path, tiny_checkpoint, capsys):
+    """The statistics record the scans asked for beside those corrected: a scan N4 skipped (already
+    normalised) does not make every later run with the same setting redo the case."""
+    import nibabel as nib
+    from conftest import write_case
+
+    paths = write_case(tmp_path / "cohort" / "a", prefix="a_")
+    t1ce = nib.load(paths["t1ce"])
+    data = np.asarray(t1ce.dataobj, dtype=np.float32)
+    brain = data != 0
+    data[brain] = (data[brain] - data[brain].mean()) / data[brain].std()
+    nib.save(nib.Nifti1Image(data, t1ce.affine), paths["t1ce"])
+    out = tmp_path / "preds"
+    args = ["segment", str(tmp_path / "cohort"), "-o", str(out), "--checkpoint", str(tiny_checkpoint), "--no-progress",
+            "--bias-correct", "t1,t1ce"]
+    assert main(args) == 0
+    stats = json.loads((out / "a_stats.json").read_text())
+    assert (stats["bias_correction"], stats["bias_corrected"]) == (["t1", "t1ce"], ["t1"])
+    before = (out / "a_seg.nii.gz").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(args) == 0 and (out / "a_seg.nii.gz").stat().st_mtime_ns == before
+    assert "redone" not in capsys.readouterr().err
+    assert main(args[:-2] + ["--bias-correct", "t1"]) == 0  # another setting: redone, though N4 ran on the same scan
+    assert "a: redone, its statistics record bias correction other than this run's" in capsys.readouterr().err
+
+
 def test_a_scan_the_checkpoint_does_not_read_is_named_under_the_option(tmp_path, capsys):
     from brainseg.checkpoint import save_checkpoint
     from brainseg.config import BrainsegConfig, ModelConfig
