@@ -74,20 +74,33 @@ def setup_distributed() -> Distributed:
     return Distributed(dist.get_rank(), world, device)
 
 
-def learning_rate(step: int, config: TrainConfig, minutes: float = 0.0) -> float:
-    """Linear warm-up, then cosine decay to 1% of the peak.
+def schedule_progress(step: int, config: TrainConfig, minutes: float = 0.0, start: float = 0.0) -> float:
+    """How far the learning-rate decay is, 0 to 1: the steps' share of the run after the warm-up, or, with a
+    time limit, the clock's share of it, whichever is further.
+
+    ``start`` is the progress a resumed run had reached: the time limit counts again from the resumption
+    (README), so this run's minutes spread over the decay that is left rather than restarting it, and the
+    rate never climbs back towards its peak.
+    """
+    warmup = min(config.warmup_steps, config.max_steps // 10)
+    progress = max((step - warmup) / max(config.max_steps - warmup, 1), start)
+    if config.time_limit_minutes:
+        progress = max(progress, start + (1 - start) * minutes / config.time_limit_minutes)
+    return min(progress, 1.0)
+
+
+def learning_rate(step: int, config: TrainConfig, minutes: float = 0.0, start: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay to 1% of the peak along ``schedule_progress``.
 
     The warm-up takes at most a tenth of the run, so a short run reaches its learning rate. With a time
     limit the decay follows whichever is further along, steps or time, so a run cut short by the clock
     still ends annealed.
     """
     warmup = min(config.warmup_steps, config.max_steps // 10)
-    if step < warmup:
+    if step < warmup and start == 0:
         return config.lr * (step + 1) / warmup
-    progress = (step - warmup) / max(config.max_steps - warmup, 1)
-    if config.time_limit_minutes:
-        progress = max(progress, minutes / config.time_limit_minutes)
-    return config.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+    progress = schedule_progress(step, config, minutes, start)
+    return config.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def shared_minutes(started: float, ddp: Distributed) -> float:
@@ -117,9 +130,9 @@ def _random_streams(seed: int, rank: int, start_step: int) -> tuple[np.random.Ge
     return rng, int(rng.integers(2**62))
 
 
-def _resume(train_config: TrainConfig, model: UNet3D, optimizer: torch.optim.Optimizer) -> tuple[int, float, float, int]:
+def _resume(train_config: TrainConfig, model: UNet3D, optimizer: torch.optim.Optimizer) -> tuple[int, float, float, int, float]:
     """Load ``state.pt`` of an earlier run into the model and optimiser; returns (step, best score, seconds,
-    validations since the best one, for --patience).
+    validations since the best one, for --patience; the learning-rate schedule's progress, ``schedule_progress``).
 
     Raises InputError naming the file when it is missing, is not a training state, or holds weights of
     another network than the options build.
@@ -149,7 +162,9 @@ def _resume(train_config: TrainConfig, model: UNet3D, optimizer: torch.optim.Opt
         raise SettingError("max_steps", f"got {train_config.max_steps}, but {train_config.resume} has done {step} "
                                         f"steps already; expected more steps than that to resume")
     log.info("resumed from %s at step %d", path, step)
-    return step, float(state["best_score"]), float(state.get("seconds", 0.0)), int(state.get("stale", 0))
+    # a state from before the progress was saved: the steps' share, as far as it can tell
+    progress = float(state.get("progress", schedule_progress(step, train_config)))
+    return step, float(state["best_score"]), float(state.get("seconds", 0.0)), int(state.get("stale", 0)), progress
 
 
 def validate(model: UNet3D, config: BrainsegConfig, cases: list, device: torch.device) -> dict:
@@ -233,7 +248,8 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None,
     if channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
-    start_step, best_score, prior_seconds, stale = _resume(train_config, model, optimizer) if train_config.resume else (0, -1.0, 0.0, 0)
+    start_step, best_score, prior_seconds, stale, prior_progress = (_resume(train_config, model, optimizer) if train_config.resume
+                                                                    else (0, -1.0, 0.0, 0, 0.0))
     rng, generator_seed = _random_streams(train_config.seed, ddp.rank, start_step)
     history = []
 
@@ -265,6 +281,8 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None,
     val_cases = [(s.name, *load_reference(s, train_config.label_convention)) for s in val_sources] if ddp.main else []
     # prepared once: the preprocessing stays fixed while the weights change, and N4 takes seconds per scan
     val_cases = [(name, case, reference, prepare(case, config.preprocess)) for name, case, reference in val_cases]
+    if ddp.world > 1:  # the others wait for that, too, in the long-timeout group, not in DDP's first broadcast
+        dist.barrier(group=waiting)
 
     net = model
     if ddp.world > 1:
@@ -273,9 +291,12 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None,
     amp_dtype = None
     if train_config.amp:
         if ddp.device.type == "cuda":
-            amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            # emulated bf16 (pre-Ampere GPUs) is slower than fp16 with a gradient scaler
+            amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
         elif cpu_supports_bf16():
             amp_dtype = torch.bfloat16
+    # fp16 gradients underflow without loss scaling; the scale recalibrates in a few steps, so a resumed run starts afresh
+    scaler = torch.amp.GradScaler(ddp.device.type, enabled=amp_dtype == torch.float16)
     generator = torch.Generator(device=ddp.device)
     generator.manual_seed(generator_seed)
     if ddp.device.type == "cuda":
@@ -303,16 +324,18 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None,
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
         minutes = shared_minutes(started, ddp)  # one clock reading per step: rank 0's, for the LR and the stop
-        lr = learning_rate(step, train_config, minutes)
+        lr = learning_rate(step, train_config, minutes, prior_progress)
         for group in optimizer.param_groups:
             group["lr"] = lr
         with torch.autocast(ddp.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = net(x)
         loss, soft = dice_ce_loss(logits, y, config.model.output_mode)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
         torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         step += 1
         loss_sum += float(loss.detach())
         dice_sum += float(soft)
@@ -342,7 +365,7 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None,
                 else:
                     stale += 1
                 state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "best_score": best_score, "seconds": elapsed,
-                         "stale": stale}
+                         "stale": stale, "progress": schedule_progress(step, train_config, minutes, prior_progress)}
                 # atomic: a run killed while saving keeps its previous state.pt, not a truncated one
                 atomic_write(out_dir / "state.pt", lambda tmp: torch.save(state, tmp))
                 _plot(metrics_path, out_dir / "curves.png")
@@ -352,9 +375,9 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None,
                 loss_sum = dice_sum = 0.0
                 n_sum = 0
                 stop = bool(out_of_time) or (train_config.patience > 0 and stale >= train_config.patience)
-            if ddp.world > 1:
-                flag = torch.tensor([1 if stop else 0], device=ddp.device)  # NCCL broadcasts GPU tensors only
-                dist.broadcast(flag, 0)
+            if ddp.world > 1:  # the others wait while rank 0 validates whole cases: longer than torch's default timeout
+                flag = torch.tensor([1 if stop else 0])  # gloo: a CPU tensor
+                dist.broadcast(flag, 0, group=waiting)
                 stop = bool(flag.item())
             if stop:
                 break
