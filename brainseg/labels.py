@@ -120,9 +120,16 @@ def guess_convention(labels: np.ndarray, source: str = "label map") -> str:
     return "brats2023" if 3 in values else "brats2018"
 
 
+def region_mask(labels: np.ndarray, region: str) -> np.ndarray:
+    """Boolean mask of one region ("WT", "TC", "ET") of an internal label map (values 0-3)."""
+    if region not in REGION_LABELS:
+        raise ValueError(f"unknown region {region!r}; expected one of {REGIONS}")
+    return np.isin(labels, REGION_LABELS[region])
+
+
 def region_masks(labels: np.ndarray) -> dict[str, np.ndarray]:
     """Boolean WT/TC/ET masks of an internal label map."""
-    return {r: np.isin(labels, REGION_LABELS[r]) for r in REGIONS}
+    return {r: region_mask(labels, r) for r in REGIONS}
 
 
 def region_counts(label_counts) -> dict[str, int]:

@@ -63,7 +63,7 @@ def bounding_box(mask: np.ndarray, margin: int = 1) -> tuple[slice, ...]:
     for axis in range(mask.ndim):
         other = tuple(a for a in range(mask.ndim) if a != axis)
         idx = np.flatnonzero(mask.any(axis=other))
-        box.append(slice(max(int(idx[0]) - margin, 0), int(idx[-1]) + margin + 1))
+        box.append(slice(max(int(idx[0]) - margin, 0), min(int(idx[-1]) + margin + 1, mask.shape[axis])))
     return tuple(box)
 
 

@@ -15,7 +15,7 @@ from brainseg.errors import InputError
 from brainseg.inference import ModelPredictor, Progress, plan_windows, resolve_device, sliding_window
 from brainseg.io import Case
 from brainseg.labels import regions_to_labels
-from brainseg.metrics import volume_stats
+from brainseg.metrics import volume_stats, voxel_volume_ml
 from brainseg.model import probabilities
 from brainseg.naming import case_stem
 from brainseg.postprocess import clean_labels
@@ -138,7 +138,7 @@ def segment_case(
     t = time.perf_counter()
     stats = volume_stats(full_labels, case.spacing, case.convention, prepared.brain_voxels)
     seconds["paste"] += time.perf_counter() - t
-    removed_ml = removed * float(np.prod(case.spacing)) / 1000.0
+    removed_ml = removed * voxel_volume_ml(case.spacing)
     return Segmentation(full_labels, full_probs, stats, seconds, len(plan.starts), used_precision,
                         prepared.brain_voxels, used_device, removed_ml, prepared.warnings, tuple(plan.patch),
                         prepared.bias_corrected, tuple(preprocess.bias_correction))

@@ -17,6 +17,7 @@ from brainseg.bias import fit_levels, n4_correct
 from brainseg.config import PreprocessConfig
 from brainseg.errors import InputError
 from brainseg.io import Case
+from brainseg.metrics import bounding_box, voxel_volume_ml
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +74,7 @@ def brain_box(mask: np.ndarray, margin: int) -> tuple[slice, slice, slice]:
     """Bounding box of ``mask`` grown by ``margin`` voxels and clipped to the volume."""
     if not mask.any():
         raise InputError("every scan is zero everywhere: no brain to segment")
-    box = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        idx = np.flatnonzero(mask.any(axis=other))
-        box.append(slice(max(int(idx[0]) - margin, 0), min(int(idx[-1]) + 1 + margin, mask.shape[axis])))
-    return tuple(box)
+    return bounding_box(mask, margin)
 
 
 def zscore(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -134,7 +130,7 @@ def prepare(case: Case, config: PreprocessConfig) -> Prepared:
     for image in oriented:
         mask |= image != 0
     spacing = _oriented_spacing(case, transform)
-    warnings = [w for w in (unstripped_warning(mask, float(np.prod(spacing)) / 1000),) if w]
+    warnings = [w for w in (unstripped_warning(mask, voxel_volume_ml(spacing)),) if w]
     box = brain_box(mask, config.crop_margin)
     mask_box = mask[box]
     boxed = [image[box] for image in oriented]

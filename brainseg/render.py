@@ -14,7 +14,7 @@ import nibabel.orientations as nio
 import numpy as np
 from PIL import Image, ImageDraw
 
-from brainseg.labels import ED, ET, LABEL_NAMES, NCR, PROBABILITY_CHANNELS, REGION_LABELS, REGIONS, require_internal
+from brainseg.labels import ED, ET, LABEL_NAMES, NCR, PROBABILITY_CHANNELS, REGION_LABELS, REGIONS, region_mask, require_internal
 from brainseg.metrics import slice_area_mm2, slice_stats
 
 VIEWS = ("axial", "coronal", "sagittal")
@@ -200,14 +200,6 @@ def overlay(grey: np.ndarray, labels: np.ndarray, opacity: float = 0.5, visible:
     rgb = grey_rgb(grey)
     mask = _visible_lut(visible)[labels]
     return _blend(rgb, mask, LABEL_COLOURS[labels[mask]], opacity)
-
-
-def region_mask(labels: np.ndarray, region: str) -> np.ndarray:
-    if region not in REGION_LABELS:
-        raise ValueError(f"unknown region {region!r}; expected one of {REGIONS}")
-    lut = np.zeros(len(LABEL_COLOURS), dtype=bool)
-    lut[list(REGION_LABELS[region])] = True
-    return lut[labels]
 
 
 def error_overlay(grey: np.ndarray, pred: np.ndarray, ref: np.ndarray, region: str = "WT", opacity: float = 0.6) -> np.ndarray:
