@@ -337,6 +337,10 @@ def modality_table(parsed: dict, ids: list[str]) -> SimpleNamespace | None:
         st.warning(".npy arrays carry no orientation or voxel size: they are taken as 1 mm voxels in BraTS files' axis "
                    "order (LPS). The slice views, the volumes in mL and the downloaded NIfTI rest on that assumption; "
                    "use NIfTI files where you can.")
+    elif case.assumed_on_grid:
+        st.warning(f"{', '.join(case.assumed_on_grid)}: .npy arrays carry no orientation, so they are taken to lie on the "
+                   f"NIfTI scans' grid as stored; if one was saved flipped or transposed, the network sees mismatched "
+                   f"anatomy. Use NIfTI files where you can.")
     return SimpleNamespace(case=case, key=key, truth=parsed[truth_id] if truth_id else None)
 
 

@@ -19,6 +19,7 @@ from brainseg.config import BrainsegConfig, SettingError
 from brainseg.errors import CheckpointError
 from brainseg.files import atomic_write
 from brainseg.model import UNet3D
+from brainseg.naming import is_hidden
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,10 @@ def load_checkpoint(path: str | Path) -> LoadedModel:
             f"(missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {wrong[:3]}); "
             f"it was probably written for another model"
         )
+    broken = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:  # a diverged training run: the network would mark nothing, silently
+        raise CheckpointError(f"{path.name}: {len(broken)} weight tensors hold NaN or infinite values ({', '.join(broken[:3])}); "
+                              f"expected the weights of a run that trained without diverging")
     model.load_state_dict(state)
     model.eval()
     return LoadedModel(model, config, dict(payload.get("provenance", {})), path)
@@ -183,6 +188,6 @@ def discover(folders: Iterable[str | Path] = (DEFAULT_DIR,)) -> list[Path]:
     for folder in folders:
         folder = Path(folder)
         if folder.is_dir():
-            found += sorted(p for p in folder.iterdir() if p.suffix in SUFFIXES and p.is_file())
+            found += sorted(p for p in folder.iterdir() if p.suffix in SUFFIXES and p.is_file() and not is_hidden(p.name))
     found.sort(key=lambda p: (p.name != DEFAULT_NAME, str(p)))
     return found

@@ -125,6 +125,11 @@ class ModelConfig:
         return 2 ** (len(self.features) - 1)
 
 
+# the model grid's voxel sides: finer makes a 64-voxel window see too little of the head and a brain box of
+# billions of voxels; coarser leaves a few voxels across a tumour
+MODEL_SPACING_RANGE_MM = (0.5, 8.0)
+
+
 @dataclass
 class PreprocessConfig:
     """How scans are brought onto the model's grid."""
@@ -144,7 +149,8 @@ class PreprocessConfig:
         if not _is_orientation(self.orientation):
             raise SettingError("orientation", f"got {self.orientation!r}; expected three axis codes, one of L/R, one of "
                                               f"P/A and one of I/S, such as 'LPS' or 'RAS'")
-        require_triple("spacing", self.spacing, lambda s: is_number(s, 0.0, low_open=True), "numbers > 0 (millimetres)")
+        low, high = MODEL_SPACING_RANGE_MM
+        require_triple("spacing", self.spacing, lambda s: is_number(s, low, high), f"numbers from {low:g} to {high:g} (millimetres)")
         require_whole("crop_margin", self.crop_margin, 0)
         self.bias_correction = scans_chosen(self.bias_correction, modalities)
         corrected = self.bias_correction if isinstance(self.bias_correction, (list, tuple)) else None
@@ -344,6 +350,9 @@ class TrainConfig:
             fixed = tuple(-(-p // d) * d for p in self.patch_size)
             raise SettingError("patch_size", f"got {self.patch_size}; expected multiples of {d} for this network "
                                               f"({len(model.features) - 1} poolings), such as {fixed}")
+        if max(self.patch_size) <= d:  # the deepest layer would hold one voxel, which instance norm cannot normalise
+            raise SettingError("patch_size", f"got {self.patch_size}; expected a side longer than {d} voxels for this "
+                                              f"network ({len(model.features) - 1} poolings), such as {(2 * d,) * 3}")
 
     @property
     def label_convention(self) -> str | None:

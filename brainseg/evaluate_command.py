@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import sys
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from brainseg.labels import REGIONS, chosen_convention
 from brainseg.lesion_metrics import MISSED_HD95
 from brainseg.metrics import summarise
 from brainseg.naming import NIFTI_SUFFIXES, case_problem, is_hidden, modality_from_name, segmentation_file, strip_suffix
+from brainseg.report import to_json
 from brainseg.scoring import evaluate_files
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ def run_evaluate(args) -> int:
         if args.csv:
             _write_csv(Path(args.csv), {case_id: result})
         if args.json:
-            print(json.dumps(result, indent=2))
+            print(to_json(result))
         else:
             _print_table({case_id: result})
             print(_conventions_line([result]))
@@ -168,7 +168,7 @@ def run_evaluate(args) -> int:
     if args.csv:
         _write_csv(Path(args.csv), results)
     if args.json:
-        print(json.dumps(payload, indent=2))
+        print(to_json(payload))
     else:
         _print_table(results)
         _print_summary(summary)
@@ -273,7 +273,7 @@ def _named_scan(name: str) -> str | None:
 
 def _is_label_map_name(name: str) -> bool:
     # segment --save-probabilities writes CASE_seg_probabilities.nii.gz beside each prediction
-    return name.endswith(NIFTI_SUFFIXES) and not strip_suffix(name).endswith("_probabilities")
+    return name.endswith(NIFTI_SUFFIXES) and not strip_suffix(name).endswith("_probabilities") and not is_hidden(name)
 
 
 def _few(names: list[str]) -> str:

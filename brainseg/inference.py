@@ -73,7 +73,11 @@ def plan_windows(shape: Sequence[int], patch: Sequence[int], overlap: float, div
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     if len(patch) != 3 or any(int(p) < 1 for p in patch):
         raise ValueError(f"patch size must be three positive integers, got {tuple(patch)}")
-    patch = tuple(min(int(p), -(-int(s) // divisor) * divisor) for s, p in zip(shape, patch))
+    cut = [min(int(p), -(-int(s) // divisor) * divisor) for s, p in zip(shape, patch)]
+    if divisor > 1 and max(cut) <= divisor:  # a volume this small: keep the network's deepest layer above one voxel
+        longest = int(np.argmax(patch))
+        cut[longest] = min(int(patch[longest]), 2 * divisor)
+    patch = tuple(cut)
     padded = tuple(max(int(s), p) for s, p in zip(shape, patch))
     pad: list[int] = []
     for s, p in reversed(list(zip(padded, shape))):

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 MAX_VOXELS = 512 * 512 * 512  # one modality; larger headers are refused before allocating
 MAX_BYTES = 2 * 1024**3  # decompressed size of one file
 AFFINE_TOLERANCE = 1e-3  # mm
+# voxel sides an MRI scan can have: outside these the header's units or scaling are wrong (a file written in
+# metres holds 0.001), and the 2 mm model grid would hold the head in a few voxels or billions
+SPACING_RANGE_MM = (0.2, 12.0)
 PRIVATE_HEADER_FIELDS = ("descrip", "aux_file", "db_name", "intent_name")
 _NIFTI1_HEADER_BYTES, _NIFTI2_HEADER_BYTES = 348, 540
 _GZIP_SLACK = 1024**2  # bytes a .nii.gz may inflate to beyond what its header describes
@@ -70,6 +73,7 @@ class Case:
     sources: dict[str, str] = field(default_factory=dict)
     convention: str = "brats2018"
     has_geometry: bool = True  # False for .npy scans: orientation and voxel size assumed (NPY_AFFINE), not known
+    assumed_on_grid: tuple[str, ...] = ()  # .npy files beside NIfTI scans: taken to lie on their grid as stored
 
     def __post_init__(self) -> None:
         # fewer than four is a grid to write a label map on (save_labels); segmenting needs all four
@@ -84,6 +88,8 @@ class Case:
             raise InputError(f"the modalities' shapes differ ({', '.join(f'{m} {s}' for m, s in shapes.items())}); "
                              f"expected four co-registered scans on one grid")
         for modality, image in self.images.items():
+            if np.asarray(image).dtype.kind not in "biuf":
+                raise InputError(f"{modality}: an array of type {np.asarray(image).dtype}; expected real-valued intensities")
             if not np.isfinite(image).all():
                 raise InputError(f"{modality}: {int((~np.isfinite(image)).sum())} voxels are NaN or infinite; "
                                  f"expected finite intensities")
@@ -91,6 +97,7 @@ class Case:
         if affine.shape != (4, 4) or not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
             raise InputError(f"affine: got {np.round(affine, 3).tolist()}; expected a 4x4 "
                              f"voxel-to-world matrix (mm) with a non-singular 3x3 part")
+        check_spacing(voxel_spacing(affine), next(iter(self.sources.values()), "affine"))
         if self.convention not in CONVENTIONS:
             raise InputError(f"convention: got {self.convention!r}; expected one of {', '.join(CONVENTIONS)}")
 
@@ -110,6 +117,17 @@ class Case:
 def voxel_spacing(affine: np.ndarray) -> tuple[float, float, float]:
     """Voxel size in mm along each array axis, from a voxel-to-world matrix."""
     return tuple(float(s) for s in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0)))
+
+
+def check_spacing(spacing, name: str, units: str | None = None) -> None:
+    """Refuse voxel sizes no MRI scan has (InputError naming ``name``); ``units``: the header's spatial unit."""
+    low, high = SPACING_RANGE_MM
+    if all(low <= s <= high for s in spacing):
+        return
+    shown = " x ".join(f"{s:.3g}" for s in spacing)
+    said = f" (its header gives the unit as {units})" if units and units not in ("mm", "unknown") else ""
+    raise InputError(f"{name}: voxels of {shown} mm{said}; expected each side between {low:g} and {high:g} mm, as MRI "
+                     f"scans have (check the header's voxel size and units, or resample the scan)")
 
 
 def read_volume(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray, nib.Nifti1Header | None]:
@@ -178,6 +196,9 @@ def load_channel_files(paths: Iterable[str | Path], channels: Iterable[str]) -> 
     paths, channels = [Path(p) for p in paths], tuple(channels)
     if len(paths) != len(channels) or sorted(channels) != sorted(MODALITIES):
         raise InputError(f"{len(paths)} files for channels {channels}; expected one file for each of {MODALITIES}")
+    for i, p in enumerate(paths):
+        if any(p.exists() and q.exists() and p.samefile(q) for q in paths[:i]):
+            raise InputError(f"{p}: given twice; expected four different files: FLAIR, T1, T1ce, T2")
     scans = {m: read_scan(_read_bytes(p), str(p)) for m, p in zip(channels, paths)}
     return assemble_case(scans)
 
@@ -221,6 +242,10 @@ def assemble_case(scans: Mapping[str, Scan], convention: str | None = None) -> C
     if first.header is None:
         log.warning("no scan carries a voxel-to-world matrix (.npy): taken as 1 mm voxels in BraTS order (LPS), so "
                     "volumes in mL and the written label map's position are assumed, not known")
+    assumed = [scans[m].name for m in MODALITIES if first.header is not None and scans[m].header is None]
+    if assumed:
+        log.warning("%s: no voxel-to-world matrix (.npy), taken to lie on %s's grid as stored; a flipped or transposed "
+                    "array would be segmented against the wrong anatomy", ", ".join(assumed), first.name)
     arrays = {}
     for modality in MODALITIES:
         scan = scans[modality]
@@ -239,6 +264,7 @@ def assemble_case(scans: Mapping[str, Scan], convention: str | None = None) -> C
         {m: scans[m].name for m in MODALITIES},
         convention,
         first.header is not None,
+        tuple(assumed),
     )
 
 
@@ -551,8 +577,11 @@ def _read_nifti(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray, nib.Nif
     except Exception as exc:  # a header nibabel accepts but cannot decode
         raise InputError(f"{name}: cannot read image data ({exc})") from None
     affine = image.affine
-    if affine is None or not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-6:
-        raise InputError(f"{name}: the header's voxel-to-world matrix is invalid (singular or not finite)")
+    if affine is None or not np.all(np.isfinite(affine)):
+        raise InputError(f"{name}: the header's voxel-to-world matrix is invalid (not finite)")
+    check_spacing(voxel_spacing(affine), name, header.get_xyzt_units()[0])
+    if abs(np.linalg.det(affine[:3, :3])) < 1e-6:  # axes along one another: no 3D grid
+        raise InputError(f"{name}: the header's voxel-to-world matrix is invalid (singular: two axes point the same way)")
     return array, np.asarray(affine, dtype=np.float64), header
 
 
@@ -589,6 +618,8 @@ def _as_3d(array: np.ndarray, name: str) -> np.ndarray:
     if array.ndim != 3:
         extra = f" ({FOUR_CHANNEL_HINT})" if array.ndim == 4 and array.shape[3] == 4 else ""
         raise InputError(f"{name}: image is {array.ndim}D with shape {array.shape}; expected one 3D volume{extra}")
+    if min(array.shape) == 0:
+        raise InputError(f"{name}: image has shape {array.shape}, no voxels; expected a 3D volume")
     if min(array.shape) < 2:
         raise InputError(f"{name}: image has shape {array.shape}; expected a 3D volume, not a single slice")
     return array

@@ -176,7 +176,7 @@ def assign_modalities(names: Iterable[str], ignore_seg: bool = False, where: str
 def case_files(folder: str | Path) -> dict[str, Path]:
     """The four scan files of a case folder, by modality; a segmentation file is ignored."""
     folder = Path(folder)
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(SUFFIXES))
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(SUFFIXES) and not is_hidden(p.name))
     if not files:
         raise InputError(f"{folder}: no .nii, .nii.gz or .npy files in this folder")
     # other files in a case folder (masks, derived maps) are not the user's choice of scans: skip them
@@ -198,7 +198,7 @@ def case_problem(folder: Path) -> str | None:
 def segmentation_file(folder: str | Path) -> Path | None:
     """The segmentation file of a case folder, if there is one."""
     for p in sorted(Path(folder).iterdir()):
-        if p.name.lower().endswith(SUFFIXES) and _folder_modality(p) == "seg":
+        if p.name.lower().endswith(SUFFIXES) and not is_hidden(p.name) and _folder_modality(p) == "seg":
             return p
     return None
 

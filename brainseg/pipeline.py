@@ -115,6 +115,11 @@ def segment_case(
     missing = [m.upper() for m in config.preprocess.modalities if m not in case.images]
     if missing:
         raise InputError(f"the case has no {', '.join(missing)}; expected four scans: FLAIR, T1, T1ce, T2")
+    for modality in config.preprocess.modalities:  # files are checked as they are read; arrays given directly here
+        image = case.images[modality]
+        if image.min() == image.max():
+            raise InputError(f"{case.sources.get(modality, modality)}: every voxel has the value {float(image.min()):g}; "
+                             f"expected an MRI scan with contrast")
     check_window(inference.patch_size, config.model)
     seconds: dict[str, float] = {}
     t = time.perf_counter()

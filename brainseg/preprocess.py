@@ -79,10 +79,10 @@ def brain_box(mask: np.ndarray, margin: int) -> tuple[slice, slice, slice]:
 
 def zscore(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Z-score inside ``mask`` (nnU-Net's nonzero normalisation); zero outside it."""
-    values = image[mask]
+    values = image[mask].astype(np.float64)  # float32 sums of squares overflow past 1e19 and lose scans near 1e-20
     std = float(values.std())
     out = np.zeros(image.shape, dtype=np.float32)
-    out[mask] = (values - float(values.mean())) / max(std, 1e-8)
+    out[mask] = (values - float(values.mean())) / (std if std > 0 else 1.0)
     return out
 
 

@@ -3,6 +3,7 @@ progress bar and a summary."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -16,6 +17,8 @@ from brainseg.files import check_can_create, check_can_write
 
 if TYPE_CHECKING:
     from brainseg.datasets import CaseSource
+
+log = logging.getLogger(__name__)
 
 
 def is_cohort(inputs: list[str]) -> bool:
@@ -304,6 +307,11 @@ def _run_cohort(args, checkpoint: Path) -> int:
         except BrainsegError as exc:  # this case's input; a failed write (OSError) stops the run
             failures += 1
             print(f"error: {source.name}: {exc}", file=sys.stderr)
+        except (ValueError, RuntimeError, MemoryError) as exc:  # numpy's or torch's, on an input nothing foresaw
+            failures += 1
+            log.debug("%s failed", source.name, exc_info=True)  # the traceback with -v, for a bug report
+            print(f"error: {source.name}: failed unexpectedly ({type(exc).__name__}: {exc}); the other cases go on",
+                  file=sys.stderr)
     done = f"{len(mine) - failures} of {len(mine)} cases segmented into {out_dir}"
     done += f" ({resumed} by an earlier run)" if resumed else ""
     print(done + (f" (rank {rank} of {world})" if world > 1 else ""))

@@ -333,7 +333,12 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None,
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-        torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
+        # the all-reduced gradients, so every rank stops at the same step; fp16's scaler skips such steps itself
+        if not scaler.is_enabled() and not torch.isfinite(norm):
+            raise SettingError("lr", f"got {train_config.lr:g}; training diverged at step {step + 1} (the loss or its "
+                                     f"gradients became NaN or infinite) and stopped before the weights took them; "
+                                     f"expected a smaller learning rate (checkpoints of earlier validations in {out_dir} are kept)")
         scaler.step(optimizer)
         scaler.update()
         step += 1

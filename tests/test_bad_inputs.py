@@ -201,9 +201,21 @@ def _negative_dim(d):
 def _singular_affine(d):
     def change(h):
         h.set_qform(None, 0)
-        h.set_sform(np.diag([1.0, 1.0, 0.0, 1.0]), 1)
+        h.set_sform(np.array([[1.0, 1.0, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 0], [0, 0, 0, 1.0]]), 1)  # two axes along x
 
     return replace(d, "t2", nifti_bytes(scan(3), change), "case_t2.nii")
+
+
+def _voxel_size(sizes, units="mm"):
+    def make(d):
+        def change(h):
+            h.set_qform(None, 0)
+            h.set_sform(np.diag([*sizes, 1.0]), 1)
+            h.set_xyzt_units(units)
+
+        return replace(d, "t2", nifti_bytes(scan(3), change), "case_t2.nii")
+
+    return make
 
 
 def _rgb(d):
@@ -338,6 +350,10 @@ CATALOGUE = [
     Bad("over-limit-size-nii-gz", _claims((600, 600, 600), gz=True), "case_t1.nii.gz", ("header claims shape (600, 600, 600)",)),
     Bad("negative-dimension", _negative_dim, "case_t1ce.nii", ("shape (16, -18, 14), with no voxels",)),
     Bad("singular-affine", _singular_affine, "case_t2.nii", ("voxel-to-world matrix is invalid",)),
+    Bad("zero-voxel-size", _voxel_size((1.0, 1.0, 0.0)), "case_t2.nii", ("voxels of 1 x 1 x 0 mm", "between 0.2 and 12 mm")),
+    Bad("header-in-metres", _voxel_size((0.001, 0.001, 0.001), "meter"), "case_t2.nii",
+        ("voxels of 0.001 x 0.001 x 0.001 mm (its header gives the unit as meter)",)),
+    Bad("voxels-too-large", _voxel_size((30.0, 30.0, 30.0)), "case_t2.nii", ("voxels of 30 x 30 x 30 mm",)),
     Bad("complex-dtype", lambda d: replace_array(d, "t2", scan(3).astype(np.complex64)), "case_t2.nii.gz", ("complex-valued",)),
     Bad("rgb-dtype", _rgb, "case_t1ce.nii.gz", ("RGB",)),
     Bad("segmentation-by-name", lambda d: replace(d, "flair", name="case_seg.nii.gz"), "case_seg.nii.gz",

@@ -43,7 +43,7 @@ def _with_setting(tmp_path, section: str, **changes):
 
 
 BAD_SETTINGS = [
-    ("preprocess", {"spacing": [0.0, 2.0, 2.0]}, "preprocess.spacing: got (0.0, 2.0, 2.0); expected three numbers > 0"),
+    ("preprocess", {"spacing": [0.0, 2.0, 2.0]}, "preprocess.spacing: got (0.0, 2.0, 2.0); expected three numbers from 0.5 to 8"),
     ("preprocess", {"spacing": [-1.0, -1.0, -1.0]}, "preprocess.spacing: got (-1.0, -1.0, -1.0)"),
     ("preprocess", {"orientation": "XYZ"}, "preprocess.orientation: got 'XYZ'; expected three axis codes"),
     ("preprocess", {"orientation": "LRS"}, "preprocess.orientation: got 'LRS'"),
@@ -71,7 +71,7 @@ def test_segment_with_a_zero_spacing_checkpoint_is_one_error_line(tmp_path, caps
     out = tmp_path / "seg.nii.gz"
     assert main(["segment", str(tmp_path / "case"), "-o", str(out), "--checkpoint", str(bad), "--no-progress"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
-        "error: edited.pt: invalid configuration: preprocess.spacing: got (0.0, 0.0, 0.0); expected three numbers > 0 (millimetres)"]
+        "error: edited.pt: invalid configuration: preprocess.spacing: got (0.0, 0.0, 0.0); expected three numbers from 0.5 to 8 (millimetres)"]
     assert not out.exists()
 
 
@@ -79,3 +79,14 @@ def test_to_plain_gives_json_types():
     value = {"a": (1, np.float32(0.5)), 2: np.arange(3), "n": float("nan"), "ok": [True, "x"]}
     assert to_plain(value) == {"a": [1, 0.5], "2": [0, 1, 2], "n": None, "ok": [True, "x"]}
     assert BrainsegConfig.from_dict(BrainsegConfig().to_dict()) == BrainsegConfig()
+
+
+def test_a_checkpoint_with_non_finite_weights_is_refused_naming_it(tmp_path):
+    """A diverged run's weights would mark nothing, silently: refused when loaded."""
+    config = BrainsegConfig(model=ModelConfig(features=(4, 8)))
+    model = UNet3D(config.model)
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    save_checkpoint(tmp_path / "diverged.pt", model, config)
+    with pytest.raises(CheckpointError, match=r"^diverged\.pt: 1 weight tensors hold NaN or infinite values"):
+        load_checkpoint(tmp_path / "diverged.pt")

@@ -130,6 +130,28 @@ def test_cohort_goes_on_past_an_unreadable_case_and_skips_what_is_not_a_case(tmp
     assert f"3 of 3 cases segmented into {out} (2 by an earlier run)" in capsys.readouterr().out
 
 
+def test_cohort_goes_on_past_a_case_that_fails_unexpectedly(tmp_path, tiny_checkpoint, monkeypatch, capsys):
+    """An error nothing foresaw (numpy's, torch's) ends that case, named, not the cohort."""
+    import brainseg.pipeline
+
+    for name in ("a", "b", "c"):
+        write_case(tmp_path / "cohort" / name, prefix=f"{name}_")
+    real = brainseg.pipeline.segment_case
+
+    def failing(case, *args, **kwargs):
+        if case.sources["flair"].startswith("b_"):
+            raise RuntimeError("Expected more than 1 spatial element when training")
+        return real(case, *args, **kwargs)
+
+    monkeypatch.setattr(brainseg.pipeline, "segment_case", failing)
+    out = tmp_path / "preds"
+    assert main(["segment", str(tmp_path / "cohort"), "-o", str(out), "--checkpoint", str(tiny_checkpoint), "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines() == ["error: b: failed unexpectedly (RuntimeError: Expected more than 1 spatial "
+                                                 "element when training); the other cases go on"]
+    assert sorted(p.name for p in out.glob("*_seg.nii.gz")) == ["a_seg.nii.gz", "c_seg.nii.gz"]
+
+
 def test_cohort_with_no_case_folders_or_an_unwritable_output_fails_before_any_inference(tmp_path, tiny_checkpoint, monkeypatch, capsys):
     import tempfile
 
@@ -223,8 +245,13 @@ def test_evaluate_files_and_folders(tmp_path, capsys):
     assert "c1" in capsys.readouterr().out
     assert (tmp_path / "t.csv").read_text().startswith("case,dice_WT")
     assert main(["evaluate", str(tmp_path / "p"), str(tmp_path / "r"), "--json"]) == 0
-    folders = json.loads(capsys.readouterr().out)
+
+    def strict(constant):  # NaN / Infinity are not JSON: jq and most parsers refuse them
+        raise ValueError(f"{constant} in the output")
+
+    folders = json.loads(capsys.readouterr().out, parse_constant=strict)
     assert list(folders["cases"]) == ["c1"]
+    assert folders["summary"]["WT"]["dice"]["std"] is None  # one case: no spread, written as null
     assert folders["cases"]["c1"]["regions"]["WT"]["dice"] == pytest.approx(wt_dice)
     assert folders["cases"]["c1"]["regions"]["ET"]["dice"] == 1.0
     assert folders["summary"]["WT"]["dice"]["mean"] == pytest.approx(wt_dice)

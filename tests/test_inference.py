@@ -223,3 +223,11 @@ def test_a_window_longer_than_the_volume_is_cut_to_it():
     out = sliding_window(predictor, image, (512, 512, 512), 0.5)
     assert seen == [(80, 96, 80)]
     torch.testing.assert_close(out, image + 1)
+
+
+def test_a_volume_smaller_than_the_divisor_still_gets_a_window_the_network_can_run():
+    """Cutting the window to a 10-voxel volume would leave one voxel at the deepest layer of a network with
+    divisor 16, which instance normalisation refuses; the longest side keeps two divisors."""
+    plan = plan_windows((10, 8, 6), (64, 64, 64), 0.5, divisor=16)
+    assert plan.patch == (32, 16, 16) and len(plan.starts) == 1
+    assert plan_windows((40, 8, 6), (64, 64, 64), 0.5, divisor=16).patch == (48, 16, 16)  # cut as before

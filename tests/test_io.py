@@ -314,3 +314,31 @@ def test_a_reference_named_for_another_case_is_told_from_the_usual_names(referen
     from brainseg.naming import names_another_case
 
     assert names_another_case(reference, scans) == other
+
+
+def test_macos_metadata_files_beside_the_scans_are_not_taken_for_them(tmp_path):
+    """Archives made on a Mac carry "._NAME" files (resource forks, not images) beside every scan."""
+    paths = write_case(tmp_path / "case")
+    for path in paths.values():
+        (path.parent / f"._{path.name}").write_bytes(b"\x00\x05\x16\x07" * 64)
+    (tmp_path / "case" / "._case01_seg.nii.gz").write_bytes(b"\x00\x05\x16\x07" * 64)
+    assert case_files(tmp_path / "case") == paths
+    assert load_case(tmp_path / "case").sources["flair"] == "case01_flair.nii.gz"
+
+
+def test_the_same_file_for_two_channels_is_refused(tmp_path):
+    from brainseg.io import load_channel_files
+
+    paths = write_case(tmp_path / "case")
+    with pytest.raises(InputError, match="given twice; expected four different files"):
+        load_channel_files([paths["t1"]] * 4, ["flair", "t1", "t1ce", "t2"])
+
+
+def test_arrays_that_are_not_intensities_are_refused_naming_the_modality():
+    from conftest import synthetic_images
+
+    images = synthetic_images()
+    with pytest.raises(InputError, match=r"^t1: an array of type object; expected real-valued intensities"):
+        Case({**images, "t1": images["t1"].astype(object)}, LPS)
+    with pytest.raises(InputError, match=r"voxels of 0\.01 x 0\.01 x 0\.01 mm; expected each side between 0\.2 and 12 mm"):
+        Case(images, np.diag([0.01, 0.01, 0.01, 1.0]))

@@ -49,7 +49,8 @@ def test_npy_scans_go_through_as_their_arrays_stand(tmp_path, tiny_checkpoint):
 
 def test_a_npy_scan_beside_nifti_scans_takes_their_grid(tmp_path, caplog):
     """Only the .npy lacks a voxel-to-world matrix: the case keeps the NIfTI scans' 2 mm RAS grid, whichever
-    modality the .npy is, and says nothing of assumed geometry; with .npy alone it says so."""
+    modality the .npy is, and warns that the .npy was taken to be stored as they are; with .npy alone it says
+    that the whole grid is assumed."""
     ras_2mm = np.diag([2.0, 2.0, 2.0, 1.0])
     paths = write_case(tmp_path / "nifti", affine=ras_2mm)
     for modality in ("flair", "t2"):
@@ -60,7 +61,10 @@ def test_a_npy_scan_beside_nifti_scans_takes_their_grid(tmp_path, caplog):
             case = load_case(files)
         assert case.has_geometry and case.spacing == (2.0, 2.0, 2.0)
         np.testing.assert_array_equal(case.affine, ras_2mm)
-        assert "voxel-to-world" not in caplog.text
+        assert case.assumed_on_grid == (npy.name,)
+        assert f"{npy.name}: no voxel-to-world matrix (.npy), taken to lie on " in caplog.text
+        assert "no scan carries" not in caplog.text
+        caplog.clear()
     for modality, path in paths.items():
         np.save(tmp_path / f"case01_{modality}.npy", np.asarray(nib.load(path).dataobj))
     with caplog.at_level(logging.WARNING, logger="brainseg.io"):
@@ -242,3 +246,16 @@ def test_a_segmentation_shows_its_volumes_not_its_arrays(tmp_path, tiny_checkpoi
     result = segment_case(load_case(tmp_path / "case"), load_checkpoint(tiny_checkpoint), device="cpu", predictor=_all_tumour)
     shown = repr(result)
     assert shown.startswith("Segmentation(labels (40, 44, 36) uint8, WT ") and "array(" not in shown
+
+
+def test_a_constant_array_given_to_the_library_is_refused_naming_it(tiny_checkpoint):
+    """Files are checked as they are read; a caller's arrays are checked before the network runs."""
+    from brainseg.checkpoint import load_checkpoint
+    from brainseg.errors import InputError
+    from brainseg.io import Case
+    from brainseg.pipeline import segment_case
+
+    images = synthetic_images()
+    case = Case({**images, "t1": np.full_like(images["t1"], 7.0)}, LPS)
+    with pytest.raises(InputError, match=r"^t1: every voxel has the value 7; expected an MRI scan with contrast"):
+        segment_case(case, load_checkpoint(tiny_checkpoint))

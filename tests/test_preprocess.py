@@ -138,3 +138,14 @@ def test_one_millimetre_voxels_written_with_float_noise_stay_on_the_trilinear_pa
     noisy[:3, :3] *= np.float32(0.99999994)
     exact, off = (prepare(Case(images, a), PreprocessConfig()).image for a in (LPS, noisy))
     assert torch.equal(exact, off)
+
+
+@pytest.mark.parametrize("scale", [1e20, 1e-30])
+def test_zscore_gives_the_same_result_at_any_intensity_scale(scale):
+    """A scan stored with extreme but finite intensities is the same scan: float32 sums of squares would
+    overflow (1e20) or fall under a fixed floor (1e-30) and blank it."""
+    image = synthetic_images()["flair"]
+    mask = image != 0
+    expected = zscore(image, mask)
+    np.testing.assert_allclose(zscore(image * np.float32(scale), mask), expected, atol=1e-4)
+    assert expected[mask].std() == pytest.approx(1.0, abs=1e-4)

@@ -368,12 +368,15 @@ def test_torchrun_two_processes_writes_a_usable_checkpoint(small_data, tmp_path)
 
 BAD_OPTIONS = [
     (["--val-every", "0"], "--val-every: got 0; expected a whole number >= 1"),
-    (["--spacing", "0"], "--spacing: got (0.0, 0.0, 0.0); expected three numbers > 0 (millimetres)"),
-    (["--spacing", "-2"], "--spacing: got (-2.0, -2.0, -2.0); expected three numbers > 0 (millimetres)"),
+    (["--spacing", "0"], "--spacing: got (0.0, 0.0, 0.0); expected three numbers from 0.5 to 8 (millimetres)"),
+    (["--spacing", "-2"], "--spacing: got (-2.0, -2.0, -2.0); expected three numbers from 0.5 to 8 (millimetres)"),
     (["--batch-size", "0"], "--batch-size: got 0; expected a whole number >= 1"),
     (["--max-steps", "0"], "--max-steps: got 0; expected a whole number >= 1"),
     (["--patch-size", "40", "64", "64"], "--patch-size: got (40, 64, 64); expected multiples of 16 for this network (4 poolings), such as (48, 64, 64)"),
     (["--patch-size", "0", "64", "64"], "--patch-size: got (0, 64, 64); expected three whole numbers 1-512 (voxels)"),
+    (["--patch-size", "16", "16", "16"], "--patch-size: got (16, 16, 16); expected a side longer than 16 voxels for this "
+                                         "network (4 poolings), such as (32, 32, 32)"),
+    (["--spacing", "1e6"], "--spacing: got (1000000.0, 1000000.0, 1000000.0); expected three numbers from 0.5 to 8 (millimetres)"),
     (["--time-limit", "-5"], "--time-limit: got -5.0; expected a number >= 0"),
     (["--lr", "nan"], "--lr: got nan; expected a number >= 0"),
     (["--seed", "-1"], "--seed: got -1; expected a whole number >= 0"),
@@ -479,7 +482,7 @@ def test_bias_correct_option_chooses_the_scans_n4_corrects_with_and_without_init
 
     runs = []
     monkeypatch.setattr(brainseg.train, "train", lambda tc, config: runs.append(config) or tmp_path / "best.pt")
-    common = ["train", "--data", "d", "--output", str(tmp_path / "o"), "--patch-size", "16", "16", "16"]
+    common = ["train", "--data", "d", "--output", str(tmp_path / "o"), "--patch-size", "32", "32", "32"]
     assert main([*common, "--bias-correct", "all"]) == 0
     assert main([*common, "--init", str(tiny_checkpoint), "--bias-correct", "t1ce,t1"]) == 0
     assert main([*common, "--init", str(tiny_checkpoint), "--bias-correct", "t1", "--spacing", "3"]) == 0
@@ -632,3 +635,23 @@ def test_init_still_refuses_a_misspelt_setting(tiny_checkpoint, tmp_path):
     for extra in ({}, {"init": str(tiny_checkpoint)}):
         with pytest.raises(InputError, match="featurs"):
             build_configs(path, {**options, **extra}, {})
+
+
+def test_a_diverging_run_stops_with_one_error_line_before_its_weights_turn_nan(tmp_path, tiny_checkpoint, capsys):
+    """A learning rate far too high makes the loss NaN: the run says so and which setting to change, and no
+    checkpoint holds NaN weights (a NaN network marks nothing, silently)."""
+    import nibabel as nib
+    from conftest import synthetic_images, write_case
+
+    for name in ("case01", "case02"):
+        write_case(tmp_path / "data" / name, prefix=f"{name}_")
+        labels = np.where(synthetic_images()["flair"] > 150, 2, 0).astype(np.uint8)
+        nib.save(nib.Nifti1Image(labels, LPS), tmp_path / "data" / name / f"{name}_seg.nii.gz")
+    out = tmp_path / "run"
+    status = main(["train", "--data", str(tmp_path / "data"), "--output", str(out), "--init", str(tiny_checkpoint),
+                   "--max-steps", "4", "--val-every", "4", "--patch-size", "16", "16", "16", "--batch-size", "1",
+                   "--validation", "case02", "--lr", "1e30", "--threads", "1"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "error: --lr: got 1e+30; training diverged at step " in err and "expected a smaller learning rate" in err
+    assert not (out / "best.pt").exists() and not (out / "last.pt").exists()
