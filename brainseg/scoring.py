@@ -7,6 +7,7 @@ its convention (named in a brainseg header, by a dataset.json, by a BraTS 2023+ 
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,8 @@ from brainseg.io import on_grid_of, read_label_map
 from brainseg.labels import readable_as
 from brainseg.lesion_metrics import lesion_wise_scores
 from brainseg.metrics import evaluate
+
+log = logging.getLogger(__name__)
 
 
 def load_labels(path: str | Path) -> tuple[np.ndarray, tuple[float, ...], str]:
@@ -38,6 +41,10 @@ def evaluate_files(pred_path: str | Path, ref_path: str | Path, pred_convention:
     Raises InputError naming both files when the prediction is not on the reference's grid.
     """
     pred, ref = read_label_map(pred_path), read_label_map(ref_path)
+    if pred.has_geometry != ref.has_geometry:  # one .npy: its voxels are taken in the other's order, unchecked
+        npy = pred if not pred.has_geometry else ref
+        log.warning("%s: no voxel-to-world matrix (.npy), taken to be stored as %s is; a flipped or transposed array "
+                    "would be scored against the wrong voxels", npy.name, (ref if npy is pred else pred).name)
     # the same voxels stored in another orientation (a tool that wrote RAS for an LPS reference) are moved
     values = on_grid_of(ref.name, ref.values.shape, ref.affine, pred.name, pred.values, pred.affine,
                         "a prediction on the reference's grid", pred.has_geometry and ref.has_geometry)

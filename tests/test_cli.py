@@ -740,3 +740,20 @@ def test_an_output_folder_that_takes_no_file_is_refused_before_any_inference(tmp
     assert f"{out}: cannot write in {locked} (Read-only file system); choose another output path" in capsys.readouterr().err
     assert main(["bench", str(tmp_path / "case"), "--checkpoint", str(tiny_checkpoint), "--json", str(locked / "b.json")]) == 2
     assert f"{locked / 'b.json'}: cannot write in {locked}" in capsys.readouterr().err
+
+
+def test_evaluate_warns_that_a_npy_prediction_is_taken_in_the_reference_voxel_order(tmp_path, caplog, capsys):
+    import logging
+
+    ref = np.zeros((20, 20, 20), np.uint8)
+    ref[5:10, 5:10, 5:10] = 2
+    nib.save(nib.Nifti1Image(ref, LPS), tmp_path / "ref.nii.gz")
+    np.save(tmp_path / "pred.npy", ref)
+    with caplog.at_level(logging.WARNING, logger="brainseg.scoring"):
+        assert main(["evaluate", str(tmp_path / "pred.npy"), str(tmp_path / "ref.nii.gz"), "--json"]) == 0
+    assert f"{tmp_path / 'pred.npy'}: no voxel-to-world matrix (.npy), taken to be stored as {tmp_path / 'ref.nii.gz'} is" in caplog.text
+    assert json.loads(capsys.readouterr().out)["regions"]["WT"]["dice"] == 1.0
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="brainseg.scoring"):
+        assert main(["evaluate", str(tmp_path / "ref.nii.gz"), str(tmp_path / "ref.nii.gz")]) == 0
+    assert "voxel-to-world" not in caplog.text
