@@ -1,0 +1,176 @@
+"""Step 1: the drop zone, the sample case and the table that says which file is which modality."""
+from __future__ import annotations
+
+import hashlib
+from types import SimpleNamespace
+
+import streamlit as st
+
+from brainseg import MODALITIES, report
+from brainseg.classify import classify_file
+from brainseg.errors import BrainsegError
+from brainseg.io import assemble_case, read_label_map
+from brainseg.naming import case_stems, convention_from_names
+from brainseg_app.common import ROLES, ROOT, attempt, state
+
+
+SAMPLE_DIR = ROOT / "assets" / "sample"
+
+
+# what a file turned out to be when its name suggested something else
+NOTES = {"scan": "named like a segmentation, but holds an MRI scan: choose its modality under 'Used as'",
+         "labels": "holds only label values: a segmentation; choose 'ground truth' under 'Used as' to score against it",
+         "case": "a 4-channel image: read as FLAIR, T1, T1ce, T2, the Medical Segmentation Decathlon's order"}
+
+
+def parse_file(name: str, data: bytes) -> SimpleNamespace:
+    """One dropped file, decoded once (``classify.classify_file``): a scan, a label map, a case or an error."""
+    found = classify_file(name, data)
+    entry = SimpleNamespace(name=name, size=len(data), scan=None, labels=None, data=None, case=None, error=found.error,
+                            guess=found.modality, note=NOTES[found.kind] if found.misnamed else None,
+                            digest=hashlib.blake2b(data, digest_size=16).hexdigest())
+    if found.kind is not None:
+        setattr(entry, found.kind, found.value)
+        entry.data = data if found.kind == "labels" else None
+    return entry
+
+
+def use_uploads() -> None:
+    st.session_state["source"] = "upload"
+
+
+def inputs_section() -> SimpleNamespace | None:
+    """Drop zone, sample button and the modality table; returns the case once four scans are set."""
+    st.subheader("1 · Scans")
+    uploads = st.file_uploader(
+        "Drop the four scans here: FLAIR, T1, T1ce, T2 (.nii, .nii.gz or .npy; any BraTS naming), skull-stripped "
+        "and co-registered as BraTS provides them. A segmentation file added here is used as ground truth.",
+        type=["nii", "gz", "npy"],
+        accept_multiple_files=True,
+        key="uploads",
+        on_change=use_uploads,
+    )
+    left, right = st.columns([1, 3])
+    if left.button("Try the sample case", key="sample"):
+        st.session_state["source"] = "sample"
+    right.caption("Sample: BraTS-GLI-00001-000 (BraTS 2023 adult glioma) from BrainLesion/tutorials, Apache-2.0; see assets/README.md.")
+
+    parsed = state("parsed", {})
+    if state("source", "upload") == "sample":
+        with attempt("Reading the sample case"):
+            files = sorted(SAMPLE_DIR.glob("*.nii*"))
+            if len(files) < 4:
+                raise FileNotFoundError(f"the sample case is missing from {SAMPLE_DIR}; reinstall the app or upload your own scans")
+            for path in files:
+                key = f"sample/{path.name}"
+                if key not in parsed:
+                    parsed[key] = parse_file(path.name, path.read_bytes())
+        ids = [k for k in parsed if k.startswith("sample/")]
+        if uploads:
+            st.button("Use my uploaded files instead", key="back_to_uploads", on_click=use_uploads)
+    else:
+        current = {f.file_id: f for f in uploads or []}
+        for file_id, upload in current.items():
+            if file_id not in parsed:
+                parsed[file_id] = parse_file(upload.name, upload.getvalue())
+        for stale in [k for k in parsed if k not in current]:
+            del parsed[stale]  # removed from the drop zone, or the sample: free its memory
+        ids = list(current)
+    if not ids:
+        st.info("Drop four scans above, or try the sample case.")
+        return None
+    return modality_table(parsed, ids)
+
+
+def modality_table(parsed: dict, ids: list[str]) -> SimpleNamespace | None:
+    header = st.columns([4, 3, 2])
+    header[0].markdown("**File**")
+    header[1].markdown("**Image**")
+    header[2].markdown("**Used as**")
+    roles: dict[str, str] = {}
+    for file_id in ids:
+        entry = parsed[file_id]
+        row = st.columns([4, 3, 2])
+        row[0].write(entry.name)
+        if entry.error:
+            row[1].write("—")
+            row[2].write("not usable")
+            st.error(f"{entry.error}")
+            continue
+        if entry.scan is not None:
+            spacing = "x".join(f"{s:g}" for s in entry.scan.spacing)
+            row[1].write(f"{'x'.join(map(str, entry.scan.array.shape))} voxels, {spacing} mm")
+            options = ["flair", "t1", "t1ce", "t2", "ignore"]
+            default = entry.guess if entry.guess in options else "ignore"
+        elif entry.case is not None:
+            row[1].write(f"4 channels of {'x'.join(map(str, entry.case.shape))} voxels")
+            options, default = ["all", "ignore"], "all"
+        else:
+            row[1].write(f"label map {'x'.join(map(str, entry.labels[0].shape))}")
+            options, default = ["truth", "ignore"], "truth" if entry.guess == "seg" else "ignore"
+        roles[file_id] = row[2].selectbox(
+            f"Role of {entry.name}", options, index=options.index(default), format_func=ROLES.get,
+            key=f"role/{file_id}", label_visibility="collapsed",
+        )
+        if entry.note:
+            st.info(f"{entry.name}: {entry.note}.")
+        elif entry.scan is not None and entry.guess is None:
+            st.warning(f"{entry.name}: cannot tell the modality from the name; choose it under 'Used as'.")
+
+    by_role: dict[str, list[str]] = {}
+    for file_id, role in roles.items():
+        by_role.setdefault(role, []).append(file_id)
+    for role, chosen in by_role.items():
+        if role in MODALITIES and len(chosen) > 1:
+            st.error(f"{', '.join(parsed[i].name for i in chosen)} are all set to {ROLES[role]}; give each modality one file under 'Used as'.")
+            return None
+    if "all" in by_role:  # one 4-channel image holds the case
+        if len(by_role["all"]) > 1 or any(m in by_role for m in MODALITIES):
+            st.error("Give either one 4-channel image or four scans; set the others to 'ignore' under 'Used as'.")
+            return None
+        case, key = parsed[by_role["all"][0]].case, (parsed[by_role["all"][0]].digest,)
+    else:
+        missing = [ROLES[m] for m in MODALITIES if m not in by_role]
+        if missing:
+            st.info(f"Still needed: {', '.join(missing)}.")
+            return None
+        case = None
+        with attempt("Combining the scans"):
+            scans = {m: parsed[by_role[m][0]].scan for m in MODALITIES}
+            case = assemble_case(scans, convention_from_names(parsed[i].name for i in roles))
+        if case is None:
+            return None
+        key = tuple(parsed[by_role[m][0]].digest for m in MODALITIES)  # the same scans dropped again are the same case
+    truth_id = by_role.get("truth", [None])[0]
+    if truth_id is not None and not truth_fits(parsed[truth_id], case, key):
+        truth_id = None
+    st.success(f"Ready: {report.case_name(case.sources)}, {'x'.join(map(str, case.shape))} voxels of {'x'.join(f'{s:g}' for s in case.spacing)} mm.")
+    stems = case_stems(case.sources.values())
+    if len(stems) > 1:
+        st.warning(f"The file names name {len(stems)} cases ({', '.join(stems)}): check that the four scans are one "
+                   f"patient's, from one session, before trusting the result.")
+    if not case.has_geometry:
+        st.warning(".npy arrays carry no orientation or voxel size: they are taken as 1 mm voxels in BraTS files' axis "
+                   "order (LPS). The slice views, the volumes in mL and the downloaded NIfTI rest on that assumption; "
+                   "use NIfTI files where you can.")
+    elif case.assumed_on_grid:
+        st.warning(f"{', '.join(case.assumed_on_grid)}: .npy arrays carry no orientation, so they are taken to lie on the "
+                   f"NIfTI scans' grid as stored; if one was saved flipped or transposed, the network sees mismatched "
+                   f"anatomy. Use NIfTI files where you can.")
+    return SimpleNamespace(case=case, key=key, truth=parsed[truth_id] if truth_id else None)
+
+
+def truth_fits(entry: SimpleNamespace, case, key: tuple) -> bool:
+    """Whether a dropped segmentation lies on the scans' grid, checked once per set of scans, before the
+    run (its label values are read when it is scored, as the user chooses them)."""
+    if getattr(entry, "grid_check", None) is None or entry.grid_check[0] != key:
+        problem = None
+        try:
+            read_label_map(entry.data, entry.name, case)
+        except BrainsegError as exc:
+            problem = str(exc)
+        entry.grid_check = (key, problem)
+    problem = entry.grid_check[1]
+    if problem:
+        st.error(f"Ground truth: {problem.rstrip('.')}. The scans can still be segmented; drop a segmentation of this case to score them.")
+    return problem is None

@@ -1,0 +1,83 @@
+"""Step 2: running the pipeline with a progress bar, and attaching a reference segmentation to a result."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import streamlit as st
+
+from brainseg import pipeline, render, report
+from brainseg.classify import read_reference
+from brainseg.labels import AUTO, chosen_convention
+from brainseg_app.common import ROLES, attempt, checkpoint_label, get_model
+
+
+def _next_run_id() -> int:
+    """Per session and across reruns (Streamlit re-executes this module, so no module counter)."""
+    st.session_state["run_counter"] = st.session_state.get("run_counter", 0) + 1
+    return st.session_state["run_counter"]
+
+
+def run_section(inputs: SimpleNamespace | None, settings: SimpleNamespace) -> None:
+    st.subheader("2 · Segment")
+    clicked = st.button("Run segmentation", type="primary", key="run", disabled=inputs is None or settings.path is None)
+    if not clicked:
+        return
+    with attempt("Segmentation"):
+        loaded = get_model(settings.path)
+        segmentation, seconds, record = segment(inputs.case, loaded, settings)
+        result = SimpleNamespace(
+            id=_next_run_id(), case=inputs.case, key=inputs.key, segmentation=segmentation, model=loaded.name,
+            output_mode=loaded.config.model.output_mode,
+            model_path=settings.path, settings=settings, record=record, seconds=seconds, cache={}, truth=None, truth_source=None, dropped_truth=None, comparison=None,
+            ranges={m: render.intensity_range(v) for m, v in inputs.case.images.items()},
+        )
+        earlier = st.session_state.get("result")
+        st.session_state["result"] = result
+        if earlier is None or earlier.key != result.key:
+            # another case's downloads start from its own label values (a BraTS 2023 case after a 2018 one);
+            # set, not dropped: a dropped key leaves the browser's box showing the old choice
+            st.session_state["convention"] = inputs.case.convention
+        if inputs.truth is not None:
+            result.dropped_truth = inputs.truth.digest
+            set_truth(result, inputs.truth.name, inputs.truth.data, reference_convention())
+
+
+def segment(case, loaded, settings: SimpleNamespace):
+    """Run the pipeline with a progress bar; returns (segmentation, wall seconds, ``report.run_record``)."""
+    inference = pipeline.inference_settings(loaded, settings.patch, settings.overlap, settings.tta)
+    post = pipeline.postprocess_settings(loaded, settings.min_component, settings.max_distance)
+    n4 = f" (N4 bias-field correction of {', '.join(ROLES[m] for m in settings.bias)}, 3-5 s per scan)" if settings.bias else ""
+    bar = st.progress(0.0, text=f"{loaded.name}: preparing the scans{n4}…")
+    started = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        bar.progress(done / max(total, 1), text=f"{loaded.name}: window {done} of {total} · {time.perf_counter() - started:.1f} s")
+
+    segmentation = pipeline.segment_case(case, loaded, inference, post, device=settings.device, progress=progress,
+                                         bias_correction=settings.bias)
+    seconds = time.perf_counter() - started
+    bar.progress(1.0, text=f"{loaded.name}: done in {seconds:.1f} s")
+    record = report.run_record(loaded, inference, post, segmentation)
+    record["checkpoint"] = checkpoint_label(Path(loaded.path))  # not the server's folders: the summary goes to any user
+    return segmentation, seconds, record
+
+
+def set_truth(result, name: str, data: bytes, convention: str | None = None) -> None:
+    """Attach a reference segmentation, read in ``convention`` (None: as its header names, else guessed
+    from its values), to a result (errors are
+    shown, the result and any earlier reference are kept). The file is kept either way, so another
+    choice of label values can read it again."""
+    result.truth_source = SimpleNamespace(name=name, data=data, tried=convention)
+    with attempt("Reading the ground truth"):  # its errors name the file
+        label_map = read_reference(data, name, result.case)
+        read_as, source = label_map.read_as(convention)
+        labels, _ = label_map.internal(read_as)
+        result.truth = SimpleNamespace(name=name, labels=labels, convention=read_as, chosen=convention, source=source)
+        result.cache.pop("evaluation", None)
+
+
+def reference_convention() -> str | None:
+    """The label values the user says references hold; None: as their header names, else guessed."""
+    return chosen_convention(st.session_state.get("truth_convention", AUTO))
