@@ -113,3 +113,15 @@ def test_regions_use_the_challenge_parameters():
         assert (scores[region]["dice"], scores[region]["false_positives"]) == (0.5, 1)
     with pytest.raises(ValueError, match="unknown BraTS challenge 'XYZ'"):
         lesion_wise_scores(pred, ref, (1, 1, 1), "XYZ")
+
+
+def test_another_surface_distance_can_be_given_and_penalties_stay():
+    """The lesion rules with another HD95 convention (the challenge's area-weighted one, say): matched lesions
+    take the given distance, a false-positive piece still the 374 mm penalty."""
+    ref = np.zeros((30, 30, 30), bool)
+    ref[2:8, 2:8, 2:8] = True
+    pred = ref.copy()
+    pred[20:24, 20:24, 20:24] = True  # a piece far from the lesion: a false positive
+    scores = lesion_wise(pred, ref, (1.0, 1.0, 1.0), distance=lambda p, r, s: 2.5)
+    assert (scores.matched, scores.false_positives) == (1, 1)
+    assert scores.hd95 == pytest.approx((2.5 + 374.0) / 2)
