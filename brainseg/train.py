@@ -13,6 +13,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
@@ -287,6 +288,8 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None,
     net = model
     if ddp.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[ddp.device.index] if ddp.device.type == "cuda" else None)
+        if channels_last:  # the 1x1x1 head's weight gradient comes back contiguous: one copy of a few numbers, not a slowdown
+            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
 
     amp_dtype = None
     if train_config.amp:
