@@ -133,8 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--threads", type=int, help=f"default {tc.threads}: torch's choice")
     tr.add_argument("--seed", type=int, help=f"default {tc.seed}")
     tr.add_argument("--resume", help="state.pt of an earlier run, or its run folder; its config.json gives the settings "
-                                     "no option names (the --time-limit counts again from this start; the learning rate "
-                                     "decays on from where it was)")
+                                     "no option names (the --time-limit counts again from this start; the decay it drives "
+                                     "goes on from where the clock had taken it)")
     tr.add_argument("--bias-correct", type=modality_list, metavar="MODALITIES",
                     help=f"N4 bias-field correction inside the brain before z-scoring, of these scans: all, none, or "
                          f"some of {','.join(MODALITIES)} separated by commas (once per case, for the cache; default: "

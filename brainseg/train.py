@@ -75,19 +75,24 @@ def setup_distributed() -> Distributed:
     return Distributed(dist.get_rank(), world, device)
 
 
-def schedule_progress(step: int, config: TrainConfig, minutes: float = 0.0, start: float = 0.0) -> float:
-    """How far the learning-rate decay is, 0 to 1: the steps' share of the run after the warm-up, or, with a
-    time limit, the clock's share of it, whichever is further.
+def clock_share(config: TrainConfig, minutes: float, start: float = 0.0) -> float:
+    """The time limit's share of the decay, 0 to 1 (0 without a limit).
 
-    ``start`` is the progress a resumed run had reached: the time limit counts again from the resumption
-    (README), so this run's minutes spread over the decay that is left rather than restarting it, and the
-    rate never climbs back towards its peak.
+    ``start`` is the share a resumed run had reached: the limit counts again from the resumption (README),
+    so this run's minutes spread over the decay that is left rather than restarting it.
     """
+    if not config.time_limit_minutes:
+        return start
+    return min(start + (1 - start) * minutes / config.time_limit_minutes, 1.0)
+
+
+def schedule_progress(step: int, config: TrainConfig, minutes: float = 0.0, start: float = 0.0) -> float:
+    """How far the learning-rate decay is, 0 to 1: the steps' share of the run after the warm-up or the
+    clock's (``clock_share``), whichever is further. A run resumed with more --max-steps goes by its new
+    length, as a longer run would be at that step; a clock that had run down stays run down."""
     warmup = min(config.warmup_steps, config.max_steps // 10)
-    progress = max((step - warmup) / max(config.max_steps - warmup, 1), start)
-    if config.time_limit_minutes:
-        progress = max(progress, start + (1 - start) * minutes / config.time_limit_minutes)
-    return min(progress, 1.0)
+    steps = (step - warmup) / max(config.max_steps - warmup, 1)
+    return min(max(steps, clock_share(config, minutes, start)), 1.0)
 
 
 def learning_rate(step: int, config: TrainConfig, minutes: float = 0.0, start: float = 0.0) -> float:
@@ -98,10 +103,9 @@ def learning_rate(step: int, config: TrainConfig, minutes: float = 0.0, start: f
     still ends annealed.
     """
     warmup = min(config.warmup_steps, config.max_steps // 10)
-    if step < warmup and start == 0:
+    if step < warmup:
         return config.lr * (step + 1) / warmup
-    progress = schedule_progress(step, config, minutes, start)
-    return config.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
+    return config.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * schedule_progress(step, config, minutes, start))))
 
 
 def shared_minutes(started: float, ddp: Distributed) -> float:
@@ -133,7 +137,7 @@ def _random_streams(seed: int, rank: int, start_step: int) -> tuple[np.random.Ge
 
 def _resume(train_config: TrainConfig, model: UNet3D, optimizer: torch.optim.Optimizer) -> tuple[int, float, float, int, float]:
     """Load ``state.pt`` of an earlier run into the model and optimiser; returns (step, best score, seconds,
-    validations since the best one, for --patience; the learning-rate schedule's progress, ``schedule_progress``).
+    validations since the best one, for --patience; the time limit's share of the decay, ``clock_share``).
 
     Raises InputError naming the file when it is missing, is not a training state, or holds weights of
     another network than the options build.
@@ -163,9 +167,8 @@ def _resume(train_config: TrainConfig, model: UNet3D, optimizer: torch.optim.Opt
         raise SettingError("max_steps", f"got {train_config.max_steps}, but {train_config.resume} has done {step} "
                                         f"steps already; expected more steps than that to resume")
     log.info("resumed from %s at step %d", path, step)
-    # a state from before the progress was saved: the steps' share, as far as it can tell
-    progress = float(state.get("progress", schedule_progress(step, train_config)))
-    return step, float(state["best_score"]), float(state.get("seconds", 0.0)), int(state.get("stale", 0)), progress
+    clock = float(state.get("clock_share", 0.0))  # a state saved before the share was kept: its steps decide
+    return step, float(state["best_score"]), float(state.get("seconds", 0.0)), int(state.get("stale", 0)), clock
 
 
 def validate(model: UNet3D, config: BrainsegConfig, cases: list, device: torch.device) -> dict:
@@ -249,7 +252,7 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None,
     if channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
-    start_step, best_score, prior_seconds, stale, prior_progress = (_resume(train_config, model, optimizer) if train_config.resume
+    start_step, best_score, prior_seconds, stale, prior_clock = (_resume(train_config, model, optimizer) if train_config.resume
                                                                     else (0, -1.0, 0.0, 0, 0.0))
     rng, generator_seed = _random_streams(train_config.seed, ddp.rank, start_step)
     history = []
@@ -327,7 +330,7 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None,
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
         minutes = shared_minutes(started, ddp)  # one clock reading per step: rank 0's, for the LR and the stop
-        lr = learning_rate(step, train_config, minutes, prior_progress)
+        lr = learning_rate(step, train_config, minutes, prior_clock)
         for group in optimizer.param_groups:
             group["lr"] = lr
         with torch.autocast(ddp.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
@@ -373,7 +376,7 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None,
                 else:
                     stale += 1
                 state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "best_score": best_score, "seconds": elapsed,
-                         "stale": stale, "progress": schedule_progress(step, train_config, minutes, prior_progress)}
+                         "stale": stale, "clock_share": clock_share(train_config, minutes, prior_clock)}
                 # atomic: a run killed while saving keeps its previous state.pt, not a truncated one
                 atomic_write(out_dir / "state.pt", lambda tmp: torch.save(state, tmp))
                 _plot(metrics_path, out_dir / "curves.png")

@@ -38,19 +38,23 @@ def test_learning_rate_warms_up_then_anneals():
 
 
 def test_a_resumed_run_goes_on_down_the_schedule_rather_than_back_up():
-    """The time limit counts again from a resumption; the decay it drives goes on from where it was."""
-    from brainseg.train import schedule_progress
+    """The time limit counts again from a resumption; the decay it drives goes on from where it was. More
+    --max-steps without a clock go by the new length, as a longer run would."""
+    from brainseg.train import clock_share, schedule_progress
 
     timed = TrainConfig(lr=1e-3, warmup_steps=10, max_steps=10_000, time_limit_minutes=60)
-    stopped = schedule_progress(1000, timed, minutes=30)  # killed halfway through its hour
+    stopped = clock_share(timed, minutes=30)  # killed halfway through its hour
     assert stopped == pytest.approx(0.5)
     at_stop = learning_rate(1000, timed, minutes=30)
     assert learning_rate(1000, timed, minutes=0, start=stopped) == pytest.approx(at_stop)  # no jump back up
     assert learning_rate(1500, timed, minutes=60, start=stopped) == pytest.approx(1e-5)  # annealed at the new limit
     assert schedule_progress(1200, timed, minutes=30, start=stopped) == pytest.approx(0.75)  # half of what was left
-    untimed = replace(timed, time_limit_minutes=0, max_steps=20_000)  # resumed with more steps and no limit
-    assert learning_rate(1000, untimed, start=stopped) == pytest.approx(at_stop)
-    assert learning_rate(20_000, untimed, start=stopped) == pytest.approx(1e-5)
+    assert clock_share(timed, 30, stopped) == pytest.approx(0.75)  # what the next state.pt saves
+    longer = replace(timed, time_limit_minutes=0, max_steps=20_000)
+    untimed = replace(timed, time_limit_minutes=0)  # a run the steps alone decayed, resumed twice as long:
+    assert learning_rate(1000, longer) > learning_rate(1000, untimed)  # where a 20000-step run is at step 1000
+    assert learning_rate(1000, longer, start=stopped) == pytest.approx(at_stop)  # the run-down clock is kept
+    assert learning_rate(20_000, longer, start=stopped) == pytest.approx(1e-5)
 
 
 def test_patches_are_tumour_aware_and_reach_the_edges():
@@ -160,9 +164,8 @@ def test_a_resumed_run_counts_patience_on_from_its_state(tmp_path):
              "seconds": 12.0, "stale": 3}
     torch.save(state, tmp_path / "state.pt")
     resumed = _resume(TrainConfig(resume=str(tmp_path / "state.pt"), max_steps=10), model, optimizer)
-    assert resumed[:4] == (6, 0.7, 12.0, 3)
-    assert resumed[4] == pytest.approx(5 / 9)  # no saved progress: the steps' (warm-up 1 step, then 5 of 9)
-    torch.save({**state, "progress": 0.9}, tmp_path / "state.pt")
+    assert resumed == (6, 0.7, 12.0, 3, 0.0)  # no clock share saved: the steps decide the decay
+    torch.save({**state, "clock_share": 0.9}, tmp_path / "state.pt")
     assert _resume(TrainConfig(resume=str(tmp_path / "state.pt"), max_steps=10), model, optimizer)[4] == 0.9
     del state["stale"]  # a state saved before the count was kept starts it at 0
     torch.save(state, tmp_path / "state.pt")
