@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, help=f"default {tc.seed}")
     tr.add_argument("--resume", help="state.pt of an earlier run, or its run folder; its config.json gives the settings "
                                      "no option names (the --time-limit counts again from this start; the decay it drives "
-                                     "goes on from where the clock had taken it)")
+                                     "goes on from where the clock had taken it, or from the peak once it had run out)")
     tr.add_argument("--bias-correct", type=modality_list, metavar="MODALITIES",
                     help=f"N4 bias-field correction inside the brain before z-scoring, of these scans: all, none, or "
                          f"some of {','.join(MODALITIES)} separated by commas (once per case, for the cache; default: "

@@ -59,15 +59,17 @@ class WindowPlan:
     padded_shape: tuple[int, int, int]
     pad: list[int]  # F.pad order (last axis first)
     starts: list[tuple[int, int, int]]
-    patch: tuple[int, int, int]  # the window as placed: no side longer than the volume's
+    patch: tuple[int, int, int]  # the window as placed: cut to the volume, but never to one the network cannot run
 
 
 def plan_windows(shape: Sequence[int], patch: Sequence[int], overlap: float, divisor: int = 1) -> WindowPlan:
     """Place windows over a volume.
 
     A window side longer than the volume is cut to the volume, rounded up to ``divisor`` (the
-    network's): a window of 512 voxels takes a whole brain at once without computing on padding. The
-    volume is zero-padded, evenly at both ends, up to the window where it is shorter.
+    network's): a window of 512 voxels takes a whole brain at once without computing on padding. A volume
+    no longer than ``divisor`` on every side keeps two divisors on the window's longest side (the deepest
+    layer would otherwise hold one voxel). The volume is zero-padded, evenly at both ends, up to the window
+    where it is shorter.
     """
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")

@@ -30,9 +30,11 @@ log = logging.getLogger(__name__)
 MAX_VOXELS = 512 * 512 * 512  # one modality; larger headers are refused before allocating
 MAX_BYTES = 2 * 1024**3  # decompressed size of one file
 AFFINE_TOLERANCE = 1e-3  # mm
-# voxel sides an MRI scan can have: outside these the header's units or scaling are wrong (a file written in
-# metres holds 0.001), and the 2 mm model grid would hold the head in a few voxels or billions
-SPACING_RANGE_MM = (0.2, 12.0)
+# voxel sides an MRI scan can have (7 T and 1024-matrix scans reach 0.18 mm, thick slices with gaps 13 mm):
+# outside these the header's units or scaling are wrong (a file written in metres holds 0.001)
+SPACING_RANGE_MM = (0.05, 30.0)
+# a head fits in 300 mm; wider, the header's scaling is wrong, and the 2 mm model grid would hold billions of voxels
+MAX_FIELD_OF_VIEW_MM = 600.0
 PRIVATE_HEADER_FIELDS = ("descrip", "aux_file", "db_name", "intent_name")
 _NIFTI1_HEADER_BYTES, _NIFTI2_HEADER_BYTES = 348, 540
 _GZIP_SLACK = 1024**2  # bytes a .nii.gz may inflate to beyond what its header describes
@@ -94,10 +96,11 @@ class Case:
                 raise InputError(f"{modality}: {int((~np.isfinite(image)).sum())} voxels are NaN or infinite; "
                                  f"expected finite intensities")
         affine = np.asarray(self.affine, dtype=float)
+        if affine.shape == (4, 4) and np.isfinite(affine).all():
+            check_voxel_grid(voxel_spacing(affine), next(iter(shapes.values())), next(iter(self.sources.values()), "affine"))
         if affine.shape != (4, 4) or not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
             raise InputError(f"affine: got {np.round(affine, 3).tolist()}; expected a 4x4 "
                              f"voxel-to-world matrix (mm) with a non-singular 3x3 part")
-        check_spacing(voxel_spacing(affine), next(iter(self.sources.values()), "affine"))
         if self.convention not in CONVENTIONS:
             raise InputError(f"convention: got {self.convention!r}; expected one of {', '.join(CONVENTIONS)}")
 
@@ -119,15 +122,21 @@ def voxel_spacing(affine: np.ndarray) -> tuple[float, float, float]:
     return tuple(float(s) for s in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0)))
 
 
-def check_spacing(spacing, name: str, units: str | None = None) -> None:
-    """Refuse voxel sizes no MRI scan has (InputError naming ``name``); ``units``: the header's spatial unit."""
+def check_voxel_grid(spacing, shape, name: str, units: str | None = None) -> None:
+    """Refuse voxel sizes and fields of view no brain MRI has (InputError naming ``name``); ``units``: the
+    header's spatial unit, named when it is not millimetres."""
     low, high = SPACING_RANGE_MM
-    if all(low <= s <= high for s in spacing):
-        return
-    shown = " x ".join(f"{s:.3g}" for s in spacing)
     said = f" (its header gives the unit as {units})" if units and units not in ("mm", "unknown") else ""
-    raise InputError(f"{name}: voxels of {shown} mm{said}; expected each side between {low:g} and {high:g} mm, as MRI "
-                     f"scans have (check the header's voxel size and units, or resample the scan)")
+    check = "check the header's voxel size and units, or resample the scan"
+    if not all(low <= s <= high for s in spacing):
+        shown = " x ".join(f"{s:.3g}" for s in spacing)
+        raise InputError(f"{name}: voxels of {shown} mm{said}; expected each side between {low:g} and {high:g} mm, as "
+                         f"MRI scans have ({check})")
+    extent = [n * s for n, s in zip(shape, spacing)]
+    if max(extent) > MAX_FIELD_OF_VIEW_MM:
+        shown = " x ".join(f"{e:.0f}" for e in extent)
+        raise InputError(f"{name}: a field of view of {shown} mm{said}; expected at most {MAX_FIELD_OF_VIEW_MM:g} mm "
+                         f"per side, as a head scan has ({check})")
 
 
 def read_volume(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray, nib.Nifti1Header | None]:
@@ -579,7 +588,7 @@ def _read_nifti(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray, nib.Nif
     affine = image.affine
     if affine is None or not np.all(np.isfinite(affine)):
         raise InputError(f"{name}: the header's voxel-to-world matrix is invalid (not finite)")
-    check_spacing(voxel_spacing(affine), name, header.get_xyzt_units()[0])
+    check_voxel_grid(voxel_spacing(affine), shape[:3], name, header.get_xyzt_units()[0])
     if abs(np.linalg.det(affine[:3, :3])) < 1e-6:  # axes along one another: no 3D grid
         raise InputError(f"{name}: the header's voxel-to-world matrix is invalid (singular: two axes point the same way)")
     return array, np.asarray(affine, dtype=np.float64), header

@@ -309,7 +309,7 @@ def _run_cohort(args, checkpoint: Path) -> int:
             print(f"error: {source.name}: {exc}", file=sys.stderr)
         except (ValueError, RuntimeError, MemoryError) as exc:  # numpy's or torch's, on an input nothing foresaw
             failures += 1
-            log.debug("%s failed", source.name, exc_info=True)  # the traceback with -v, for a bug report
+            log.info("%s failed", source.name, exc_info=True)  # the traceback with -v, for a bug report
             print(f"error: {source.name}: failed unexpectedly ({type(exc).__name__}: {exc}); the other cases go on",
                   file=sys.stderr)
     done = f"{len(mine) - failures} of {len(mine)} cases segmented into {out_dir}"

@@ -58,6 +58,8 @@ class Distributed:
 
 
 PREPROCESS_WAIT_HOURS = 6
+# fp16 loss scaling skips a step whose gradients overflow and halves its scale; this many in a row is divergence
+MAX_SKIPPED_FP16_STEPS = 30
 
 
 def setup_distributed() -> Distributed:
@@ -76,10 +78,11 @@ def setup_distributed() -> Distributed:
 
 
 def clock_share(config: TrainConfig, minutes: float, start: float = 0.0) -> float:
-    """The time limit's share of the decay, 0 to 1 (0 without a limit).
+    """The time limit's share of the decay, 0 to 1 (``start`` without a limit).
 
     ``start`` is the share a resumed run had reached: the limit counts again from the resumption (README),
-    so this run's minutes spread over the decay that is left rather than restarting it.
+    so this run's minutes spread over the decay that is left rather than restarting it. A run that had
+    reached its limit (``_resume`` gives 0 then) decays again from the peak, a warm restart.
     """
     if not config.time_limit_minutes:
         return start
@@ -168,6 +171,9 @@ def _resume(train_config: TrainConfig, model: UNet3D, optimizer: torch.optim.Opt
                                         f"steps already; expected more steps than that to resume")
     log.info("resumed from %s at step %d", path, step)
     clock = float(state.get("clock_share", 0.0))  # a state saved before the share was kept: its steps decide
+    if clock >= 1.0:  # the run had reached its time limit: continuing it means training on, from the peak again
+        log.info("%s reached its time limit: the learning rate decays again from its peak over this run", path)
+        clock = 0.0
     return step, float(state["best_score"]), float(state.get("seconds", 0.0)), int(state.get("stale", 0)), clock
 
 
@@ -297,12 +303,13 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None,
     amp_dtype = None
     if train_config.amp:
         if ddp.device.type == "cuda":
-            # emulated bf16 (pre-Ampere GPUs) is slower than fp16 with a gradient scaler
-            amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+            # bf16 runs natively from Ampere (compute capability 8) on; emulated, it is slower than fp16 with a scaler
+            amp_dtype = torch.bfloat16 if torch.cuda.get_device_capability(ddp.device)[0] >= 8 else torch.float16
         elif cpu_supports_bf16():
             amp_dtype = torch.bfloat16
     # fp16 gradients underflow without loss scaling; the scale recalibrates in a few steps, so a resumed run starts afresh
     scaler = torch.amp.GradScaler(ddp.device.type, enabled=amp_dtype == torch.float16)
+    skipped = 0  # steps in a row whose gradients were not finite
     generator = torch.Generator(device=ddp.device)
     generator.manual_seed(generator_seed)
     if ddp.device.type == "cuda":
@@ -340,11 +347,10 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None,
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
-        # the all-reduced gradients, so every rank stops at the same step; fp16's scaler skips such steps itself
-        if not scaler.is_enabled() and not torch.isfinite(norm):
-            raise SettingError("lr", f"got {train_config.lr:g}; training diverged at step {step + 1} (the loss or its "
-                                     f"gradients became NaN or infinite) and stopped before the weights took them; "
-                                     f"expected a smaller learning rate (checkpoints of earlier validations in {out_dir} are kept)")
+        # the all-reduced gradients, so every rank decides alike; fp16's scaler skips a few such steps by design
+        skipped = 0 if torch.isfinite(norm) else skipped + 1
+        if skipped > (MAX_SKIPPED_FP16_STEPS if scaler.is_enabled() else 0):
+            raise _diverged(train_config, step, out_dir)
         scaler.step(optimizer)
         scaler.update()
         step += 1
@@ -355,6 +361,8 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None,
         bar.set_postfix(loss=f"{float(loss.detach()):.3f}", dice=f"{float(soft):.3f}")
         out_of_time = train_config.time_limit_minutes and minutes > train_config.time_limit_minutes
         if step % train_config.val_every == 0 or step == train_config.max_steps or out_of_time:
+            if not all(torch.isfinite(p).all() for p in model.parameters()):  # every rank: the weights are the same
+                raise _diverged(train_config, step - 1, out_dir)  # an update overflowed them: nothing of it is saved
             stop = False
             if ddp.main:
                 result = validate(model, config, val_cases, ddp.device) if val_cases else {"dice": {r: float("nan") for r in REGIONS}, "hd95": {r: float("nan") for r in REGIONS}, "score": float("nan")}
@@ -397,6 +405,12 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None,
         dist.barrier()
         dist.destroy_process_group()
     return out_dir / "best.pt"
+
+
+def _diverged(train_config: TrainConfig, step: int, out_dir: Path) -> SettingError:
+    return SettingError("lr", f"got {train_config.lr:g}; training diverged at step {step + 1} (the loss, its gradients "
+                              f"or the weights became NaN or infinite) and stopped without saving them; expected a "
+                              f"smaller learning rate (checkpoints of earlier validations in {out_dir} are kept)")
 
 
 def validation_split(names: list[str], tc: TrainConfig, saved: Path | None = None) -> tuple[str, ...]:

@@ -5,8 +5,7 @@ from types import SimpleNamespace
 
 import streamlit as st
 
-from brainseg import render, report
-from brainseg.checkpoint import discover
+from brainseg import checkpoint, render, report
 from brainseg.config import LESION_CHALLENGES
 from brainseg.labels import LABEL_OPTIONS, REGIONS
 from brainseg.lesion_metrics import MISSED_HD95
@@ -89,7 +88,7 @@ def truth_section(result, display: render.Display) -> None:
 
 def compare_section(result, display: render.Display) -> None:
     st.markdown("#### Compare checkpoints")
-    paths = discover(checkpoint_folders())
+    paths = checkpoint.discover(checkpoint_folders())
     labels = {checkpoint_label(p): str(p) for p in paths}
     others = [k for k, v in labels.items() if v != result.model_path]
     if not others:

@@ -14,7 +14,7 @@ from brainseg_app.common import ROLES, attempt, checkpoint_label, get_model
 
 
 def _next_run_id() -> int:
-    """Per session and across reruns (Streamlit re-executes this module, so no module counter)."""
+    """Per session and across reruns (kept in the session's state: a module counter would be shared by all users)."""
     st.session_state["run_counter"] = st.session_state.get("run_counter", 0) + 1
     return st.session_state["run_counter"]
 

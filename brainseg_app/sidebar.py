@@ -7,8 +7,7 @@ from types import SimpleNamespace
 import streamlit as st
 import torch
 
-from brainseg import MODALITIES, report
-from brainseg.checkpoint import discover
+from brainseg import MODALITIES, checkpoint, report
 from brainseg.config import MAX_PATCH_VOXELS, BrainsegConfig
 from brainseg_app.common import ROLES, attempt, checkpoint_folders, checkpoint_label, get_model
 
@@ -25,7 +24,7 @@ def sidebar() -> tuple[SimpleNamespace, object]:
     """Model choice and run settings; also the sidebar slot where the model card goes."""
     with st.sidebar:
         st.header("Model")
-        paths = discover(checkpoint_folders())
+        paths = checkpoint.discover(checkpoint_folders())
         if not paths:
             st.error("No checkpoint found in models/. Put a brainseg .pt file there (or set BRAINSEG_MODELS to a folder holding one) and reload.")
             return SimpleNamespace(path=None), None

@@ -206,14 +206,14 @@ def _singular_affine(d):
     return replace(d, "t2", nifti_bytes(scan(3), change), "case_t2.nii")
 
 
-def _voxel_size(sizes, units="mm"):
+def _voxel_size(sizes, units="mm", shape=SHAPE):
     def make(d):
         def change(h):
             h.set_qform(None, 0)
             h.set_sform(np.diag([*sizes, 1.0]), 1)
             h.set_xyzt_units(units)
 
-        return replace(d, "t2", nifti_bytes(scan(3), change), "case_t2.nii")
+        return replace(d, "t2", nifti_bytes(scan(3, shape), change), "case_t2.nii")
 
     return make
 
@@ -350,10 +350,11 @@ CATALOGUE = [
     Bad("over-limit-size-nii-gz", _claims((600, 600, 600), gz=True), "case_t1.nii.gz", ("header claims shape (600, 600, 600)",)),
     Bad("negative-dimension", _negative_dim, "case_t1ce.nii", ("shape (16, -18, 14), with no voxels",)),
     Bad("singular-affine", _singular_affine, "case_t2.nii", ("voxel-to-world matrix is invalid",)),
-    Bad("zero-voxel-size", _voxel_size((1.0, 1.0, 0.0)), "case_t2.nii", ("voxels of 1 x 1 x 0 mm", "between 0.2 and 12 mm")),
+    Bad("zero-voxel-size", _voxel_size((1.0, 1.0, 0.0)), "case_t2.nii", ("voxels of 1 x 1 x 0 mm", "between 0.05 and 30 mm")),
     Bad("header-in-metres", _voxel_size((0.001, 0.001, 0.001), "meter"), "case_t2.nii",
         ("voxels of 0.001 x 0.001 x 0.001 mm (its header gives the unit as meter)",)),
-    Bad("voxels-too-large", _voxel_size((30.0, 30.0, 30.0)), "case_t2.nii", ("voxels of 30 x 30 x 30 mm",)),
+    Bad("field-of-view-too-large", _voxel_size((25.0, 25.0, 25.0), shape=(30, 30, 30)), "case_t2.nii",
+        ("a field of view of 750 x 750 x 750 mm; expected at most 600 mm per side",)),
     Bad("complex-dtype", lambda d: replace_array(d, "t2", scan(3).astype(np.complex64)), "case_t2.nii.gz", ("complex-valued",)),
     Bad("rgb-dtype", _rgb, "case_t1ce.nii.gz", ("RGB",)),
     Bad("segmentation-by-name", lambda d: replace(d, "flair", name="case_seg.nii.gz"), "case_seg.nii.gz",

@@ -261,7 +261,8 @@ def test_a_case_from_arrays_is_checked_like_files(tmp_path):
         (dict(images={**four, "t1": image[..., 0]}, affine=LPS), r"t1: an array of shape \(10, 12\); expected a 3D volume"),
         (dict(images={**four, "t2": np.where(image > 0.9, np.nan, image)}, affine=LPS), r"t2: \d+ voxels are NaN or infinite"),
         (dict(images=four, affine=np.eye(3)), r"affine: got .*; expected a 4x4 voxel-to-world matrix"),
-        (dict(images=four, affine=np.diag([1.0, 0.0, 1.0, 1.0])), r"non-singular"),
+        (dict(images=four, affine=np.diag([1.0, 0.0, 1.0, 1.0])), r"affine: voxels of 1 x 0 x 1 mm; expected each side between"),
+        (dict(images=four, affine=np.array([[1.0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0], [0, 0, 0, 1]])), r"non-singular"),
         (dict(images=four, affine=LPS, convention="BraTS2018"), r"convention: got 'BraTS2018'; expected one of brats2018"),
     ]
     for kwargs, message in bad:
@@ -340,5 +341,6 @@ def test_arrays_that_are_not_intensities_are_refused_naming_the_modality():
     images = synthetic_images()
     with pytest.raises(InputError, match=r"^t1: an array of type object; expected real-valued intensities"):
         Case({**images, "t1": images["t1"].astype(object)}, LPS)
-    with pytest.raises(InputError, match=r"voxels of 0\.01 x 0\.01 x 0\.01 mm; expected each side between 0\.2 and 12 mm"):
-        Case(images, np.diag([0.01, 0.01, 0.01, 1.0]))
+    with pytest.raises(InputError, match=r"voxels of 0\.001 x 0\.001 x 0\.001 mm; expected each side between 0\.05 and 30 mm"):
+        Case(images, np.diag([0.001, 0.001, 0.001, 1.0]))  # a header in metres
+    Case(images, np.diag([0.18, 0.18, 13.0, 1.0]))  # 7 T in-plane, thick slices with a gap: real scans, read

@@ -167,6 +167,8 @@ def test_a_resumed_run_counts_patience_on_from_its_state(tmp_path):
     assert resumed == (6, 0.7, 12.0, 3, 0.0)  # no clock share saved: the steps decide the decay
     torch.save({**state, "clock_share": 0.9}, tmp_path / "state.pt")
     assert _resume(TrainConfig(resume=str(tmp_path / "state.pt"), max_steps=10), model, optimizer)[4] == 0.9
+    torch.save({**state, "clock_share": 1.0}, tmp_path / "state.pt")  # stopped at its limit: trained on from the peak
+    assert _resume(TrainConfig(resume=str(tmp_path / "state.pt"), max_steps=10), model, optimizer)[4] == 0.0
     del state["stale"]  # a state saved before the count was kept starts it at 0
     torch.save(state, tmp_path / "state.pt")
     assert _resume(TrainConfig(resume=str(tmp_path / "state.pt"), max_steps=10), model, optimizer)[3] == 0
