@@ -40,8 +40,12 @@ def use_uploads() -> None:
 
 
 def inputs_section() -> SimpleNamespace | None:
-    """Drop zone, sample button and the modality table; returns the case once four scans are set."""
+    """Drop zone, sample button and the modality table; returns the case once four scans are set.
+
+    ``st.session_state["inputs_incomplete"]`` says whether files are given that make no case (yet).
+    """
     st.subheader("1 · Scans")
+    st.session_state["inputs_incomplete"] = False
     uploads = st.file_uploader(
         "Drop the four scans here: FLAIR, T1, T1ce, T2 (.nii, .nii.gz or .npy; any BraTS naming), skull-stripped "
         "and co-registered as BraTS provides them. A segmentation file added here is used as ground truth.",
@@ -79,7 +83,10 @@ def inputs_section() -> SimpleNamespace | None:
     if not ids:
         st.info("Drop four scans above, or try the sample case.")
         return None
-    return modality_table(parsed, ids)
+    st.session_state["inputs_incomplete"] = True  # until the table makes a case of them
+    inputs = modality_table(parsed, ids)
+    st.session_state["inputs_incomplete"] = inputs is None
+    return inputs
 
 
 def modality_table(parsed: dict, ids: list[str]) -> SimpleNamespace | None:
@@ -121,12 +128,16 @@ def modality_table(parsed: dict, ids: list[str]) -> SimpleNamespace | None:
     for file_id, role in roles.items():
         by_role.setdefault(role, []).append(file_id)
     for role, chosen in by_role.items():
-        if role in MODALITIES and len(chosen) > 1:
-            st.error(f"{', '.join(parsed[i].name for i in chosen)} are all set to {ROLES[role]}; give each modality one file under 'Used as'.")
+        if (role in MODALITIES or role == "truth") and len(chosen) > 1:
+            what = "each modality one file" if role in MODALITIES else "one file that role"
+            st.error(f"{', '.join(parsed[i].name for i in chosen)} are all set to {ROLES[role]}; give {what} under "
+                     f"'Used as' (set the others to 'ignore').")
             return None
     if "all" in by_role:  # one 4-channel image holds the case
         if len(by_role["all"]) > 1 or any(m in by_role for m in MODALITIES):
-            st.error("Give either one 4-channel image or four scans; set the others to 'ignore' under 'Used as'.")
+            given = [parsed[i].name for role in ("all", *MODALITIES) for i in by_role.get(role, [])]
+            st.error(f"{', '.join(given)}: give either one 4-channel image or four scans; set the others to 'ignore' "
+                     f"under 'Used as'.")
             return None
         case, key = parsed[by_role["all"][0]].case, (parsed[by_role["all"][0]].digest,)
     else:

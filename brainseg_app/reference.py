@@ -12,7 +12,7 @@ from brainseg.lesion_metrics import MISSED_HD95
 from brainseg.naming import case_stems, names_another_case
 from brainseg.scoring import score_labels
 from brainseg_app.common import CONVENTION_TITLES, attempt, checkpoint_folders, checkpoint_label, get_model
-from brainseg_app.run import reference_convention, segment, set_truth
+from brainseg_app.run import clear_truth, reference_convention, segment, set_truth
 from brainseg_app.viewer import base_slice, legend_html, shown
 
 
@@ -57,8 +57,11 @@ def truth_section(result, display: render.Display) -> None:
     elif upload is not None and given != (result.key, upload.file_id, result.id):
         st.session_state["truth_file"] = (result.key, upload.file_id, result.id)
         set_truth(result, upload.name, upload.getvalue(), convention)
-    elif source is not None and convention != (result.truth.chosen if result.truth is not None else source.tried):
-        set_truth(result, source.name, source.data, convention)
+    elif upload is None and source is not None and source.origin == "box":  # removed from the box: no scores against it
+        st.session_state["truth_file"] = None
+        clear_truth(result)
+    elif source is not None and convention != source.tried:  # read again only when the choice changes
+        set_truth(result, source.name, source.data, convention, source.origin)
     if result.truth is None:
         return
     with attempt("Comparing with the ground truth"):
@@ -72,6 +75,9 @@ def truth_section(result, display: render.Display) -> None:
             caption += (f"; a Decathlon Task01 map uses 1-3 too, for edema, non-enhancing core and ET: choose "
                         f"{CONVENTION_TITLES['msd']} above")
         st.caption(caption)
+        if truth.assumed_grid and result.case.has_geometry:
+            st.warning(f"{truth.name}: a .npy array carries no orientation, so it is taken to lie on the scans' grid as "
+                       f"stored; if it was saved flipped or transposed, these scores compare the wrong voxels.")
         other = names_another_case(truth.name, result.case.sources.values())
         if other is not None:
             st.warning(f"{truth.name} names case {other}, the scans name {', '.join(case_stems(result.case.sources.values()))}: "

@@ -11,7 +11,7 @@ from brainseg.labels import CONVENTIONS, LABEL_NAMES, REGION_NAMES, REGIONS
 from brainseg.metrics import slice_area_mm2, slice_stats, volume_stats
 from brainseg_app.common import CONVENTION_TITLES, ROLES, attempt, state
 from brainseg_app.reference import compare_section, truth_section
-from brainseg_app.run import reference_convention, set_truth
+from brainseg_app.run import clear_truth, reference_convention, set_truth
 from brainseg_app.sidebar import PATCH_SIZES
 from brainseg_app.viewer import viewer
 
@@ -45,10 +45,15 @@ def results_section(inputs: SimpleNamespace | None, settings: SimpleNamespace) -
                    f"set the minimum component and the farthest piece to 0 in the sidebar to keep every piece.")
     if inputs is not None and inputs.key != result.key:
         st.info("The scans above changed since this result; it still shows the case it was made from. Run again to segment the new scans.")
+    elif inputs is None and st.session_state.get("inputs_incomplete"):
+        st.info("The files above no longer make a complete case; this result still shows the case it was made from.")
     elif inputs is not None and inputs.truth is not None and inputs.truth.digest != result.dropped_truth:
         # dropped with the scans after the run (once: a reference uploaded below later replaces it)
         result.dropped_truth = inputs.truth.digest
-        set_truth(result, inputs.truth.name, inputs.truth.data, reference_convention())
+        set_truth(result, inputs.truth.name, inputs.truth.data, reference_convention(), origin="dropped")
+    elif inputs is not None and inputs.truth is None and result.truth_source is not None and result.truth_source.origin == "dropped":
+        result.dropped_truth = None  # removed from the drop zone, or set to 'ignore': no scores against it
+        clear_truth(result)
     elif settings.path is not None and settings != result.settings:
         st.info("The checkpoint or settings in the sidebar changed since this result, which was made with the settings "
                 "above. Run again to apply them.")

@@ -41,7 +41,7 @@ def run_section(inputs: SimpleNamespace | None, settings: SimpleNamespace) -> No
             st.session_state["convention"] = inputs.case.convention
         if inputs.truth is not None:
             result.dropped_truth = inputs.truth.digest
-            set_truth(result, inputs.truth.name, inputs.truth.data, reference_convention())
+            set_truth(result, inputs.truth.name, inputs.truth.data, reference_convention(), origin="dropped")
 
 
 def segment(case, loaded, settings: SimpleNamespace):
@@ -64,18 +64,33 @@ def segment(case, loaded, settings: SimpleNamespace):
     return segmentation, seconds, record
 
 
-def set_truth(result, name: str, data: bytes, convention: str | None = None) -> None:
+def set_truth(result, name: str, data: bytes, convention: str | None = None, origin: str = "box") -> None:
     """Attach a reference segmentation, read in ``convention`` (None: as its header names, else guessed
-    from its values), to a result (errors are
-    shown, the result and any earlier reference are kept). The file is kept either way, so another
-    choice of label values can read it again."""
-    result.truth_source = SimpleNamespace(name=name, data=data, tried=convention)
+    from its values), to a result; ``origin``: "dropped" with the scans or given in the reference "box".
+
+    Errors are shown, and the result and any earlier reference are kept. A file that fails with no reference
+    on screen is kept, so another choice of label values can read it again; with one on screen, the choice
+    goes on applying to that one.
+    """
+    shown = result.truth_source if result.truth is not None else None
+    result.truth_source = SimpleNamespace(name=name, data=data, tried=convention, origin=origin)
+    read = False
     with attempt("Reading the ground truth"):  # its errors name the file
         label_map = read_reference(data, name, result.case)
         read_as, source = label_map.read_as(convention)
         labels, _ = label_map.internal(read_as)
-        result.truth = SimpleNamespace(name=name, labels=labels, convention=read_as, chosen=convention, source=source)
+        result.truth = SimpleNamespace(name=name, labels=labels, convention=read_as, chosen=convention, source=source,
+                                       assumed_grid=not label_map.has_geometry)
         result.cache.pop("evaluation", None)
+        read = True
+    if not read and shown is not None and shown.name != name:
+        result.truth_source = shown
+
+
+def clear_truth(result) -> None:
+    """Forget a result's reference and its scores: the user took the file away."""
+    result.truth = result.truth_source = None
+    result.cache.pop("evaluation", None)
 
 
 def reference_convention() -> str | None:

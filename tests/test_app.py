@@ -627,3 +627,59 @@ def test_a_second_case_in_the_same_tab_gets_its_own_label_values_and_no_earlier_
     assert any("case7_seg.nii.gz in the box above was the reference of an earlier case" in i.value for i in app.info)
     summary = json.loads(offered["dl_json"])
     assert summary["label_convention"] == "brats2023" and "evaluation" not in summary
+
+
+def _scores_shown(at) -> bool:
+    return any("hd95_mm" in d.value.columns for d in at.dataframe)
+
+
+def test_a_reference_taken_away_is_no_longer_scored(app):
+    """Removed from the reference box, or a reference dropped with the scans set to 'ignore': its scores go."""
+    truth = ("case7_seg.nii.gz", nifti(from_internal(expected_labels(), "brats2018")), "application/gzip")
+    run_case(app)
+    app.file_uploader(key="truth_upload").set_value(truth).run()
+    assert _scores_shown(app)
+    app.file_uploader(key="truth_upload").set_value(None).run()
+    assert not _scores_shown(app) and app.session_state["result"].truth is None and not app.exception
+    upload(app, scan_files() + [truth])
+    app.button(key="run").click().run()
+    assert _scores_shown(app)
+    role = next(s.key for s in app.selectbox if s.key.startswith("role/") and s.options == ["ground truth", "ignore"])
+    app.selectbox(key=role).set_value("ignore").run()
+    assert not _scores_shown(app) and not app.exception
+    assert metrics(app)["WT volume"] == "4.10 mL"  # the result itself stays
+
+
+def test_two_references_are_refused_naming_both(app):
+    truth = nifti(from_internal(expected_labels(), "brats2018"))
+    upload(app, scan_files() + [("case7_seg.nii.gz", truth, "application/gzip"), ("case7_seg_v2.nii.gz", truth, "application/gzip")])
+    assert errors(app) == ["case7_seg.nii.gz, case7_seg_v2.nii.gz are all set to ground truth; give one file that role "
+                           "under 'Used as' (set the others to 'ignore')."]
+    assert app.button(key="run").disabled
+
+
+def test_after_a_refused_reference_the_label_choice_applies_to_the_one_shown(app):
+    run_case(app)
+    msd = from_internal(expected_labels(), "msd")
+    app.file_uploader(key="truth_upload").set_value(("case7_msd.nii.gz", nifti(msd), "application/gzip")).run()
+    assert table(app, "hd95_mm")["dice"].tolist()[1] < 0.8  # guessed as BraTS 2023+
+    bad = np.where(expected_labels() > 0, 7, 0).astype(np.uint8)
+    app.file_uploader(key="truth_upload").set_value(("bad_seg.nii.gz", nifti(bad), "application/gzip")).run()
+    assert any(e.startswith("Reading the ground truth: bad_seg.nii.gz") for e in errors(app))
+    app.selectbox(key="truth_convention").set_value("msd").run()
+    assert table(app, "hd95_mm")["dice"].tolist() == [1.0, 1.0, 1.0] and not errors(app)
+
+
+def test_a_result_whose_scans_no_longer_make_a_case_says_so(app):
+    run_case(app)
+    upload(app, scan_files()[:3])
+    assert "The files above no longer make a complete case; this result still shows the case it was made from." in [i.value for i in app.info]
+    assert metrics(app)["WT volume"] == "4.10 mL"
+
+
+def test_a_four_channel_image_beside_single_scans_is_named(app):
+    data = images()
+    stacked = np.stack([data[m] for m in ("flair", "t1", "t1ce", "t2")], axis=-1)
+    upload(app, scan_files()[:1] + [("case7_all.nii.gz", nifti(stacked), "application/gzip")])
+    assert errors(app) == ["case7_all.nii.gz, case7_flair.nii.gz: give either one 4-channel image or four scans; set the "
+                           "others to 'ignore' under 'Used as'."]
