@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import streamlit as st
 
-from brainseg import render, report
+from brainseg import checkpoint, render, report
 from brainseg.io import labels_bytes, probabilities_bytes
 from brainseg.labels import CONVENTIONS, LABEL_NAMES, REGION_NAMES, REGIONS
 from brainseg.metrics import slice_area_mm2, slice_stats, volume_stats
@@ -57,6 +57,9 @@ def results_section(inputs: SimpleNamespace | None, settings: SimpleNamespace) -
     elif settings.path is not None and settings != result.settings:
         st.info("The checkpoint or settings in the sidebar changed since this result, which was made with the settings "
                 "above. Run again to apply them.")
+    elif settings.path is not None and weights_changed(settings.path, result.record.get("checkpoint_sha256")):
+        st.info("The checkpoint file was replaced since this result (other weights under the same name). Run again to "
+                "segment with the new weights.")
 
     with attempt("Showing the volumes"):
         state("convention", case.convention)
@@ -70,6 +73,14 @@ def results_section(inputs: SimpleNamespace | None, settings: SimpleNamespace) -
 
     slice_sections(result, convention, stats)
     three_d(result)
+
+
+def weights_changed(path: str, sha256: str | None) -> bool:
+    """Whether the file at ``path`` holds other weights than those that made a result (hashed once per file version)."""
+    try:
+        return sha256 is not None and checkpoint.fingerprint(path) != sha256
+    except OSError:  # gone: the sidebar says so
+        return False
 
 
 def settings_text(used: dict, output_mode: str = "regions") -> str:

@@ -683,3 +683,17 @@ def test_a_four_channel_image_beside_single_scans_is_named(app):
     upload(app, scan_files()[:1] + [("case7_all.nii.gz", nifti(stacked), "application/gzip")])
     assert errors(app) == ["case7_all.nii.gz, case7_flair.nii.gz: give either one 4-channel image or four scans; set the "
                            "others to 'ignore' under 'Used as'."]
+
+
+def test_a_checkpoint_file_replaced_after_the_run_is_said_to_hold_other_weights(app, models_dir):
+    """Same name, other weights (a training run saving over it): the result says it came from the old ones."""
+    from brainseg.config import BrainsegConfig, InferenceConfig, ModelConfig
+    from brainseg.model import UNet3D
+
+    run_case(app)
+    torch.manual_seed(1)
+    config = BrainsegConfig(model=ModelConfig(features=(4, 8)), inference=InferenceConfig(patch_size=(16, 16, 16)))
+    checkpoint.save_checkpoint(models_dir / "brainseg_default.pt", UNet3D(config.model), config)
+    app.run()
+    assert any("The checkpoint file was replaced since this result" in i.value for i in app.info)
+    assert metrics(app)["WT volume"] == "4.10 mL"
