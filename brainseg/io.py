@@ -96,9 +96,10 @@ class Case:
                 raise InputError(f"{modality}: {int((~np.isfinite(image)).sum())} voxels are NaN or infinite; "
                                  f"expected finite intensities")
         affine = np.asarray(self.affine, dtype=float)
-        if affine.shape == (4, 4) and np.isfinite(affine).all():
+        usable = affine.shape == (4, 4) and np.isfinite(affine).all()
+        if usable:  # voxel sizes first: a zero or metre-scaled side says more than "singular"
             check_voxel_grid(voxel_spacing(affine), next(iter(shapes.values())), next(iter(self.sources.values()), "affine"))
-        if affine.shape != (4, 4) or not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        if not usable or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
             raise InputError(f"affine: got {np.round(affine, 3).tolist()}; expected a 4x4 "
                              f"voxel-to-world matrix (mm) with a non-singular 3x3 part")
         if self.convention not in CONVENTIONS:
@@ -181,9 +182,15 @@ def load_case(inputs: str | Path | Iterable[str | Path], channel_order: Iterable
             raise InputError(f"{p}: no such file or folder")
         if p.is_dir():
             raise InputError(f"{p}: give either one case folder or the four scan files, not a mix")
-        if any(p.samefile(q) for q in inputs[:i]):
-            raise InputError(f"{p}: given twice; expected four different files: FLAIR, T1, T1ce, T2")
+        _refuse_repeat(p, inputs[:i])
     return load_files({str(p): _read_bytes(p) for p in inputs}, channel_order)
+
+
+def _refuse_repeat(path: Path, earlier: list[Path]) -> None:
+    """InputError when ``path`` is one of the ``earlier`` files (under the same or another name); missing
+    files are left to the reader."""
+    if path.exists() and any(q.exists() and path.samefile(q) for q in earlier):
+        raise InputError(f"{path}: given twice; expected four different files: FLAIR, T1, T1ce, T2")
 
 
 def load_files(files: Mapping[str, bytes], channel_order: Iterable[str] = MODALITIES) -> Case:
@@ -206,8 +213,7 @@ def load_channel_files(paths: Iterable[str | Path], channels: Iterable[str]) -> 
     if len(paths) != len(channels) or sorted(channels) != sorted(MODALITIES):
         raise InputError(f"{len(paths)} files for channels {channels}; expected one file for each of {MODALITIES}")
     for i, p in enumerate(paths):
-        if any(p.exists() and q.exists() and p.samefile(q) for q in paths[:i]):
-            raise InputError(f"{p}: given twice; expected four different files: FLAIR, T1, T1ce, T2")
+        _refuse_repeat(p, paths[:i])
     scans = {m: read_scan(_read_bytes(p), str(p)) for m, p in zip(channels, paths)}
     return assemble_case(scans)
 

@@ -77,6 +77,11 @@ def setup_distributed() -> Distributed:
     return Distributed(dist.get_rank(), world, device)
 
 
+def warmup_steps(config: TrainConfig) -> int:
+    """The warm-up's length: at most a tenth of the run, so a short run reaches its learning rate."""
+    return min(config.warmup_steps, config.max_steps // 10)
+
+
 def clock_share(config: TrainConfig, minutes: float, start: float = 0.0) -> float:
     """The time limit's share of the decay, 0 to 1 (``start`` without a limit).
 
@@ -93,7 +98,7 @@ def schedule_progress(step: int, config: TrainConfig, minutes: float = 0.0, star
     """How far the learning-rate decay is, 0 to 1: the steps' share of the run after the warm-up or the
     clock's (``clock_share``), whichever is further. A run resumed with more --max-steps goes by its new
     length, as a longer run would be at that step; a clock that had run down stays run down."""
-    warmup = min(config.warmup_steps, config.max_steps // 10)
+    warmup = warmup_steps(config)
     steps = (step - warmup) / max(config.max_steps - warmup, 1)
     return min(max(steps, clock_share(config, minutes, start)), 1.0)
 
@@ -105,7 +110,7 @@ def learning_rate(step: int, config: TrainConfig, minutes: float = 0.0, start: f
     limit the decay follows whichever is further along, steps or time, so a run cut short by the clock
     still ends annealed.
     """
-    warmup = min(config.warmup_steps, config.max_steps // 10)
+    warmup = warmup_steps(config)
     if step < warmup:
         return config.lr * (step + 1) / warmup
     return config.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * schedule_progress(step, config, minutes, start))))
