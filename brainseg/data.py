@@ -19,7 +19,7 @@ from brainseg.errors import InputError
 from brainseg.files import atomic_write
 from brainseg.io import Case, read_label_map
 from brainseg.labels import REGIONS, region_masks
-from brainseg.naming import case_files, case_problem, is_hidden, segmentation_file
+from brainseg.naming import case_files, case_folders, case_problem, segmentation_file
 from brainseg.preprocess import Geometry, downsample, prepare, reorient
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ def find_cases(root: str | Path) -> list[CaseSource]:
     if is_dataset(root):
         return sorted(labelled_cases(root), key=lambda c: c.name)
     cases = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not is_hidden(p.name)):
+    for folder in case_folders(root):
         problem = case_problem(folder)
         if problem is None:
             cases.append(CaseSource(folder.name, (folder,), segmentation=segmentation_file(folder)))

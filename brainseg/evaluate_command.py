@@ -15,7 +15,8 @@ from brainseg.files import check_can_create
 from brainseg.labels import REGIONS, chosen_convention
 from brainseg.lesion_metrics import MISSED_HD95
 from brainseg.metrics import summarise
-from brainseg.naming import NIFTI_SUFFIXES, case_problem, is_hidden, modality_from_name, segmentation_file, strip_suffix
+from brainseg.naming import (NIFTI_SUFFIXES, case_folders, case_problem, image_files, is_hidden, modality_from_name,
+                             segmentation_file, strip_suffix)
 from brainseg.report import to_json
 from brainseg.scoring import evaluate_files
 
@@ -69,14 +70,12 @@ def reference_cases(ref_dir: Path) -> dict[str, Path]:
     if own is not None:
         return {ref_dir.name: own}
     refs: dict[str, Path] = {}
-    for p in sorted(ref_dir.iterdir()):
-        if is_hidden(p.name):
-            continue
-        if p.is_dir():
-            seg = segmentation_file(p)
-            if seg is not None:
-                refs[p.name] = seg
-        elif p.name.endswith(NIFTI_SUFFIXES) and _named_scan(p.name) is None:  # scans beside the maps are not references
+    for folder in case_folders(ref_dir):
+        seg = segmentation_file(folder)
+        if seg is not None:
+            refs[folder.name] = seg
+    for p in image_files(ref_dir):
+        if _is_label_map_name(p.name) and _named_scan(p.name) is None:  # scans beside the maps are not references
             refs[_case_id(p.name)] = p
     if not refs:
         raise InputError(
@@ -93,14 +92,16 @@ def pair_folders(pred_dir: Path, ref_dir: Path) -> Pairing:
     predictions that match no case are logged. Raises InputError when nothing matches.
     """
     refs = reference_cases(ref_dir)
+    # suffixes in any case, as segment reads them: CASE_seg.NII.GZ is CASE_seg.nii.gz
+    files = {strip_suffix(p.name) + p.name[len(strip_suffix(p.name)):].lower(): p for p in image_files(pred_dir)}
     pairs = []
     for case_id, ref in refs.items():
-        match = next((c for c in (pred_dir / n.format(case_id) for n in PREDICTION_NAMES) if c.is_file()), None)
+        match = next((files[n.format(case_id)] for n in PREDICTION_NAMES if n.format(case_id) in files), None)
         if match is not None:
             pairs.append((case_id, match, ref))
     scored = {case_id for case_id, _, _ in pairs}
     used = {pred.name for _, pred, _ in pairs}
-    predictions = sorted(p.name for p in pred_dir.iterdir() if p.is_file() and _is_label_map_name(p.name))
+    predictions = [p.name for p in image_files(pred_dir) if _is_label_map_name(p.name)]
     pairing = Pairing(pairs, len(refs), [c for c in refs if c not in scored], [n for n in predictions if n not in used])
     if not pairs:
         swapped = not predictions and any(p.is_dir() and segmentation_file(p) for p in pred_dir.iterdir()) \
@@ -273,7 +274,7 @@ def _named_scan(name: str) -> str | None:
 
 def _is_label_map_name(name: str) -> bool:
     # segment --save-probabilities writes CASE_seg_probabilities.nii.gz beside each prediction
-    return name.endswith(NIFTI_SUFFIXES) and not strip_suffix(name).endswith("_probabilities") and not is_hidden(name)
+    return name.lower().endswith(NIFTI_SUFFIXES) and not strip_suffix(name).endswith("_probabilities") and not is_hidden(name)
 
 
 def _few(names: list[str]) -> str:

@@ -241,10 +241,21 @@ def read_scan(data: bytes, name: str) -> Scan:
     return Scan(base, array, affine, header)
 
 
+NO_ORIENTATION = ("the header records no orientation (qform and sform codes both 0), only voxel sizes; read with "
+                  "nibabel's default axes, which other viewers may not share, so left/right and anterior/posterior "
+                  "labels are not known; the label map keeps the header, so it overlays the scan in any viewer")
+
+
+def orientation_recorded(header) -> bool:
+    """False for a NIfTI header whose qform and sform codes are both 0 (some exporters write them); True
+    otherwise, and for a .npy file's None, whose missing geometry is said on its own."""
+    return header is None or int(header["qform_code"]) > 0 or int(header["sform_code"]) > 0
+
+
 def assemble_case(scans: Mapping[str, Scan], convention: str | None = None) -> Case:
     """A case from one scan per modality (a user may have assigned them by hand).
 
-    Raises InputError for a missing modality or scans not on one grid.
+    Raises InputError for a missing modality, scans not on one grid, or one image given as two modalities.
     """
     missing = [m for m in MODALITIES if m not in scans]
     if missing:
@@ -267,6 +278,14 @@ def assemble_case(scans: Mapping[str, Scan], convention: str | None = None) -> C
         geometry = first.header is not None and scan.header is not None
         arrays[modality] = on_grid_of(first.name, first.array.shape, first.affine, scan.name, scan.array, scan.affine,
                                        "four co-registered scans on one grid", geometry)
+    for i, a in enumerate(MODALITIES):  # a copy under another modality's name: the network would see one contrast twice
+        for b in MODALITIES[i + 1:]:
+            if np.array_equal(arrays[a], arrays[b]):
+                raise InputError(f"{scans[a].name} ({a.upper()}) and {scans[b].name} ({b.upper()}) hold the same image; "
+                                 f"expected four different scans: FLAIR, T1, T1ce, T2")
+    unoriented = [scans[m].name for m in MODALITIES if not orientation_recorded(scans[m].header)]
+    if unoriented:
+        log.warning("%s: %s", ", ".join(unoriented), NO_ORIENTATION)
     stems = case_stems(scans[m].name for m in MODALITIES)
     if len(stems) > 1:
         log.warning("the scans' file names name %d cases (%s): check they are one patient's scans", len(stems), ", ".join(stems))

@@ -28,7 +28,7 @@ from scipy import ndimage
 
 from brainseg.config import LESION_CHALLENGES
 from brainseg.labels import REGIONS, region_masks
-from brainseg.metrics import bounding_box, dice, hd95
+from brainseg.metrics import as_masks, bounding_box, dice, hd95
 
 MISSED_HD95 = 374.0  # the challenge's penalty for a missed lesion or a false positive, in mm
 _GROW = ndimage.generate_binary_structure(3, 2)
@@ -53,6 +53,7 @@ def lesion_wise(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float], dil
                 min_volume_mm3: float = 50.0, distance: Callable = hd95) -> LesionScores:
     """Lesion-wise Dice and HD95 of two boolean masks of one region (see the module's description);
     ``distance(pred, ref, spacing)`` measures each lesion's HD95 (another surface convention can be given)."""
+    pred, ref = as_masks(pred, ref)
     if pred.shape != ref.shape:
         raise ValueError(f"prediction shape {pred.shape} differs from reference shape {ref.shape}")
     if dilation < 0:

@@ -13,8 +13,15 @@ from brainseg.labels import CONVENTIONS, LABEL_NAMES, REGIONS, region_counts, re
 HD95_ONE_EMPTY = 373.13
 
 
+def as_masks(pred: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two masks as boolean arrays (nonzero = inside; no copy for boolean input): a 0/1 uint8 mask, as a
+    NIfTI mask loads, would otherwise invert to 254/255 and index voxels by value instead of selecting them."""
+    return np.asarray(pred, dtype=bool), np.asarray(ref, dtype=bool)
+
+
 def confusion(pred: np.ndarray, ref: np.ndarray) -> tuple[int, int, int, int]:
-    """(TP, FP, FN, TN) of two boolean masks."""
+    """(TP, FP, FN, TN) of two masks (nonzero = inside)."""
+    pred, ref = as_masks(pred, ref)
     tp = int(np.count_nonzero(pred & ref))
     fp = int(np.count_nonzero(pred)) - tp
     fn = int(np.count_nonzero(ref)) - tp
@@ -23,7 +30,7 @@ def confusion(pred: np.ndarray, ref: np.ndarray) -> tuple[int, int, int, int]:
 
 
 def dice(pred: np.ndarray, ref: np.ndarray) -> float:
-    """Dice of two boolean masks; 1.0 when both are empty (BraTS)."""
+    """Dice of two masks (nonzero = inside); 1.0 when both are empty (BraTS)."""
     tp, fp, fn, _ = confusion(pred, ref)
     denominator = 2 * tp + fp + fn
     return 1.0 if denominator == 0 else 2 * tp / denominator
@@ -43,6 +50,7 @@ def hd95(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] = (1.0, 1.0
     0.1-0.5 mm higher on the shipped model's validation predictions (Brats18_CBICA_AME_1 TC 4.47 vs
     4.92 mm, Brats18_2013_11_1 TC 11.75 vs 12.08 mm), so compare HD95 across tools with care.
     """
+    pred, ref = as_masks(pred, ref)
     has_pred, has_ref = bool(pred.any()), bool(ref.any())
     if not has_pred and not has_ref:
         return 0.0

@@ -26,7 +26,8 @@ _ALIASES = {
     "t1": ("t1", "t1n", "t1w", "t1native", "t1pre"),
     "t1ce": ("t1ce", "t1c", "t1gd", "t1post", "t1contrast", "t1wce", "ce", "t1cegd"),
     "t2": ("t2", "t2w"),
-    "seg": ("seg", "segmentation", "label", "labels", "mask", "gt", "groundtruth"),
+    # "segm": BraTS 2020's training case 355 ships its expert map as W39_1998.09.19_Segm.nii
+    "seg": ("seg", "segm", "segmentation", "label", "labels", "mask", "gt", "groundtruth"),
 }
 TOKEN_TO_MODALITY = {alias: mod for mod, aliases in _ALIASES.items() for alias in aliases}
 # BraTS 2023+ names end in "-t2f", "-t1n", "-t1c" or "-t2w" (BraTS-GLI-00001-000-t2f.nii.gz). The token
@@ -39,8 +40,9 @@ _BRATS2023_LABEL_NAME = re.compile(r"^brats-[a-z]+(-[a-z]+)*-\d+-\d+(-seg)?$")
 
 
 def strip_suffix(name: str) -> str:
-    """A file's base name without its .nii.gz / .nii / .npy suffix (any case)."""
-    base = os.path.basename(name)
+    """A file's base name without its .nii.gz / .nii / .npy suffix (any case) and the channel index that
+    names one channel of a 4-channel image ("BRATS_001.nii.gz[0]")."""
+    base = re.sub(r"\[\d+\]$", "", os.path.basename(name))
     for suffix in SUFFIXES:
         if base.lower().endswith(suffix):
             return base[: -len(suffix)]
@@ -176,12 +178,48 @@ def assign_modalities(names: Iterable[str], ignore_seg: bool = False, where: str
 def case_files(folder: str | Path) -> dict[str, Path]:
     """The four scan files of a case folder, by modality; a segmentation file is ignored."""
     folder = Path(folder)
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(SUFFIXES) and not is_hidden(p.name))
+    files = image_files(folder)
     if not files:
         raise InputError(f"{folder}: no .nii, .nii.gz or .npy files in this folder")
     # other files in a case folder (masks, derived maps) are not the user's choice of scans: skip them
     named = [p for p in files if _folder_modality(p) is not None]
     return assign_modalities(named or files, ignore_seg=True, where=str(folder))
+
+
+def image_files(folder: str | Path) -> list[Path]:
+    """The .nii / .nii.gz / .npy files directly in a folder (any case of suffix; hidden ones left out), sorted."""
+    return sorted(p for p in Path(folder).iterdir()
+                  if p.is_file() and p.name.lower().endswith(SUFFIXES) and not is_hidden(p.name))
+
+
+def names_a_scan(path: Path) -> bool:
+    """Whether a file's name names one of the four scans (not a segmentation, not nothing)."""
+    return _folder_modality(path) not in (None, "seg")
+
+
+def case_folders(root: str | Path, skip: Path | None = None) -> list[Path]:
+    """The case folders of a folder of cases, sorted by name: its subfolders, less hidden ones and ``skip``.
+
+    A subfolder holding no image files but folders of its own is a group of cases (BraTS 2018-2019's
+    training data comes as HGG/ and LGG/), and its subfolders are the cases. Raises InputError for two
+    cases of one name in different groups (their outputs would overwrite each other).
+    """
+    skip = skip.resolve() if skip is not None else None
+    found: dict[str, Path] = {}
+    for folder in sorted(p for p in Path(root).iterdir() if p.is_dir() and not is_hidden(p.name)):
+        if folder.resolve() == skip:
+            continue
+        inner = [p for p in folder.iterdir() if p.is_dir() and not is_hidden(p.name)]
+        group = inner and not image_files(folder)
+        if group:
+            log.info("%s holds folders, not scans: reading its subfolders as cases", folder)
+        for case in sorted(inner) if group else [folder]:
+            if case.resolve() == skip:
+                continue
+            if case.name in found:
+                raise InputError(f"{found[case.name]} and {case}: two cases named {case.name}; expected one folder per case name")
+            found[case.name] = case
+    return [found[name] for name in sorted(found)]
 
 
 def case_problem(folder: Path) -> str | None:
@@ -197,10 +235,7 @@ def case_problem(folder: Path) -> str | None:
 
 def segmentation_file(folder: str | Path) -> Path | None:
     """The segmentation file of a case folder, if there is one."""
-    for p in sorted(Path(folder).iterdir()):
-        if p.name.lower().endswith(SUFFIXES) and not is_hidden(p.name) and _folder_modality(p) == "seg":
-            return p
-    return None
+    return next((p for p in image_files(folder) if _folder_modality(p) == "seg"), None)
 
 
 def _folder_modality(path: Path) -> str | None:

@@ -27,13 +27,17 @@ def is_cohort(inputs: list[str]) -> bool:
     if len(inputs) != 1 or not Path(inputs[0]).is_dir():
         return False
     from brainseg.datasets import is_images_folder
-    from brainseg.naming import SUFFIXES
+    from brainseg.naming import image_files, names_a_scan
 
     folder = Path(inputs[0])
     if is_images_folder(folder):
         return True
-    has_files = any(p.is_file() and p.name.lower().endswith(SUFFIXES) for p in folder.iterdir())
-    return not has_files and any(p.is_dir() for p in folder.iterdir())
+    files = image_files(folder)
+    if any(names_a_scan(p) for p in files) or not any(p.is_dir() for p in folder.iterdir()):
+        return False
+    for p in files:  # a segmentation or stray file beside the case folders must not make the folder one case
+        log.warning("%s: a file beside the case folders, not in one: skipped", p)
+    return True
 
 
 def _dataset_case(inputs: list[str]) -> "CaseSource | None":
@@ -319,18 +323,17 @@ def _run_cohort(args, checkpoint: Path) -> int:
 
 
 def cohort_cases(root: Path, out_dir: Path) -> "list[CaseSource]":
-    """The cases of a cohort: the image cases of a Decathlon / nnU-Net images folder, or the subfolders
-    of a folder of cases, less hidden ones (.ipynb_checkpoints, .git) and the output folder when it lies
-    inside. Raises InputError when there are none."""
+    """The cases of a cohort: the image cases of a Decathlon / nnU-Net images folder, or the case folders
+    of a folder of cases (``naming.case_folders``: HGG/ and LGG/ groups read through), less hidden ones
+    (.ipynb_checkpoints, .git) and the output folder when it lies inside. Raises InputError when there are none."""
     from brainseg.datasets import CaseSource, description_of, image_cases, is_dataset, is_images_folder
-    from brainseg.naming import is_hidden
+    from brainseg.naming import case_folders
 
     if is_images_folder(root):
         return image_cases(root, description_of(root))
     if is_dataset(root):
         raise InputError(f"{root}: is a Decathlon / nnU-Net dataset folder; give its imagesTs (or imagesTr) folder")
-    out = out_dir.resolve()
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not is_hidden(p.name) and p.resolve() != out)
+    folders = case_folders(root, skip=out_dir)
     if not folders:
         raise InputError(f"{root}: no case folders (hidden folders and the output folder {out_dir} do not count)")
     return [CaseSource(p.name, (p,)) for p in folders]

@@ -57,18 +57,19 @@ def attempt(action: str):
     """Show any failure inside as an error message that says what to do; never a traceback."""
     try:
         yield
-    except BrainsegError as exc:
-        st.error(f"{action}: {exc}")
-    except MemoryError:
-        st.error(f"{action}: ran out of memory. Choose a smaller patch size, turn test-time augmentation off, or reload the page.")
-    except ValueError as exc:
-        st.error(f"{action}: {exc}")
-    except Exception as exc:  # anything else is a bug; the user still gets a message, the log the traceback
-        log.exception("%s failed", action)
-        st.error(
-            f"{action} failed unexpectedly ({type(exc).__name__}: {exc}). Your files and earlier results are "
-            f"kept; try again, and if it happens again report this message."
-        )
+    except Exception as exc:
+        st.error(failure_message(action, exc))
+
+
+def failure_message(action: str, exc: Exception) -> str:
+    """What the user reads when ``action`` failed with ``exc``; an unforeseen error (a bug) is logged with its traceback."""
+    if isinstance(exc, (BrainsegError, ValueError)):
+        return f"{action}: {exc}"
+    if isinstance(exc, MemoryError):
+        return f"{action}: ran out of memory. Choose a smaller patch size, turn test-time augmentation off, or reload the page."
+    log.error("%s failed", action, exc_info=exc)
+    return (f"{action} failed unexpectedly ({type(exc).__name__}: {exc}). Your files and earlier results are "
+            f"kept; try again, and if it happens again report this message.")
 
 
 def state(key: str, default):

@@ -9,7 +9,7 @@ import streamlit as st
 from brainseg import MODALITIES, report
 from brainseg.classify import classify_file
 from brainseg.errors import BrainsegError
-from brainseg.io import assemble_case, read_label_map
+from brainseg.io import NO_ORIENTATION, assemble_case, orientation_recorded, read_label_map
 from brainseg.naming import case_stems, convention_from_names
 from brainseg_app.common import ROLES, ROOT, attempt, state
 
@@ -130,8 +130,8 @@ def modality_table(parsed: dict, ids: list[str]) -> SimpleNamespace | None:
     for role, chosen in by_role.items():
         if (role in MODALITIES or role == "truth") and len(chosen) > 1:
             what = "each modality one file" if role in MODALITIES else "one file that role"
-            st.error(f"{', '.join(parsed[i].name for i in chosen)} are all set to {ROLES[role]}; give {what} under "
-                     f"'Used as' (set the others to 'ignore').")
+            st.error(f"{', '.join(_row_name(parsed, ids, i) for i in chosen)} are all set to {ROLES[role]}; give {what} "
+                     f"under 'Used as' (set the others to 'ignore').")
             return None
     if "all" in by_role:  # one 4-channel image holds the case
         if len(by_role["all"]) > 1 or any(m in by_role for m in MODALITIES):
@@ -160,6 +160,9 @@ def modality_table(parsed: dict, ids: list[str]) -> SimpleNamespace | None:
     if len(stems) > 1:
         st.warning(f"The file names name {len(stems)} cases ({', '.join(stems)}): check that the four scans are one "
                    f"patient's, from one session, before trusting the result.")
+    if not orientation_recorded(case.header):
+        st.warning(f"{report.case_name(case.sources)}: {NO_ORIENTATION}. The slice views' R/L, A/P and S/I letters and "
+                   f"scanner positions rest on that reading.")
     if not case.has_geometry:
         st.warning(".npy arrays carry no orientation or voxel size: they are taken as 1 mm voxels in BraTS files' axis "
                    "order (LPS). The slice views, the volumes in mL and the downloaded NIfTI rest on that assumption; "
@@ -169,6 +172,13 @@ def modality_table(parsed: dict, ids: list[str]) -> SimpleNamespace | None:
                    f"NIfTI scans' grid as stored; if one was saved flipped or transposed, the network sees mismatched "
                    f"anatomy. Use NIfTI files where you can.")
     return SimpleNamespace(case=case, key=key, truth=parsed[truth_id] if truth_id else None)
+
+
+def _row_name(parsed: dict, ids: list[str], file_id: str) -> str:
+    """A file's name, with its row in the table when another file has the same name."""
+    name = parsed[file_id].name
+    twins = [i for i in ids if parsed[i].name == name]
+    return f"{name} (row {ids.index(file_id) + 1})" if len(twins) > 1 else name
 
 
 def truth_fits(entry: SimpleNamespace, case, key: tuple) -> bool:

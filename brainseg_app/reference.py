@@ -12,7 +12,7 @@ from brainseg.lesion_metrics import MISSED_HD95
 from brainseg.naming import case_stems, names_another_case
 from brainseg.scoring import score_labels
 from brainseg_app.common import CONVENTION_TITLES, attempt, checkpoint_folders, checkpoint_label, get_model
-from brainseg_app.run import clear_truth, reference_convention, segment, set_truth
+from brainseg_app.run import apply_label_choice, clear_truth, reference_convention, segment, set_truth
 from brainseg_app.viewer import base_slice, legend_html, shown
 
 
@@ -48,7 +48,6 @@ def truth_section(result, display: render.Display) -> None:
     upload = st.file_uploader("Reference segmentation of this case (.nii, .nii.gz or .npy)", type=["nii", "gz", "npy"], key="truth_upload")
     st.selectbox("Reference label values", LABEL_OPTIONS, format_func=CONVENTION_TITLES.get, key="truth_convention")
     convention = reference_convention()
-    source = result.truth_source
     given = st.session_state.get("truth_file")  # (scans' key, file id, result id) of the upload last attached
     if upload is not None and given is not None and given[1] == upload.file_id and given[2] != result.id and given[0] != result.key:
         # still in the box from another case: scoring this one against it would be wrong, silently
@@ -57,11 +56,18 @@ def truth_section(result, display: render.Display) -> None:
     elif upload is not None and given != (result.key, upload.file_id, result.id):
         st.session_state["truth_file"] = (result.key, upload.file_id, result.id)
         set_truth(result, upload.name, upload.getvalue(), convention)
-    elif upload is None and source is not None and source.origin == "box":  # removed from the box: no scores against it
+    elif upload is None and st.session_state.get("truth_file") is not None:  # removed from the box: no scores against it
         st.session_state["truth_file"] = None
-        clear_truth(result)
-    elif source is not None and convention != source.tried:  # read again only when the choice changes
-        set_truth(result, source.name, source.data, convention, source.origin)
+        clear_truth(result, "box")
+    elif convention != result.truth_choice and (result.truth is not None or result.truth_refused is not None):
+        apply_label_choice(result, convention)  # read again only when the choice changes
+    refused = result.truth_refused
+    if refused is not None:  # said on every rerun while the file is there, not once
+        st.error(refused.error)
+        if result.truth is not None:
+            earlier = "the earlier " if refused.name == result.truth.name else ""
+            st.warning(f"The scores below compare with {earlier}{result.truth.name}, read before; {refused.name}, given "
+                       f"since, could not be read.")
     if result.truth is None:
         return
     with attempt("Comparing with the ground truth"):

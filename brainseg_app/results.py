@@ -51,9 +51,9 @@ def results_section(inputs: SimpleNamespace | None, settings: SimpleNamespace) -
         # dropped with the scans after the run (once: a reference uploaded below later replaces it)
         result.dropped_truth = inputs.truth.digest
         set_truth(result, inputs.truth.name, inputs.truth.data, reference_convention(), origin="dropped")
-    elif inputs is not None and inputs.truth is None and result.truth_source is not None and result.truth_source.origin == "dropped":
+    elif inputs is not None and inputs.truth is None and result.dropped_truth is not None:
         result.dropped_truth = None  # removed from the drop zone, or set to 'ignore': no scores against it
-        clear_truth(result)
+        clear_truth(result, "dropped")
     elif settings.path is not None and settings != result.settings:
         st.info("The checkpoint or settings in the sidebar changed since this result, which was made with the settings "
                 "above. Run again to apply them.")

@@ -10,7 +10,7 @@ import streamlit as st
 from brainseg import pipeline, render, report
 from brainseg.classify import read_reference
 from brainseg.labels import AUTO, chosen_convention
-from brainseg_app.common import ROLES, attempt, checkpoint_label, get_model
+from brainseg_app.common import ROLES, attempt, checkpoint_label, failure_message, get_model
 
 
 def _next_run_id() -> int:
@@ -30,7 +30,7 @@ def run_section(inputs: SimpleNamespace | None, settings: SimpleNamespace) -> No
         result = SimpleNamespace(
             id=_next_run_id(), case=inputs.case, key=inputs.key, segmentation=segmentation, model=loaded.name,
             output_mode=loaded.config.model.output_mode,
-            model_path=settings.path, settings=settings, record=record, seconds=seconds, cache={}, truth=None, truth_source=None, dropped_truth=None, comparison=None,
+            model_path=settings.path, settings=settings, record=record, seconds=seconds, cache={}, truth=None, truth_source=None, truth_refused=None, truth_choice=None, dropped_truth=None, comparison=None,
             ranges={m: render.intensity_range(v) for m, v in inputs.case.images.items()},
         )
         earlier = st.session_state.get("result")
@@ -64,33 +64,50 @@ def segment(case, loaded, settings: SimpleNamespace):
     return segmentation, seconds, record
 
 
-def set_truth(result, name: str, data: bytes, convention: str | None = None, origin: str = "box") -> None:
+def set_truth(result, name: str, data: bytes, convention: str | None = None, origin: str = "box") -> bool:
     """Attach a reference segmentation, read in ``convention`` (None: as its header names, else guessed
     from its values), to a result; ``origin``: "dropped" with the scans or given in the reference "box".
 
-    Errors are shown, and the result and any earlier reference are kept. A file that fails with no reference
-    on screen is kept, so another choice of label values can read it again; with one on screen, the choice
-    goes on applying to that one.
+    A file that cannot be read becomes ``result.truth_refused`` (shown until it is read, removed or replaced)
+    and any reference read before stays. Returns whether the file was read.
     """
-    shown = result.truth_source if result.truth is not None else None
-    result.truth_source = SimpleNamespace(name=name, data=data, tried=convention, origin=origin)
-    read = False
-    with attempt("Reading the ground truth"):  # its errors name the file
-        label_map = read_reference(data, name, result.case)
+    result.truth_choice = convention
+    try:
+        label_map = read_reference(data, name, result.case)  # its errors name the file
         read_as, source = label_map.read_as(convention)
         labels, _ = label_map.internal(read_as)
-        result.truth = SimpleNamespace(name=name, labels=labels, convention=read_as, chosen=convention, source=source,
-                                       assumed_grid=not label_map.has_geometry)
-        result.cache.pop("evaluation", None)
-        read = True
-    if not read and shown is not None and shown.name != name:
-        result.truth_source = shown
-
-
-def clear_truth(result) -> None:
-    """Forget a result's reference and its scores: the user took the file away."""
-    result.truth = result.truth_source = None
+    except Exception as exc:
+        result.truth_refused = SimpleNamespace(name=name, data=data, origin=origin,
+                                               error=failure_message("Reading the ground truth", exc))
+        return False
+    result.truth = SimpleNamespace(name=name, labels=labels, convention=read_as, chosen=convention, source=source,
+                                   assumed_grid=not label_map.has_geometry)
+    result.truth_source = SimpleNamespace(name=name, data=data, origin=origin)
+    result.truth_refused = None
     result.cache.pop("evaluation", None)
+    return True
+
+
+def apply_label_choice(result, convention: str | None) -> None:
+    """A new choice of reference label values: tried first on a refused file (the usual reason to change it),
+    else on the reference shown, which stays as read before when it cannot be read so."""
+    refused, source = result.truth_refused, result.truth_source
+    if refused is not None and set_truth(result, refused.name, refused.data, convention, refused.origin):
+        return
+    if source is not None:
+        still = result.truth_refused
+        if not set_truth(result, source.name, source.data, convention, source.origin):
+            st.error(f"{result.truth_refused.error} The scores shown read it as before.")
+        result.truth_refused = still
+
+
+def clear_truth(result, origin: str) -> None:
+    """Forget what came from ``origin`` ("box" or "dropped"), read or refused, and its scores: the user took the file away."""
+    if result.truth_source is not None and result.truth_source.origin == origin:
+        result.truth = result.truth_source = None
+        result.cache.pop("evaluation", None)
+    if result.truth_refused is not None and result.truth_refused.origin == origin:
+        result.truth_refused = None
 
 
 def reference_convention() -> str | None:

@@ -667,7 +667,38 @@ def test_after_a_refused_reference_the_label_choice_applies_to_the_one_shown(app
     app.file_uploader(key="truth_upload").set_value(("bad_seg.nii.gz", nifti(bad), "application/gzip")).run()
     assert any(e.startswith("Reading the ground truth: bad_seg.nii.gz") for e in errors(app))
     app.selectbox(key="truth_convention").set_value("msd").run()
+    assert table(app, "hd95_mm")["dice"].tolist() == [1.0, 1.0, 1.0]
+    # bad_seg.nii.gz is still in the box: still refused, and the scores say whose they are
+    assert [e for e in errors(app) if e.startswith("Reading the ground truth: bad_seg.nii.gz")]
+    assert ("The scores below compare with case7_msd.nii.gz, read before; bad_seg.nii.gz, given since, could not be "
+            "read.") in [w.value for w in app.warning]
+
+
+def test_a_refused_reference_stays_said_until_it_is_removed(app):
+    """A broken re-export under the same name: the refusal and whose scores are shown survive any rerun; removing
+    the file from the box takes the earlier scores too."""
+    run_case(app)
+    good = nifti(from_internal(expected_labels(), "brats2018"))
+    app.file_uploader(key="truth_upload").set_value(("case7_seg.nii.gz", good, "application/gzip")).run()
     assert table(app, "hd95_mm")["dice"].tolist() == [1.0, 1.0, 1.0] and not errors(app)
+    app.file_uploader(key="truth_upload").set_value(("case7_seg.nii.gz", good[: len(good) // 2], "application/gzip")).run()
+    slice_slider(app).set_value(slice_slider(app).value + 1).run()  # any rerun
+    assert [e for e in errors(app) if e.startswith("Reading the ground truth: case7_seg.nii.gz")]
+    assert ("The scores below compare with the earlier case7_seg.nii.gz, read before; case7_seg.nii.gz, given since, "
+            "could not be read.") in [w.value for w in app.warning]
+    app.file_uploader(key="truth_upload").set_value(None).run()
+    assert not errors(app) and not [t for t in app.dataframe if "hd95_mm" in t.value]
+
+
+def test_a_refused_reference_dropped_with_the_scans_stays_said(app):
+    both = from_internal(expected_labels(), "brats2023")
+    both[0:3, 0:3, 0:3] = 4  # 3 and 4 together: no guess reads it
+    upload(app, scan_files() + [("case7_seg.nii.gz", nifti(both), "application/gzip")])
+    app.button(key="run").click().run()
+    slice_slider(app).set_value(slice_slider(app).value + 1).run()
+    assert any("case7_seg.nii.gz" in e and "holds both labels 3 and 4" in e for e in errors(app))
+    upload(app, scan_files())  # taken out of the drop zone: nothing left to say
+    assert not errors(app) and metrics(app)["WT volume"] == "4.10 mL"
 
 
 def test_a_result_whose_scans_no_longer_make_a_case_says_so(app):
@@ -697,3 +728,48 @@ def test_a_checkpoint_file_replaced_after_the_run_is_said_to_hold_other_weights(
     app.run()
     assert any("The checkpoint file was replaced since this result" in i.value for i in app.info)
     assert metrics(app)["WT volume"] == "4.10 mL"
+
+
+def test_one_scan_given_as_two_modalities_is_refused_naming_both(app):
+    files = scan_files()
+    upload(app, files[:3] + [("case7_t2.nii.gz", files[0][1], "application/gzip")])  # FLAIR's bytes again, as T2
+    assert errors(app) == ["Combining the scans: case7_flair.nii.gz (FLAIR) and case7_t2.nii.gz (T2) hold the same image; "
+                           "expected four different scans: FLAIR, T1, T1ce, T2"]
+    assert app.button(key="run").disabled
+
+
+def test_a_blank_scan_is_called_blank_not_a_segmentation(app):
+    blank = ("case7_t2.nii.gz", nifti(np.zeros(images()["t2"].shape, np.float32)), "application/gzip")
+    upload(app, scan_files()[:3] + [blank])
+    assert errors(app) == ["case7_t2.nii.gz: every voxel has the value 0; expected an MRI scan with contrast"]
+    assert not any("holds only label values" in i.value for i in app.info)
+
+
+def test_files_of_one_name_set_to_one_role_are_told_apart_by_row(app):
+    files = scan_files()
+    other_t2 = nifti(images()["t2"] + 1)
+    upload(app, files + [(files[3][0], other_t2, "application/gzip")])
+    assert errors(app) == ["case7_t2.nii.gz (row 4), case7_t2.nii.gz (row 5) are all set to T2; give each modality one "
+                           "file under 'Used as' (set the others to 'ignore')."]
+
+
+def test_a_four_channel_image_is_named_by_its_file_and_raises_no_mixed_case_warning(app):
+    data = images()
+    stacked = np.stack([data[m] for m in ("flair", "t1", "t1ce", "t2")], axis=-1)
+    upload(app, [("BRATS_001.nii.gz", nifti(stacked), "application/gzip")])
+    assert any(s.value.startswith("Ready: BRATS_001, ") for s in app.success)
+    assert not any("file names name" in w.value for w in app.warning)
+
+
+def test_scans_whose_header_records_no_orientation_are_warned_about(app):
+    def unoriented(array):
+        image = nib.Nifti1Image(array, AFFINE)
+        image.set_qform(None, code=0)
+        image.set_sform(None, code=0)
+        return gzip.compress(image.to_bytes())
+
+    upload(app, [(f"case7_{m}.nii.gz", unoriented(v), "application/gzip") for m, v in images().items()])
+    assert any(w.value.startswith("case7: the header records no orientation (qform and sform codes both 0)")
+               for w in app.warning)
+    upload(app, scan_files())  # the same scans with their orientation: nothing to warn about
+    assert not any("records no orientation" in w.value for w in app.warning)

@@ -757,3 +757,48 @@ def test_evaluate_warns_that_a_npy_prediction_is_taken_in_the_reference_voxel_or
     with caplog.at_level(logging.WARNING, logger="brainseg.scoring"):
         assert main(["evaluate", str(tmp_path / "ref.nii.gz"), str(tmp_path / "ref.nii.gz")]) == 0
     assert "voxel-to-world" not in caplog.text
+
+
+def test_cohort_reads_hgg_and_lgg_groups_and_skips_a_file_beside_the_case_folders(tmp_path, tiny_checkpoint, capsys, caplog):
+    """BraTS 2018-2019 training data comes as HGG/ and LGG/ folders of case folders; a stray label map at
+    the top must not make the whole folder one (incomplete) case."""
+    write_case(tmp_path / "brats19" / "HGG" / "h1", prefix="h1_")
+    write_case(tmp_path / "brats19" / "LGG" / "l1", prefix="l1_")
+    write_case(tmp_path / "brats19" / "x1", prefix="x1_")  # a case beside the groups
+    _save_labels(tmp_path / "brats19" / "BraTS20_Training_001_seg.nii.gz")
+    out = tmp_path / "preds"
+    args = ["segment", str(tmp_path / "brats19"), "-o", str(out), "--checkpoint", str(tiny_checkpoint), "--no-progress"]
+    assert main(args) == 0
+    assert sorted(p.name for p in out.glob("*_seg.nii.gz")) == ["h1_seg.nii.gz", "l1_seg.nii.gz", "x1_seg.nii.gz"]
+    assert f"3 of 3 cases segmented into {out}" in capsys.readouterr().out
+    assert "BraTS20_Training_001_seg.nii.gz: a file beside the case folders, not in one: skipped" in caplog.text
+    write_case(tmp_path / "brats19" / "LGG" / "h1", prefix="h1_")  # one name in two groups: outputs would collide
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'brats19' / 'HGG' / 'h1'} and {tmp_path / 'brats19' / 'LGG' / 'h1'}: two cases named h1" in err
+
+
+def test_evaluate_reads_references_in_groups_with_any_suffix_case_and_brats2020s_segm_name(tmp_path, capsys):
+    """HGG/LGG reference groups, BraTS 2020 case 355's W39_1998.09.19_Segm.nii, and .NII.GZ suffixes on
+    flat references and on predictions are all found."""
+    ref = _evaluate_label_map()
+    pred = ref.copy()
+    pred[9, 5:10, 5:10] = 0
+    expected = 2 * np.count_nonzero((pred > 0) & (ref > 0)) / (np.count_nonzero(pred > 0) + np.count_nonzero(ref > 0))
+    for case in ("BraTS20_Training_355", "c2"):
+        write_case(tmp_path / "refs" / "HGG" / case, prefix=f"{case}_")
+    _save_labels(tmp_path / "refs" / "HGG" / "BraTS20_Training_355" / "W39_1998.09.19_Segm.nii")
+    _save_labels(tmp_path / "refs" / "HGG" / "c2" / "c2_seg.nii.gz")
+    _save_labels(tmp_path / "preds" / "BraTS20_Training_355_seg.NII.GZ", pred)
+    _save_labels(tmp_path / "preds" / "c2.nii.gz", pred)
+    assert main(["evaluate", str(tmp_path / "preds"), str(tmp_path / "refs"), "--json"]) == 0
+    cases = json.loads(capsys.readouterr().out)["cases"]
+    assert sorted(cases) == ["BraTS20_Training_355", "c2"]
+    assert [cases[c]["regions"]["WT"]["dice"] for c in sorted(cases)] == [pytest.approx(expected)] * 2
+    _save_labels(tmp_path / "flat" / "BraTS-GLI-00000-000-seg.NII.GZ", np.where(ref == 4, 3, ref).astype(np.uint8))
+    _save_labels(tmp_path / "preds2" / "BraTS-GLI-00000-000.nii.gz", np.where(pred == 4, 3, pred).astype(np.uint8))
+    assert main(["evaluate", str(tmp_path / "preds2"), str(tmp_path / "flat"), "--json"]) == 0
+    cases = json.loads(capsys.readouterr().out)["cases"]
+    assert list(cases) == ["BraTS-GLI-00000-000"]
+    assert cases["BraTS-GLI-00000-000"]["regions"]["WT"]["dice"] == pytest.approx(expected)
+    assert cases["BraTS-GLI-00000-000"]["regions"]["ET"]["dice"] == 1.0

@@ -231,3 +231,27 @@ def test_a_volume_smaller_than_the_divisor_still_gets_a_window_the_network_can_r
     plan = plan_windows((10, 8, 6), (64, 64, 64), 0.5, divisor=16)
     assert plan.patch == (32, 16, 16) and len(plan.starts) == 1
     assert plan_windows((40, 8, 6), (64, 64, 64), 0.5, divisor=16).patch == (48, 16, 16)  # cut as before
+
+
+def test_mirroring_tta_averages_the_unflipped_outputs_of_all_eight_mirrorings():
+    from itertools import combinations
+
+    from brainseg.config import ModelConfig
+    from brainseg.inference import ModelPredictor
+    from brainseg.model import UNet3D
+
+    torch.manual_seed(0)
+    model = UNet3D(ModelConfig(features=(4, 8))).eval()
+    x = torch.randn(1, 4, 8, 10, 6)
+    tta = ModelPredictor(model, torch.device("cpu"), "fp32", tta=True)(x)
+    with torch.no_grad():
+        mirrorings = [d for r in range(4) for d in combinations((2, 3, 4), r)]
+        by_hand = sum(torch.flip(model(torch.flip(x, d)), d) if d else model(x) for d in mirrorings) / 8
+        plain = model(x)
+    assert len(mirrorings) == 8
+    torch.testing.assert_close(tta, by_hand)
+    assert not torch.allclose(tta, plain, atol=1e-3)  # a random network is not mirror-symmetric: TTA changes it
+
+    pointwise = torch.nn.Conv3d(4, 3, 1).eval()  # a 1x1x1 network commutes with mirroring: TTA must not change it
+    torch.testing.assert_close(ModelPredictor(pointwise, torch.device("cpu"), "fp32", tta=True)(x),
+                               ModelPredictor(pointwise, torch.device("cpu"), "fp32")(x))

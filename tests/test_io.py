@@ -344,3 +344,29 @@ def test_arrays_that_are_not_intensities_are_refused_naming_the_modality():
     with pytest.raises(InputError, match=r"voxels of 0\.001 x 0\.001 x 0\.001 mm; expected each side between 0\.05 and 30 mm"):
         Case(images, np.diag([0.001, 0.001, 0.001, 1.0]))  # a header in metres
     Case(images, np.diag([0.18, 0.18, 13.0, 1.0]))  # 7 T in-plane, thick slices with a gap: real scans, read
+
+
+def test_a_copy_of_one_scan_under_another_modality_name_is_refused(tmp_path):
+    import shutil
+
+    paths = write_case(tmp_path / "c")
+    shutil.copy(paths["t1"], paths["t2"])  # a missing T2 "filled in" with the T1
+    with pytest.raises(InputError, match=r"case01_t1.nii.gz \(T1\) and .*case01_t2.nii.gz \(T2\) hold the same image; "
+                                         r"expected four different scans"):
+        load_case(tmp_path / "c")
+
+
+def test_scans_that_record_no_orientation_are_read_and_warned_about(tmp_path, caplog):
+    paths = write_case(tmp_path / "c")
+    for path in paths.values():
+        image = nib.load(path)
+        image = nib.Nifti1Image(np.asarray(image.dataobj), image.affine)
+        image.set_qform(None, code=0)
+        image.set_sform(None, code=0)
+        nib.save(image, path)
+    case = load_case(tmp_path / "c")
+    assert case.shape == (40, 44, 36)
+    assert "case01_flair.nii.gz" in caplog.text and "the header records no orientation (qform and sform codes both 0)" in caplog.text
+    caplog.clear()
+    load_case(write_case(tmp_path / "d").values())
+    assert "records no orientation" not in caplog.text

@@ -32,6 +32,72 @@ def test_empty_versus_empty_is_perfect_and_one_empty_is_worst():
     assert dice(full, empty) == 0.0 and hd95(full, empty) == HD95_ONE_EMPTY
 
 
+def test_every_metric_of_empty_masks_follows_the_stated_convention():
+    """Both empty: perfect on every score; one empty: the worst (the values evaluate's CSV and JSON carry)."""
+    empty = np.zeros((5, 5, 5), bool)
+    full = box((5, 5, 5), np.s_[1:3, 1:3, 1:3])  # 8 voxels
+    assert mask_metrics(empty, empty, (1, 1, 1)) == {
+        "dice": 1.0, "hd95": 0.0, "iou": 1.0, "precision": 1.0, "recall": 1.0, "specificity": 1.0, "accuracy": 1.0,
+        "pred_voxels": 0, "ref_voxels": 0}
+    assert mask_metrics(empty, full, (1, 1, 1)) == {  # nothing predicted: nothing right, all 8 missed
+        "dice": 0.0, "hd95": HD95_ONE_EMPTY, "iou": 0.0, "precision": 0.0, "recall": 0.0, "specificity": 1.0,
+        "accuracy": 117 / 125, "pred_voxels": 0, "ref_voxels": 8}
+    assert mask_metrics(full, empty, (1, 1, 1)) == {  # 8 false positives among 125 negatives
+        "dice": 0.0, "hd95": HD95_ONE_EMPTY, "iou": 0.0, "precision": 0.0, "recall": 0.0, "specificity": 117 / 125,
+        "accuracy": 117 / 125, "pred_voxels": 8, "ref_voxels": 0}
+
+
+def test_zero_one_integer_masks_score_as_boolean_ones():
+    """A 0/1 uint8 mask (how a NIfTI mask loads) gives the boolean mask's scores, distances included."""
+    from brainseg.lesion_metrics import lesion_wise
+
+    a = box((30, 30, 30), np.s_[5:15, 5:15, 5:15])
+    b = box((30, 30, 30), np.s_[8:18, 5:15, 5:15])
+    assert hd95(a.astype(np.uint8), b.astype(np.uint8)) == pytest.approx(3.0)
+    assert mask_metrics(a.astype(np.uint8), b.astype(np.int16), (1, 1, 1)) == mask_metrics(a, b, (1, 1, 1))
+    assert lesion_wise(a.astype(np.uint8), b.astype(np.uint8), (1, 1, 1)) == lesion_wise(a, b, (1, 1, 1))
+
+
+def test_hd95_takes_the_larger_directed_distance():
+    """One voxel against that voxel plus another 20 mm away: from the first nothing is far (0 mm); from the
+    second, the surface distances are 0 and 20 mm, whose 95th percentile (linear) is 19 mm."""
+    a = box((8, 8, 30), np.s_[4, 4, 5])
+    b = a | box((8, 8, 30), np.s_[4, 4, 25])
+    assert hd95(a, b) == pytest.approx(19.0)
+    assert hd95(b, a) == pytest.approx(19.0)
+
+
+def _hd95_by_definition(pred, ref, spacing):
+    """HD95 as the docstring defines it, by brute force: surface voxels have any of their 26 neighbours
+    outside (outside the volume counts as outside); all pairwise distances in mm."""
+    from itertools import product
+
+    from scipy.spatial.distance import cdist
+
+    def surface(mask):
+        padded = np.pad(mask, 1)
+        inside_all = np.ones_like(mask)
+        for offset in product((-1, 0, 1), repeat=3):
+            inside_all &= padded[tuple(slice(1 + o, 1 + o + n) for o, n in zip(offset, mask.shape))]
+        return np.argwhere(mask & ~inside_all) * np.asarray(spacing)
+
+    distances = cdist(surface(pred), surface(ref))
+    return max(np.percentile(distances.min(axis=1), 95), np.percentile(distances.min(axis=0), 95))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_hd95_matches_its_definition_on_irregular_shapes(seed):
+    """Random non-convex blobs, where 6- and 26-neighbour surfaces differ, on an anisotropic grid."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    pred = ndimage.gaussian_filter(rng.random((16, 14, 12)), 1.5) > 0.5
+    ref = ndimage.gaussian_filter(rng.random((16, 14, 12)), 1.5) > 0.5
+    assert pred.any() and ref.any() and not pred.all()
+    spacing = (1.0, 1.5, 2.5)
+    assert hd95(pred, ref, spacing) == pytest.approx(_hd95_by_definition(pred, ref, spacing))
+
+
 def test_hd95_of_shifted_cube_uses_spacing():
     a = box((30, 30, 30), np.s_[5:15, 5:15, 5:15])
     b = box((30, 30, 30), np.s_[8:18, 5:15, 5:15])  # shifted 3 voxels along x

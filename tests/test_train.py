@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -197,6 +198,11 @@ def test_folders_that_are_not_labelled_cases_are_said_to_be_left_out(tmp_path, c
     said = [r.getMessage() for r in caplog.records]
     assert len(said) == 2 and any("short: left out (missing modality T1" in m for m in said)
     assert any("unlabelled: left out (no segmentation" in m for m in said)
+    # BraTS 2018-2019's training layout: case folders inside HGG/ and LGG/
+    write_case(tmp_path / "HGG" / "good3", prefix="good3_")
+    nib.save(nib.Nifti1Image(labels, LPS), tmp_path / "HGG" / "good3" / "good3_seg.nii.gz")
+    assert [c.name for c in find_cases(tmp_path)] == ["good1", "good2", "good3"]
+    shutil.rmtree(tmp_path / "HGG")
     with pytest.raises(InputError, match=r"holds no validation case unlabelled; .*\(unlabelled: no segmentation"):
         validation_split(["good1", "good2"], TrainConfig(data=str(tmp_path), validation=("unlabelled",)))
 
