@@ -61,7 +61,7 @@ def classify_file(name: str, data: bytes) -> DroppedFile:
             continue
         if seg and kind == "scan" and not _has_scan_values(value.array):
             continue  # a mask with foreign values (0/255) is no scan: its label error stands
-        if not seg and kind == "labels" and not value.values.any():
+        if modality not in (None, "seg") and kind == "labels" and not value.values.any():
             break  # a blank file named as a scan is a blank scan (a failed export), not an empty segmentation
         return DroppedFile(kind, value, None if kind == "scan" and seg else modality, kind != readings[0][0])
     # a 4-channel image that could not be a case: the case reading says why, not the 3D scan reading

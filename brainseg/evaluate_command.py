@@ -63,14 +63,15 @@ def _case_folder_segmentation(folder: Path) -> Path | None:
     return segmentation_file(folder) if case_problem(folder) is None else None
 
 
-def reference_cases(ref_dir: Path) -> dict[str, Path]:
-    """Case id -> segmentation file: case folders holding a seg file, and label map files; a case folder
-    itself is its one case (not its scans taken for references)."""
+def reference_cases(ref_dir: Path, skip: Path | None = None) -> dict[str, Path]:
+    """Case id -> segmentation file: case folders holding a seg file (``skip``, the predictions' folder when
+    it lies inside, left out), and label map files; a case folder itself is its one case (not its scans
+    taken for references)."""
     own = _case_folder_segmentation(ref_dir)
     if own is not None:
         return {ref_dir.name: own}
     refs: dict[str, Path] = {}
-    for folder in case_folders(ref_dir):
+    for folder in case_folders(ref_dir, skip=skip):
         seg = segmentation_file(folder)
         if seg is not None:
             refs[folder.name] = seg
@@ -91,12 +92,17 @@ def pair_folders(pred_dir: Path, ref_dir: Path) -> Pairing:
     Scoring a few predictions against a full data folder is allowed; the cases left out and the
     predictions that match no case are logged. Raises InputError when nothing matches.
     """
-    refs = reference_cases(ref_dir)
-    # suffixes in any case, as segment reads them: CASE_seg.NII.GZ is CASE_seg.nii.gz
-    files = {strip_suffix(p.name) + p.name[len(strip_suffix(p.name)):].lower(): p for p in image_files(pred_dir)}
+    refs = reference_cases(ref_dir, skip=pred_dir)
+    files: dict[str, list[Path]] = {}  # suffixes in any case, as segment reads them: CASE_seg.NII.GZ is CASE_seg.nii.gz
+    for p in image_files(pred_dir):
+        files.setdefault(strip_suffix(p.name) + p.name[len(strip_suffix(p.name)):].lower(), []).append(p)
     pairs = []
     for case_id, ref in refs.items():
         match = next((files[n.format(case_id)] for n in PREDICTION_NAMES if n.format(case_id) in files), None)
+        if match is not None and len(match) > 1:
+            raise InputError(f"{', '.join(p.name for p in match)} in {pred_dir}: two predictions for case {case_id}; "
+                             f"expected one (remove the other)")
+        match = match[0] if match is not None else None
         if match is not None:
             pairs.append((case_id, match, ref))
     scored = {case_id for case_id, _, _ in pairs}

@@ -27,7 +27,7 @@ _ALIASES = {
     "t1ce": ("t1ce", "t1c", "t1gd", "t1post", "t1contrast", "t1wce", "ce", "t1cegd"),
     "t2": ("t2", "t2w"),
     # "segm": BraTS 2020's training case 355 ships its expert map as W39_1998.09.19_Segm.nii
-    "seg": ("seg", "segm", "segmentation", "label", "labels", "mask", "gt", "groundtruth"),
+    "seg": ("seg", "segm", "segmentation", "label", "labels", "mask", "gt", "groundtruth", "truth"),
 }
 TOKEN_TO_MODALITY = {alias: mod for mod, aliases in _ALIASES.items() for alias in aliases}
 # BraTS 2023+ names end in "-t2f", "-t1n", "-t1c" or "-t2w" (BraTS-GLI-00001-000-t2f.nii.gz). The token
@@ -200,9 +200,10 @@ def names_a_scan(path: Path) -> bool:
 def case_folders(root: str | Path, skip: Path | None = None) -> list[Path]:
     """The case folders of a folder of cases, sorted by name: its subfolders, less hidden ones and ``skip``.
 
-    A subfolder holding no image files but folders of its own is a group of cases (BraTS 2018-2019's
-    training data comes as HGG/ and LGG/), and its subfolders are the cases. Raises InputError for two
-    cases of one name in different groups (their outputs would overwrite each other).
+    A subfolder holding no image files but two or more case folders (four scans each; one for HGG/ and
+    LGG/, as BraTS 2018-2019's training data comes) is a group of cases, and its subfolders are the cases; a case
+    whose scans are not there yet (P2/derived/, BIDS's sub-01/anat/) stays one case, which fails on its own.
+    Raises InputError for two cases of one name in different groups (their outputs would overwrite each other).
     """
     skip = skip.resolve() if skip is not None else None
     found: dict[str, Path] = {}
@@ -210,7 +211,8 @@ def case_folders(root: str | Path, skip: Path | None = None) -> list[Path]:
         if folder.resolve() == skip:
             continue
         inner = [p for p in folder.iterdir() if p.is_dir() and not is_hidden(p.name)]
-        group = inner and not image_files(folder)
+        needed = 1 if folder.name.lower() in ("hgg", "lgg") else 2  # BraTS's own group names need no second case
+        group = len(inner) >= needed and not image_files(folder) and sum(map(_holds_scans, inner)) >= needed
         if group:
             log.info("%s holds folders, not scans: reading its subfolders as cases", folder)
         for case in sorted(inner) if group else [folder]:
@@ -220,6 +222,14 @@ def case_folders(root: str | Path, skip: Path | None = None) -> list[Path]:
                 raise InputError(f"{found[case.name]} and {case}: two cases named {case.name}; expected one folder per case name")
             found[case.name] = case
     return [found[name] for name in sorted(found)]
+
+
+def _holds_scans(folder: Path) -> bool:
+    try:
+        case_files(folder)
+    except InputError:
+        return False
+    return True
 
 
 def case_problem(folder: Path) -> str | None:

@@ -59,9 +59,11 @@ def truth_section(result, display: render.Display) -> None:
     elif upload is None and st.session_state.get("truth_file") is not None:  # removed from the box: no scores against it
         st.session_state["truth_file"] = None
         clear_truth(result, "box")
-    elif convention != result.truth_choice and (result.truth is not None or result.truth_refused is not None):
+    if convention != result.truth_choice and (result.truth is not None or result.truth_refused is not None):
         apply_label_choice(result, convention)  # read again only when the choice changes
     refused = result.truth_refused
+    if result.truth_choice_error is not None:  # said while the choice stands, not once
+        st.error(result.truth_choice_error)
     if refused is not None:  # said on every rerun while the file is there, not once
         st.error(refused.error)
         if result.truth is not None:

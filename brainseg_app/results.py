@@ -11,7 +11,7 @@ from brainseg.labels import CONVENTIONS, LABEL_NAMES, REGION_NAMES, REGIONS
 from brainseg.metrics import slice_area_mm2, slice_stats, volume_stats
 from brainseg_app.common import CONVENTION_TITLES, ROLES, attempt, state
 from brainseg_app.reference import compare_section, truth_section
-from brainseg_app.run import clear_truth, reference_convention, set_truth
+from brainseg_app.run import RESULT_FORMAT, clear_truth, reference_convention, set_truth
 from brainseg_app.sidebar import PATCH_SIZES
 from brainseg_app.viewer import viewer
 
@@ -29,6 +29,10 @@ SIDE_WORDS = {"R": "right", "A": "front"}  # the patient side the left edge of a
 
 def results_section(inputs: SimpleNamespace | None, settings: SimpleNamespace) -> None:
     result = st.session_state.get("result")
+    if result is not None and getattr(result, "format", None) != RESULT_FORMAT:
+        del st.session_state["result"]
+        st.info("The app was updated since the last result was made; run the segmentation again to see it.")
+        return
     if result is None:
         return
     seg, case = result.segmentation, result.case

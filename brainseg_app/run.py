@@ -13,6 +13,10 @@ from brainseg.labels import AUTO, chosen_convention
 from brainseg_app.common import ROLES, attempt, checkpoint_label, failure_message, get_model
 
 
+# bumped when a result's attributes change: a session kept across an app update holds results of the old shape
+RESULT_FORMAT = 2
+
+
 def _next_run_id() -> int:
     """Per session and across reruns (kept in the session's state: a module counter would be shared by all users)."""
     st.session_state["run_counter"] = st.session_state.get("run_counter", 0) + 1
@@ -30,8 +34,9 @@ def run_section(inputs: SimpleNamespace | None, settings: SimpleNamespace) -> No
         result = SimpleNamespace(
             id=_next_run_id(), case=inputs.case, key=inputs.key, segmentation=segmentation, model=loaded.name,
             output_mode=loaded.config.model.output_mode,
-            model_path=settings.path, settings=settings, record=record, seconds=seconds, cache={}, truth=None, truth_source=None, truth_refused=None, truth_choice=None, dropped_truth=None, comparison=None,
-            ranges={m: render.intensity_range(v) for m, v in inputs.case.images.items()},
+            model_path=settings.path, settings=settings, record=record, seconds=seconds, cache={}, comparison=None,
+            truth=None, truth_source=None, truth_refused=None, truth_choice=None, truth_choice_error=None, dropped_truth=None,
+            format=RESULT_FORMAT, ranges={m: render.intensity_range(v) for m, v in inputs.case.images.items()},
         )
         earlier = st.session_state.get("result")
         st.session_state["result"] = result
@@ -71,7 +76,7 @@ def set_truth(result, name: str, data: bytes, convention: str | None = None, ori
     A file that cannot be read becomes ``result.truth_refused`` (shown until it is read, removed or replaced)
     and any reference read before stays. Returns whether the file was read.
     """
-    result.truth_choice = convention
+    result.truth_choice, result.truth_choice_error = convention, None
     try:
         label_map = read_reference(data, name, result.case)  # its errors name the file
         read_as, source = label_map.read_as(convention)
@@ -97,7 +102,7 @@ def apply_label_choice(result, convention: str | None) -> None:
     if source is not None:
         still = result.truth_refused
         if not set_truth(result, source.name, source.data, convention, source.origin):
-            st.error(f"{result.truth_refused.error} The scores shown read it as before.")
+            result.truth_choice_error = f"{result.truth_refused.error.rstrip('.')}. The scores shown read it as before."
         result.truth_refused = still
 
 

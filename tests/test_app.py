@@ -773,3 +773,45 @@ def test_scans_whose_header_records_no_orientation_are_warned_about(app):
                for w in app.warning)
     upload(app, scan_files())  # the same scans with their orientation: nothing to warn about
     assert not any("records no orientation" in w.value for w in app.warning)
+
+
+def test_a_new_label_choice_reaches_a_dropped_reference_while_another_cases_file_is_in_the_box(app):
+    run_case(app)
+    app.file_uploader(key="truth_upload").set_value(("case7_seg.nii.gz", nifti(from_internal(expected_labels(), "brats2018")), "application/gzip")).run()
+    post = from_internal(expected_labels(), "brats2023")
+    post[0:3, 0:3, 0:3] = 4  # BraTS 2024 resection cavity: no guess reads 3 and 4 together
+    upload(app, _case_2023_files() + [("seg_of_00009.nii.gz", nifti(post), "application/gzip")])  # a name without its labels
+    app.button(key="run").click().run()
+    assert any("holds both labels 3 and 4" in e for e in errors(app))
+    app.selectbox(key="truth_convention").set_value("brats2024").run()
+    assert table(app, "hd95_mm")["dice"].tolist() == [1.0, 1.0, 1.0] and not errors(app)
+
+
+def test_a_label_choice_the_shown_reference_cannot_take_stays_said_while_chosen(app):
+    run_case(app)
+    app.file_uploader(key="truth_upload").set_value(("case7_seg.nii.gz", nifti(from_internal(expected_labels(), "brats2018")), "application/gzip")).run()
+    app.selectbox(key="truth_convention").set_value("msd").run()  # a 4 is no Decathlon label
+    slice_slider(app).set_value(slice_slider(app).value + 1).run()
+    said = [e for e in errors(app) if e.startswith("Reading the ground truth: case7_seg.nii.gz")]
+    assert len(said) == 1 and said[0].endswith(". The scores shown read it as before.")
+    assert table(app, "hd95_mm")["dice"].tolist() == [1.0, 1.0, 1.0]
+    assert any(c.value.startswith("Reference: case7_seg.nii.gz (BraTS 2018-2021") for c in app.caption)
+    app.selectbox(key="truth_convention").set_value("auto").run()
+    assert not errors(app)
+
+
+def test_an_empty_reference_named_for_no_modality_is_offered_as_ground_truth(app):
+    empty = ("case7_ground_truth.nii.gz", nifti(np.zeros(expected_labels().shape, np.uint8)), "application/gzip")
+    upload(app, scan_files() + [empty])
+    assert not errors(app) and any(s.value.startswith("Ready: case7") for s in app.success)
+    assert app.selectbox(key=next(s.key for s in app.selectbox if s.label == "Role of case7_ground_truth.nii.gz")).value == "truth"
+
+
+def test_a_result_from_before_an_app_update_is_dropped_with_a_note(app):
+    from types import SimpleNamespace
+
+    run_case(app)
+    app.session_state["result"] = SimpleNamespace(**{k: v for k, v in vars(app.session_state["result"]).items() if k != "format"})
+    app.run()
+    assert not app.exception
+    assert "The app was updated since the last result was made; run the segmentation again to see it." in [i.value for i in app.info]

@@ -802,3 +802,32 @@ def test_evaluate_reads_references_in_groups_with_any_suffix_case_and_brats2020s
     assert list(cases) == ["BraTS-GLI-00000-000"]
     assert cases["BraTS-GLI-00000-000"]["regions"]["WT"]["dice"] == pytest.approx(expected)
     assert cases["BraTS-GLI-00000-000"]["regions"]["ET"]["dice"] == 1.0
+
+
+def test_folders_that_only_hold_a_subfolder_stay_cases_and_are_not_read_as_groups(tmp_path):
+    """P2/derived/ and BIDS's sub-01/anat/ hold one folder each: each stays one case (that fails on its own),
+    not a group whose 'derived' or 'anat' cases would clash by name."""
+    from brainseg.naming import case_folders
+
+    write_case(tmp_path / "cohort" / "P1", prefix="P1_")
+    for name in ("P2", "P3"):
+        write_case(tmp_path / "cohort" / name / "derived", prefix=f"{name}_")
+    assert [p.name for p in case_folders(tmp_path / "cohort")] == ["P1", "P2", "P3"]
+    write_case(tmp_path / "two" / "site_a" / "c1", prefix="c1_")  # two cases: a group, whatever its name
+    write_case(tmp_path / "two" / "site_a" / "c2", prefix="c2_")
+    write_case(tmp_path / "two" / "HGG" / "c3", prefix="c3_")  # BraTS's own group name: one case is enough
+    assert [p.name for p in case_folders(tmp_path / "two")] == ["c1", "c2", "c3"]
+
+
+def test_evaluate_refuses_two_predictions_of_one_case_and_skips_a_predictions_folder_among_the_references(tmp_path, capsys):
+    for case in ("A", "B"):
+        write_case(tmp_path / "refs" / case, prefix=f"{case}_")
+        _save_labels(tmp_path / "refs" / case / f"{case}_seg.nii.gz")
+    preds = tmp_path / "refs" / "preds"  # segment's output folder may lie inside the folder of cases
+    _save_labels(preds / "A_seg.nii.gz")
+    _save_labels(preds / "B_seg.nii.gz")
+    assert main(["evaluate", str(preds), str(tmp_path / "refs"), "--json"]) == 0
+    assert sorted(json.loads(capsys.readouterr().out)["cases"]) == ["A", "B"]
+    _save_labels(preds / "A_seg.NII.GZ")
+    assert main(["evaluate", str(preds), str(tmp_path / "refs")]) == 2
+    assert f"A_seg.NII.GZ, A_seg.nii.gz in {preds}: two predictions for case A; expected one" in capsys.readouterr().err
