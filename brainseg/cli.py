@@ -6,7 +6,6 @@ print one ``error: ...`` line and exit with status 2.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -89,8 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--csv", help="per-case table as CSV")
     ev.add_argument("--compare", metavar="PRED_DIR",
                     help="a second folder of predictions of the same cases (another checkpoint or setting): prints "
-                         "per region the mean difference second - first in Dice and HD95, its 95%% t "
-                         "interval over the cases, and how many cases each side wins")
+                         "per region the mean difference second - first in Dice and HD95 (lesion-wise too with --lesion-wise), its "
+                         "95%% t interval over the cases, and how many cases each side wins")
+    ev.add_argument("--missing-as-empty", action="store_true",
+                    help="score a reference case with no prediction (or an unreadable one) as an empty prediction, as "
+                         "the BraTS platform does (Dice 0 and HD95 373.13 mm where the reference has the region); "
+                         "by default such a case is left out of the means, with a warning")
     ev.add_argument("--lesion-wise", action="store_true",
                     help="also score each reference lesion on its own, as BraTS ranks since 2023 (lesion-wise Dice "
                          "and HD95, with counts of found, missed and false-positive lesions)")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from brainseg.metrics import summarise
 from brainseg.naming import (NIFTI_SUFFIXES, case_folders, case_problem, image_files, is_hidden, modality_from_name,
                              segmentation_file, strip_suffix)
 from brainseg.report import to_json
-from brainseg.scoring import evaluate_files
+from brainseg.scoring import evaluate_files, score_missing
 
 log = logging.getLogger(__name__)
 
@@ -36,23 +37,28 @@ class Pairing:
     unmatched_references: list[str]  # case ids without a prediction
     unmatched_predictions: list[str]  # prediction file names named like no reference case
 
-    def summary(self, failed: list[str] = ()) -> dict:
-        """What the means cover; ``failed``: paired cases whose files could not be scored."""
+    def summary(self, failed: dict[str, str] | None = None, missing_as_empty: bool = False) -> dict:
+        """What the means cover; ``failed``: paired cases whose files could not be scored, and why."""
+        failed = failed or {}
         return {
             "scored": len(self.pairs) - len(failed),
-            "errors": list(failed),
+            "errors": dict(failed),
             "references": self.references,
             "unmatched_references": self.unmatched_references,
             "unmatched_predictions": self.unmatched_predictions,
+            "missing_scored_as_empty": missing_as_empty,
         }
 
-    def describe(self, failed: list[str] = ()) -> str:
+    def describe(self, failed: dict[str, str] | None = None, missing_as_empty: bool = False) -> str:
         """One line for the printed table: what the means cover."""
+        failed = failed or {}
         text = f"scored {len(self.pairs) - len(failed)} of {self.references} reference cases"
         if failed:
             text += f"; errors (above) in {_few(list(failed))}"
         if self.unmatched_references:
             text += f"; no prediction for {_few(self.unmatched_references)}"
+        if missing_as_empty and (failed or self.unmatched_references):
+            text += "; those without a readable prediction are scored as empty ones (--missing-as-empty)"
         if self.unmatched_predictions:
             text += f"; predictions matching no case: {_few(self.unmatched_predictions)}"
         return text
@@ -118,7 +124,8 @@ def pair_folders(pred_dir: Path, ref_dir: Path) -> Pairing:
             + ("; it holds case folders with segmentations: the predictions come first, then the references" if swapped else "")
         )
     if pairing.unmatched_references:
-        log.warning("%d of %d reference cases have no prediction in %s: %s; the summary leaves them out",
+        log.warning("%d of %d reference cases have no prediction in %s: %s; the summary leaves them out (unless "
+                    "--missing-as-empty scores them as empty predictions)",
                     len(pairing.unmatched_references), len(refs), pred_dir, _few(pairing.unmatched_references))
     if pairing.unmatched_predictions:
         log.warning("%d prediction files in %s match no reference case in %s: %s",
@@ -160,18 +167,20 @@ def run_evaluate(args) -> int:
             if lesions:
                 _print_lesion_wise({case_id: result})
         return 0
-    pairing, results, failed = score_folder(pred, ref, conventions, named=other is not None, lesion_challenge=lesions)
+    pairing, results, failed = score_folder(pred, ref, conventions, named=other is not None, lesion_challenge=lesions,
+                                            missing_as_empty=args.missing_as_empty)
     if not results:
         return 2
     summary = {r: {m: summarise([res["regions"][r][m] for res in results.values()]) for m in METRICS} for r in REGIONS}
-    payload = {"cases": results, "summary": summary, "matching": pairing.summary(failed)}
+    payload = {"cases": results, "summary": summary, "matching": pairing.summary(failed, args.missing_as_empty)}
     if lesions:
         summary["lesion_wise"] = {r: {m: summarise([res["lesion_wise"]["regions"][r][m] for res in results.values()])
                                       for m in LESION_METRICS} for r in REGIONS}
     if other is not None:
-        other_pairing, other_results, other_failed = score_folder(other, ref, conventions, named=True)
+        other_pairing, other_results, other_failed = score_folder(other, ref, conventions, named=True, lesion_challenge=lesions,
+                                                                  missing_as_empty=args.missing_as_empty)
         payload["comparison"] = {**compare(results, other_results, pred, other),
-                                 "matching": other_pairing.summary(other_failed)}
+                                 "matching": other_pairing.summary(other_failed, args.missing_as_empty)}
     if args.csv:
         _write_csv(Path(args.csv), results)
     if args.json:
@@ -179,34 +188,45 @@ def run_evaluate(args) -> int:
     else:
         _print_table(results)
         _print_summary(summary)
-        print(pairing.describe(failed))
-        print(_conventions_line(list(results.values())))
+        print(pairing.describe(failed, args.missing_as_empty))
+        print(_conventions_line([res for res in results.values() if not res.get("missing")]))
         if lesions:
             _print_lesion_wise(results, summary["lesion_wise"])
         if other is not None:
-            print(f"\n{other}: {other_pairing.describe(other_failed)}")
-            print(_conventions_line(list(other_results.values())))
+            print(f"\n{other}: {other_pairing.describe(other_failed, args.missing_as_empty)}")
+            print(_conventions_line([res for res in other_results.values() if not res.get("missing")]))
             _print_comparison(payload["comparison"])
     return 2 if failed or (other is not None and other_failed) else 0
 
 
-def score_folder(pred: Path, ref: Path, conventions: tuple, named: bool = False,
-                 lesion_challenge: str | None = None) -> tuple[Pairing, dict, list[str]]:
+def score_folder(pred: Path, ref: Path, conventions: tuple, named: bool = False, lesion_challenge: str | None = None,
+                 missing_as_empty: bool = False) -> tuple[Pairing, dict, dict[str, str]]:
     """Each prediction of a folder scored against its reference case: (pairing, case -> result, failed case
-    ids). One bad file costs its case (an ``error: CASE: ...`` line, naming the folder when ``named``), not
-    the cohort's scores."""
+    id -> why). One bad file costs its case (an ``error: CASE: ...`` line, naming the folder when ``named``), not
+    the cohort's scores; with ``missing_as_empty`` a reference case without a (readable) prediction is scored
+    as an empty prediction (``scoring.score_missing``) and marked "missing"."""
     pairing = pair_folders(pred, ref)
-    results, failed = {}, []
+    results, failed = {}, {}
     for case_id, p, r in pairing.pairs:
         try:
             results[case_id] = evaluate_files(p, r, *conventions, lesion_challenge=lesion_challenge)
         except BrainsegError as exc:
-            failed.append(case_id)
+            failed[case_id] = str(exc)
             print(f"error: {case_id}{f' in {pred}' if named else ''}: {exc}", file=sys.stderr)
+    if missing_as_empty:
+        references = reference_cases(ref, skip=pred)
+        for case_id in [*pairing.unmatched_references, *failed]:
+            try:
+                results[case_id] = score_missing(references[case_id], *conventions[1:], lesion_challenge=lesion_challenge)
+            except BrainsegError as exc:  # the reference itself is unreadable: nothing to score against
+                print(f"error: {case_id}: {exc}", file=sys.stderr)
+        results = dict(sorted(results.items()))
     return pairing, results, failed
 
 
-COMPARED = ("dice", "hd95")
+COMPARED = {"dice": lambda res, r: res["regions"][r]["dice"], "hd95": lambda res, r: res["regions"][r]["hd95"],
+            "lesion_dice": lambda res, r: res["lesion_wise"]["regions"][r]["dice"],
+            "lesion_hd95": lambda res, r: res["lesion_wise"]["regions"][r]["hd95"]}
 FEW_CASES = 10  # below this the t interval leans on the differences being roughly normal, which few cases cannot show
 
 
@@ -222,9 +242,12 @@ def compare(first: dict, second: dict, first_dir: Path, second_dir: Path) -> dic
     left_out = sorted(set(first) ^ set(second))
     if left_out:
         log.warning("comparison leaves out %d case(s) only one folder scored: %s", len(left_out), _few(left_out))
+    lesions = all("lesion_wise" in res for res in (*first.values(), *second.values()))
+    metrics = {m: value for m, value in COMPARED.items() if lesions or not m.startswith("lesion_")}
     differences = {
-        r: {m: paired_difference([first[c]["regions"][r][m] for c in cases], [second[c]["regions"][r][m] for c in cases], m).to_dict()
-            for m in COMPARED}
+        r: {m: paired_difference([value(first[c], r) for c in cases], [value(second[c], r) for c in cases],
+                                 m.removeprefix("lesion_")).to_dict()
+            for m, value in metrics.items()}
         for r in REGIONS
     }
     return {"first": str(first_dir), "second": str(second_dir), "cases": cases, "difference": differences,
@@ -236,17 +259,16 @@ def _print_comparison(comparison: dict) -> None:
     n = len(comparison["cases"])
     print(f"\ncomparison on {n} case{'s' if n != 1 else ''}: {comparison['second']} minus {comparison['first']} "
           f"(HD95: lower is better)")
-    print(f"{'region':<8}{'metric':<7}{'first':>9}{'second':>9}{'difference':>12}   {CONFIDENCE:.0%} interval     better/worse")
+    print(f"{'region':<8}{'metric':<13}{'first':>9}{'second':>9}{'difference':>12}   {CONFIDENCE:.0%} interval     better/worse")
     for r in REGIONS:
-        for m in COMPARED:
-            d = comparison["difference"][r][m]
+        for m, d in comparison["difference"][r].items():
             if not d["cases"]:
-                print(f"{r:<8}{m:<7}   no case has a finite value on both sides")
+                print(f"{r:<8}{m:<13}   no case has a finite value on both sides")
                 continue
             interval = f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]" if d["ci_low"] is not None else "(one case)"
-            print(f"{r:<8}{m:<7}{d['first_mean']:>9.3f}{d['second_mean']:>9.3f}{d['mean_difference']:>+12.3f}   "
+            print(f"{r:<8}{m:<13}{d['first_mean']:>9.3f}{d['second_mean']:>9.3f}{d['mean_difference']:>+12.3f}   "
                   f"{interval:<18}{d['second_better']:>3} / {d['first_better']}")
-    if n < FEW_CASES:
+    if 1 < n < FEW_CASES:
         print(f"with {n} cases the interval assumes the per-case differences are roughly normal, which so few "
               f"cases cannot show; read the case counts beside it")
 
@@ -303,8 +325,13 @@ def _print_table(results: dict, scores=lambda res: res["regions"]) -> None:
 
 def _print_summary(summary: dict) -> None:
     """The mean and median lines under a table: Dice and HD95 per region."""
-    for stat in ("mean", "median", "std"):  # std: the sample standard deviation over the cases (nan for one)
-        print(f"{stat:<28}" + "".join(f"{summary[r]['dice'][stat]:>8.4f}{summary[r]['hd95'][stat]:>9.2f}" for r in REGIONS))
+    for stat in ("mean", "median", "std"):  # std: the sample standard deviation over the cases (none for one)
+        print(f"{stat:<28}" + "".join(f"{_number(summary[r]['dice'][stat], 8, 4)}{_number(summary[r]['hd95'][stat], 9, 2)}"
+                                      for r in REGIONS))
+
+
+def _number(value: float | None, width: int, digits: int) -> str:
+    return f"{'-':>{width}}" if value is None or math.isnan(value) else f"{value:>{width}.{digits}f}"
 
 
 LESION_METRICS = ("dice", "hd95", "matched", "missed", "false_positives")

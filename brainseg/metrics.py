@@ -46,9 +46,9 @@ def hd95(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] = (1.0, 1.0
     The larger of the two directed 95th percentiles (MedPy's hd95 pools both directions instead, which
     gives slightly smaller values);
     0 when both masks are empty, ``HD95_ONE_EMPTY`` when only one is. A surface voxel is one with any of
-    its 26 neighbours outside the mask; MONAI and MedPy count face neighbours only, which gives values
-    0.1-0.5 mm higher on the shipped model's validation predictions (Brats18_CBICA_AME_1 TC 4.47 vs
-    4.92 mm, Brats18_2013_11_1 TC 11.75 vs 12.08 mm), so compare HD95 across tools with care.
+    its 26 neighbours outside the mask; MONAI and MedPy count face neighbours only: MONAI 1.4 gives values
+    0.0-1.3 mm higher on the shipped model's validation predictions (means WT 7.06 vs 6.67 mm, ET 8.98 vs
+    8.38 mm; ``scripts/hd95_convention_check.py --monai``), so compare HD95 across tools with care.
     """
     pred, ref = as_masks(pred, ref)
     has_pred, has_ref = bool(pred.any()), bool(ref.any())

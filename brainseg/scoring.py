@@ -65,6 +65,20 @@ def evaluate_files(pred_path: str | Path, ref_path: str | Path, pred_convention:
                                   "guessed": [who for who, source in how.items() if source == "values"]}}
 
 
+def score_missing(ref_path: str | Path, ref_convention: str | None = None, ref_dataset_convention: str | None = None,
+                  lesion_challenge: str | None = None) -> dict:
+    """The metrics of an empty prediction against a reference: how the BraTS platform scores a case whose
+    prediction is missing (Dice 0 and HD95 ``metrics.HD95_ONE_EMPTY`` wherever the reference has the region)."""
+    ref = read_label_map(ref_path)
+    convention, ref_source = ref.read_as(ref_convention, ref_dataset_convention)
+    ref_labels, _ = ref.internal(convention)
+    how = {"prediction": "missing", "reference": ref_source}
+    return {**score_labels(np.zeros_like(ref_labels), ref_labels, ref.spacing, convention, lesion_challenge),
+            "label_conventions": {"prediction": convention, "reference": convention, "read_from": how,
+                                  "guessed": ["reference"] if ref_source == "values" else []},
+            "missing": True}
+
+
 def score_labels(pred: np.ndarray, ref: np.ndarray, spacing, ref_convention: str, lesion_challenge: str | None = None) -> dict:
     """``metrics.evaluate`` of internal label maps on one grid (per-label keys in the reference's
     ``ref_convention``), with the lesion-wise scores under "lesion_wise" when ``lesion_challenge`` names one."""

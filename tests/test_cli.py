@@ -392,12 +392,14 @@ def test_evaluate_folders_reports_what_the_summary_leaves_out(tmp_path, capsys, 
     assert result["cases"]["c1"]["regions"]["ET"]["dice"] == 1.0  # label 4 untouched
     assert result["summary"]["WT"]["dice"]["mean"] == pytest.approx(wt_dice)
     assert result["matching"] == {
-        "scored": 1, "references": 7, "errors": [],
+        "scored": 1, "references": 7, "errors": {},
         "unmatched_references": ["c2", "c3", "c4", "c5", "c6", "c7"], "unmatched_predictions": ["x9_seg.nii.gz"],
+        "missing_scored_as_empty": False,
     }
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert warnings == [
-        f"6 of 7 reference cases have no prediction in {pred}: c2, c3, c4, c5, c6 and 1 more; the summary leaves them out",
+        f"6 of 7 reference cases have no prediction in {pred}: c2, c3, c4, c5, c6 and 1 more; the summary leaves them out (unless "
+        f"--missing-as-empty scores them as empty predictions)",
         f"1 prediction files in {pred} match no reference case in {ref}: x9_seg.nii.gz",
     ]
     assert main(["evaluate", str(pred), str(ref)]) == 0
@@ -429,7 +431,8 @@ def test_evaluate_folders_score_the_cases_a_bad_file_leaves(tmp_path, capsys):
     assert main(["evaluate", str(pred), str(ref), "--json"]) == 2
     captured = capsys.readouterr()
     result = json.loads(captured.out)
-    assert list(result["cases"]) == ["c1", "c3"] and result["matching"]["errors"] == ["c2"]
+    assert list(result["cases"]) == ["c1", "c3"] and list(result["matching"]["errors"]) == ["c2"]
+    assert "shape (20, 20, 18) differs" in result["matching"]["errors"]["c2"]  # the reason, not only the case
     assert result["matching"]["scored"] == 2 and result["summary"]["WT"]["dice"]["mean"] == 1.0
     assert {k: result["summary"]["WT"]["dice"][k] for k in ("std", "min", "max", "n")} == {"std": 0.0, "min": 1.0, "max": 1.0, "n": 2}
     lines = captured.err.strip().splitlines()
@@ -831,3 +834,55 @@ def test_evaluate_refuses_two_predictions_of_one_case_and_skips_a_predictions_fo
     _save_labels(preds / "A_seg.NII.GZ")
     assert main(["evaluate", str(preds), str(tmp_path / "refs")]) == 2
     assert f"A_seg.NII.GZ, A_seg.nii.gz in {preds}: two predictions for case A; expected one" in capsys.readouterr().err
+
+
+def test_evaluate_scores_missing_predictions_as_empty_ones_when_asked(tmp_path, capsys):
+    """BraTS's platform scores a case without a prediction as an empty one: Dice 0 and HD95 373.13 mm where
+    the reference has the region, Dice 1 / HD95 0 where it has none."""
+    from brainseg.metrics import HD95_ONE_EMPTY
+
+    ref, pred = tmp_path / "r", tmp_path / "p"
+    no_et = np.where(_evaluate_label_map() == 4, 1, _evaluate_label_map()).astype(np.uint8)  # core, no enhancing
+    _save_labels(ref / "c1" / "c1_seg.nii.gz")
+    _save_labels(ref / "c2" / "c2_seg.nii.gz", no_et)
+    _save_labels(ref / "c3" / "c3_seg.nii.gz")
+    _save_labels(pred / "c1_seg.nii.gz")  # perfect
+    (pred / "c3_seg.nii.gz").write_bytes(b"not a nifti")  # unreadable: as good as missing
+    assert main(["evaluate", str(pred), str(ref), "--json"]) == 2
+    assert list(json.loads(capsys.readouterr().out)["cases"]) == ["c1"]  # by default: left out
+    assert main(["evaluate", str(pred), str(ref), "--json", "--missing-as-empty", "--lesion-wise"]) == 2
+    result = json.loads(capsys.readouterr().out)
+    cases = result["cases"]
+    assert list(cases) == ["c1", "c2", "c3"] and cases["c2"]["missing"] and cases["c3"]["missing"]
+    assert [cases["c2"]["regions"][r]["dice"] for r in ("WT", "TC", "ET")] == [0.0, 0.0, 1.0]
+    assert [cases["c2"]["regions"][r]["hd95"] for r in ("WT", "TC", "ET")] == [HD95_ONE_EMPTY, HD95_ONE_EMPTY, 0.0]
+    assert [cases["c3"]["regions"][r]["dice"] for r in ("WT", "TC", "ET")] == [0.0, 0.0, 0.0]
+    assert cases["c2"]["lesion_wise"]["regions"]["WT"]["missed"] == 1
+    assert result["summary"]["WT"]["dice"]["mean"] == pytest.approx(1 / 3)
+    assert result["summary"]["ET"]["dice"]["mean"] == pytest.approx(2 / 3)
+    assert result["matching"]["missing_scored_as_empty"] is True
+    assert main(["evaluate", str(pred), str(ref), "--missing-as-empty"]) == 2
+    out = capsys.readouterr().out
+    assert "those without a readable prediction are scored as empty ones (--missing-as-empty)" in out
+
+
+def test_evaluate_compares_lesion_wise_scores_too_and_prints_no_spread_for_one_case(tmp_path, capsys):
+    ref, first, second = tmp_path / "r", tmp_path / "a", tmp_path / "b"
+    reference = _evaluate_label_map()
+    speck = reference.copy()
+    speck[15:18, 15:18, 15:18] = 2  # a 27-voxel false positive far from the tumour: lesion-wise WT loses, volume-wise hardly
+    _save_labels(ref / "c1" / "c1_seg.nii.gz")
+    _save_labels(first / "c1_seg.nii.gz")
+    _save_labels(second / "c1_seg.nii.gz", speck)
+    assert main(["evaluate", str(first), str(ref), "--compare", str(second), "--lesion-wise", "--json"]) == 0
+    difference = json.loads(capsys.readouterr().out)["comparison"]["difference"]["WT"]
+    assert difference["dice"]["mean_difference"] == pytest.approx(2 * 125 / (125 + 152) - 1)
+    # lesion-wise: the one lesion still scores 1, the speck a 0 (min volume 50 mm^3 applies to reference lesions only)
+    assert difference["lesion_dice"]["mean_difference"] == pytest.approx(-0.5)
+    assert difference["lesion_dice"]["first_better"] == 1
+    assert main(["evaluate", str(first), str(ref), "--compare", str(second), "--lesion-wise"]) == 0
+    out = capsys.readouterr().out
+    assert "WT      lesion_dice      1.000    0.500      -0.500" in out
+    assert "roughly normal" not in out  # one case: no interval to qualify
+    std = next(line for line in out.splitlines() if line.startswith("std "))
+    assert "nan" not in std and std.split()[1:] == ["-"] * 6
