@@ -131,9 +131,16 @@ def _start_from(init: str, given: dict[str, dict[str, Any]]) -> dict[str, dict[s
 
 
 def resume_state(resume: str) -> Path:
-    """The state.pt that ``--resume`` names: the file itself, or the one in the run folder given."""
+    """The state.pt that ``--resume`` names: the file itself, or the one in the run folder given.
+
+    Raises InputError when there is none (before anything else is asked of the command line: a mistyped
+    path must not be reported as a missing --data).
+    """
     path = Path(resume)
-    return path / "state.pt" if path.is_dir() else path
+    path = path / "state.pt" if path.is_dir() else path
+    if not path.is_file():
+        raise InputError(f"{path}: no such file; expected the state.pt of an earlier run's folder")
+    return path
 
 
 def resumed_config(resume: str) -> Path | None:

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
 import time
 import warnings
@@ -143,6 +144,27 @@ def _random_streams(seed: int, rank: int, start_step: int) -> tuple[np.random.Ge
     return rng, int(rng.integers(2**62))
 
 
+RUN_FILES = ("state.pt", "last.pt", "metrics.csv")  # what makes a folder hold a run
+
+
+# what a run resumed into another folder brings along, so its best checkpoint and history stay with it
+CARRIED = ("best.pt", "best_validation.json", "metrics.csv")
+
+
+def _record_run(out_dir: Path, tc: TrainConfig, config: BrainsegConfig, train_sources, val_sources, carried_from: Path | None) -> None:
+    """Write the run's split.json and config.json (and, resumed from another folder, that run's best
+    checkpoint and metrics log) into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    split = {"train": [s.name for s in train_sources], "validation": [s.name for s in val_sources]}
+    (out_dir / "split.json").write_text(json.dumps(split, indent=2))
+    # absolute paths, so `brainseg train --config RUN/config.json` repeats the run from any folder
+    recorded = replace(tc, **{k: str(Path(v).absolute()) for k in ("data", "init") if (v := getattr(tc, k))})
+    (out_dir / "config.json").write_text(json.dumps({"train": to_plain(asdict(recorded)), "model": config.to_dict()}, indent=2))
+    for name in CARRIED if carried_from is not None else ():
+        if (carried_from / name).is_file():
+            shutil.copy2(carried_from / name, out_dir / name)
+
+
 def _resume(train_config: TrainConfig, model: UNet3D, optimizer: torch.optim.Optimizer) -> tuple[int, float, float, int, float]:
     """Load ``state.pt`` of an earlier run into the model and optimiser; returns (step, best score, seconds,
     validations since the best one, for --patience; the time limit's share of the decay, ``clock_share``).
@@ -151,8 +173,6 @@ def _resume(train_config: TrainConfig, model: UNet3D, optimizer: torch.optim.Opt
     another network than the options build.
     """
     path = resume_state(train_config.resume)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file; expected the state.pt of an earlier run's folder")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except OSError:
@@ -246,7 +266,9 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None,
     config.check_consistent()
     out_dir = Path(train_config.output)
     check_can_create([out_dir / "config.json"])
-    earlier = [name for name in ("state.pt", "last.pt", "metrics.csv") if not train_config.resume and (out_dir / name).exists()]
+    resumed_from = resume_state(train_config.resume).parent if train_config.resume else None
+    moving = resumed_from is not None and resumed_from.resolve() != out_dir.resolve()  # resumed into another folder
+    earlier = [name for name in RUN_FILES if (not train_config.resume or moving) and (out_dir / name).exists()]
     if earlier:  # a second run there would replace the first's checkpoints and mix the two in one metrics log
         raise InputError(f"{out_dir}: holds an earlier run ({', '.join(earlier)}); continue it with --resume {out_dir}, "
                          f"or choose another --output")
@@ -271,18 +293,11 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None,
     if not str(train_config.data):
         raise InputError("data: no folder of labelled cases given; expected TrainConfig(data=FOLDER) or --data FOLDER")
     sources = find_cases(train_config.data)
-    validation = validation_split([s.name for s in sources], train_config, out_dir / "split.json")
+    validation = validation_split([s.name for s in sources], train_config, (resumed_from or out_dir) / "split.json")
     val_sources = [s for s in sources if s.name in validation]
     train_sources = [s for s in sources if s.name not in validation]
     if not train_sources:
         raise InputError(f"{train_config.data}: no training cases left after the validation split")
-    if ddp.main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        split = {"train": [s.name for s in train_sources], "validation": [s.name for s in val_sources]}
-        (out_dir / "split.json").write_text(json.dumps(split, indent=2))
-        # absolute paths, so `brainseg train --config RUN/config.json` repeats the run from any folder
-        recorded = replace(train_config, **{k: str(Path(v).absolute()) for k in ("data", "init") if (v := getattr(train_config, k))})
-        (out_dir / "config.json").write_text(json.dumps({"train": to_plain(asdict(recorded)), "model": config.to_dict()}, indent=2))
     cache = out_dir / "cache"
     # rank 0 fills the cache and the others read it, rather than all writing the same files at once. They
     # wait in a group of their own: torch's 10-30 min default would cut off a first run over a thousand
@@ -296,6 +311,8 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None,
     val_cases = [(s.name, *load_reference(s, train_config.label_convention)) for s in val_sources] if ddp.main else []
     # prepared once: the preprocessing stays fixed while the weights change, and N4 takes seconds per scan
     val_cases = [(name, case, reference, prepare(case, config.preprocess)) for name, case, reference in val_cases]
+    if ddp.main:  # only now that the cases were read: a resume that fails on the data leaves the run's settings alone
+        _record_run(out_dir, train_config, config, train_sources, val_sources, resumed_from if moving else None)
     if ddp.world > 1:  # the others wait for that, too, in the long-timeout group, not in DDP's first broadcast
         dist.barrier(group=waiting)
 
@@ -409,7 +426,8 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None,
     if ddp.world > 1:
         dist.barrier()
         dist.destroy_process_group()
-    return out_dir / "best.pt"
+    # a resumed run whose earlier best is not beside it (a bare state.pt) and that never beat it has no best.pt
+    return out_dir / "best.pt" if (out_dir / "best.pt").is_file() else out_dir / "last.pt"
 
 
 def _diverged(train_config: TrainConfig, step: int, out_dir: Path) -> SettingError:

@@ -155,6 +155,31 @@ def test_train_writes_checkpoints_logs_and_resumes(small_data, tmp_path):
     state = torch.load(out / "state.pt", weights_only=True)
     assert state["step"] == 4 and "stale" in state
 
+    # a resume that fails on its data leaves the run's settings as they were
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for case in CASES:
+        os.symlink(BRATS / case, broken / case)
+    (broken / "Brats18_X_1").mkdir()
+    for scan in sorted((BRATS / CASES[1]).iterdir()):
+        name = scan.name.replace(CASES[1], "Brats18_X_1")
+        if scan.name.endswith("_seg.nii.gz"):
+            (broken / "Brats18_X_1" / name).write_bytes(scan.read_bytes()[:2000])  # truncated
+        else:
+            os.symlink(scan, broken / "Brats18_X_1" / name)
+    recorded = (out / "config.json").read_text()
+    failed = ["train", "--data", str(broken), "--output", str(out), "--resume", str(out), "--max-steps", "6", "--lr", "0.001"]
+    assert main(failed) == 2
+    assert (out / "config.json").read_text() == recorded
+    # another run's state into a folder that holds a run: refused, not mixed into it
+    assert main(["train", "--output", str(again), "--resume", str(out / "state.pt"), "--max-steps", "6"]) == 2
+    # into a new folder: its best checkpoint and history come along
+    moved = tmp_path / "moved"
+    assert main(["train", "--output", str(moved), "--resume", str(out / "state.pt"), "--max-steps", "6"]) == 0
+    assert (moved / "best.pt").is_file() and (moved / "best_validation.json").is_file()
+    with (moved / "metrics.csv").open() as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [2, 4, 6]
+
 
 def test_a_resumed_run_counts_patience_on_from_its_state(tmp_path):
     from brainseg.train import _resume
@@ -417,6 +442,7 @@ def _bad_states(tmp_path):
         (tmp_path / "best.pt", [], "holds no training state; expected the state.pt of a run folder (best.pt and last.pt are checkpoints"),
         (tmp_path / "state.pt", ["--residual"], "its weights do not fit the network these settings build; resume without model options"),
         (tmp_path / "missing.pt", [], "no such file; expected the state.pt of an earlier run's folder"),
+        (tmp_path / "no-run", [], "no such file; expected the state.pt of an earlier run's folder"),  # a mistyped folder
         (tmp_path, ["--residual"], "its weights do not fit"),  # a run folder stands for its state.pt
     ]
 
@@ -531,6 +557,7 @@ def test_a_resumed_run_takes_its_own_settings_unless_told_otherwise(tmp_path):
     (run / "config.json").write_text(json.dumps({
         "train": {"data": "/data", "output": str(run), "weight_decay": 0.01, "time_limit_minutes": 30.0},
         "model": {"model": {"features": [8, 16, 32], "dropout": 0.0}}}))
+    (run / "state.pt").write_bytes(b"")  # settings come before the state is read; only its presence is checked here
     tc, config = build_configs(None, {"output": str(run), "resume": str(run / "state.pt"), "time_limit_minutes": 5.0}, {})
     assert (tc.data, tc.weight_decay, tc.time_limit_minutes) == ("/data", 0.01, 5.0)  # the option wins
     assert config.model.features == (8, 16, 32) and config.model.dropout == 0.0  # no option could have said so
@@ -546,6 +573,10 @@ def test_resume_mistakes_are_one_error_line_naming_the_file(tmp_path, capsys):
         named = path / "state.pt" if path.is_dir() else path
         assert status == 2 and err.startswith(f"error: {named}: ") and message in err, err
         assert len(err.strip().splitlines()) == 1, err
+    # without --data (the run's config.json would give it), a mistyped path is still what is said
+    assert main(["train", "--output", str(tmp_path / "run"), "--resume", str(tmp_path / "no-run"), "--max-steps", "5"]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: {tmp_path / 'no-run'}: no such file; expected the state.pt of an "
+                                               f"earlier run's folder")
 
 
 def test_an_output_path_through_a_file_is_refused_before_any_work(tmp_path, capsys):
