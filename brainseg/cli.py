@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"segment": _segment, "evaluate": _evaluate, "train": _train, "bench": _bench}[args.command](args)
     except (BrainsegError, ValueError) as exc:  # ValueError: settings out of range, reported by the library
-        return _fail(str(exc))
+        return _fail(str(exc), alike_on_every_rank=True)
     except OSError as exc:  # an unreadable input, an output folder that cannot be written, a full disk
         return _fail(describe_error(exc))
     except KeyboardInterrupt:
@@ -179,9 +179,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _fail(message: str) -> int:
-    """Report a user error as one ``error: ...`` line on stderr; exit status 2."""
-    print("error: " + " ".join(message.split()), file=sys.stderr)
+def _fail(message: str, alike_on_every_rank: bool = False) -> int:
+    """Report a user error as one ``error: ...`` line on stderr; exit status 2.
+
+    ``alike_on_every_rank``: bad input or settings, which every torchrun process meets alike: said by rank 0
+    only, once (an OSError, a full disk on one node, is said by the process that met it).
+    """
+    if not alike_on_every_rank or os.environ.get("RANK", "0") == "0":
+        print("error: " + " ".join(message.split()), file=sys.stderr)
     return 2
 
 
@@ -209,7 +214,7 @@ _OPTION_NAMES = {"time_limit_minutes": "--time-limit", "min_component_voxels": "
 
 def _option_error(exc) -> int:
     """A setting out of range, reported under the option the user typed, not the field behind it."""
-    return _fail(f"{_OPTION_NAMES.get(exc.setting, '--' + exc.setting.replace('_', '-'))}: {exc.problem}")
+    return _fail(f"{_OPTION_NAMES.get(exc.setting, '--' + exc.setting.replace('_', '-'))}: {exc.problem}", alike_on_every_rank=True)
 
 
 def _train(args) -> int:

@@ -886,3 +886,13 @@ def test_evaluate_compares_lesion_wise_scores_too_and_prints_no_spread_for_one_c
     assert "roughly normal" not in out  # one case: no interval to qualify
     std = next(line for line in out.splitlines() if line.startswith("std "))
     assert "nan" not in std and std.split()[1:] == ["-"] * 6
+
+
+def test_under_torchrun_bad_input_is_said_once_by_rank_zero(tmp_path, monkeypatch, capsys):
+    args = ["segment", str(tmp_path / "no-case"), "-o", str(tmp_path / "out")]
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert main(args) == 2 and capsys.readouterr().err == ""  # the same line would be rank 0's again
+    monkeypatch.setenv("RANK", "0")
+    assert main(args) == 2
+    assert capsys.readouterr().err.strip().startswith(f"error: {tmp_path / 'out'}: output must end in .nii.gz or .nii")
