@@ -16,7 +16,7 @@ from brainseg.files import check_can_create
 from brainseg.labels import REGIONS, chosen_convention
 from brainseg.lesion_metrics import MISSED_HD95
 from brainseg.metrics import summarise
-from brainseg.naming import (NIFTI_SUFFIXES, case_folders, case_problem, image_files, is_hidden, modality_from_name,
+from brainseg.naming import (NIFTI_SUFFIXES, case_folders, case_problem, image_files, is_hidden, names_a_scan,
                              segmentation_file, strip_suffix)
 from brainseg.report import to_json
 from brainseg.scoring import evaluate_files, score_missing
@@ -33,9 +33,13 @@ class Pairing:
     """Reference cases of a folder matched with prediction files."""
 
     pairs: list[tuple[str, Path, Path]]  # (case id, prediction, reference)
-    references: int  # reference cases found
+    reference_files: dict[str, Path]  # every reference case found: case id -> its segmentation
     unmatched_references: list[str]  # case ids without a prediction
     unmatched_predictions: list[str]  # prediction file names named like no reference case
+
+    @property
+    def references(self) -> int:
+        return len(self.reference_files)
 
     def summary(self, failed: dict[str, str] | None = None, missing_as_empty: bool = False) -> dict:
         """What the means cover; ``failed``: paired cases whose files could not be scored, and why."""
@@ -82,7 +86,7 @@ def reference_cases(ref_dir: Path, skip: Path | None = None) -> dict[str, Path]:
         if seg is not None:
             refs[folder.name] = seg
     for p in image_files(ref_dir):
-        if _is_label_map_name(p.name) and _named_scan(p.name) is None:  # scans beside the maps are not references
+        if _is_label_map_name(p.name) and not names_a_scan(p.name):  # scans beside the maps are not references
             refs[_case_id(p.name)] = p
     if not refs:
         raise InputError(
@@ -101,20 +105,21 @@ def pair_folders(pred_dir: Path, ref_dir: Path) -> Pairing:
     refs = reference_cases(ref_dir, skip=pred_dir)
     files: dict[str, list[Path]] = {}  # suffixes in any case, as segment reads them: CASE_seg.NII.GZ is CASE_seg.nii.gz
     for p in image_files(pred_dir):
-        files.setdefault(strip_suffix(p.name) + p.name[len(strip_suffix(p.name)):].lower(), []).append(p)
+        stem = strip_suffix(p.name)
+        files.setdefault(stem + p.name[len(stem):].lower(), []).append(p)
     pairs = []
     for case_id, ref in refs.items():
-        match = next((files[n.format(case_id)] for n in PREDICTION_NAMES if n.format(case_id) in files), None)
-        if match is not None and len(match) > 1:
-            raise InputError(f"{', '.join(p.name for p in match)} in {pred_dir}: two predictions for case {case_id}; "
+        found = next((files[n.format(case_id)] for n in PREDICTION_NAMES if n.format(case_id) in files), None)
+        if found is None:
+            continue
+        if len(found) > 1:
+            raise InputError(f"{', '.join(p.name for p in found)} in {pred_dir}: two predictions for case {case_id}; "
                              f"expected one (remove the other)")
-        match = match[0] if match is not None else None
-        if match is not None:
-            pairs.append((case_id, match, ref))
+        pairs.append((case_id, found[0], ref))
     scored = {case_id for case_id, _, _ in pairs}
     used = {pred.name for _, pred, _ in pairs}
     predictions = [p.name for p in image_files(pred_dir) if _is_label_map_name(p.name)]
-    pairing = Pairing(pairs, len(refs), [c for c in refs if c not in scored], [n for n in predictions if n not in used])
+    pairing = Pairing(pairs, refs, [c for c in refs if c not in scored], [n for n in predictions if n not in used])
     if not pairs:
         swapped = not predictions and any(p.is_dir() and segmentation_file(p) for p in pred_dir.iterdir()) \
             and any(_is_label_map_name(p.name) for p in ref_dir.iterdir() if p.is_file())
@@ -189,12 +194,12 @@ def run_evaluate(args) -> int:
         _print_table(results)
         _print_summary(summary)
         print(pairing.describe(failed, args.missing_as_empty))
-        print(_conventions_line([res for res in results.values() if not res.get("missing")]))
+        print(_conventions_line(list(results.values())))
         if lesions:
             _print_lesion_wise(results, summary["lesion_wise"])
         if other is not None:
             print(f"\n{other}: {other_pairing.describe(other_failed, args.missing_as_empty)}")
-            print(_conventions_line([res for res in other_results.values() if not res.get("missing")]))
+            print(_conventions_line(list(other_results.values())))
             _print_comparison(payload["comparison"])
     return 2 if failed or (other is not None and other_failed) else 0
 
@@ -214,10 +219,10 @@ def score_folder(pred: Path, ref: Path, conventions: tuple, named: bool = False,
             failed[case_id] = str(exc)
             print(f"error: {case_id}{f' in {pred}' if named else ''}: {exc}", file=sys.stderr)
     if missing_as_empty:
-        references = reference_cases(ref, skip=pred)
         for case_id in [*pairing.unmatched_references, *failed]:
             try:
-                results[case_id] = score_missing(references[case_id], *conventions[1:], lesion_challenge=lesion_challenge)
+                results[case_id] = score_missing(pairing.reference_files[case_id], *conventions[1:],
+                                                 lesion_challenge=lesion_challenge)
             except BrainsegError as exc:  # the reference itself is unreadable: nothing to score against
                 print(f"error: {case_id}: {exc}", file=sys.stderr)
         results = dict(sorted(results.items()))
@@ -275,7 +280,8 @@ def _print_comparison(comparison: dict) -> None:
 
 def _conventions_line(results: list[dict]) -> str:
     """How the label values were read, e.g. "labels read as: prediction msd (named in its header),
-    reference brats2018 (guessed from the values)"."""
+    reference brats2018 (guessed from the values)"; cases scored without a prediction (--missing-as-empty) say nothing."""
+    results = [r for r in results if not r.get("missing")]
     said = {"values": "guessed from the values", "header": "named in its header", "dataset.json": "named by dataset.json",
             "name": "from its BraTS 2023+ file name", "reference": "read as its reference is"}
     parts = []
@@ -289,15 +295,6 @@ def _conventions_line(results: list[dict]) -> str:
 def _case_id(name: str) -> str:
     """The case a label map file names: "Brats18_X_1_seg.nii.gz" -> "Brats18_X_1"."""
     return strip_suffix(name).removesuffix("_seg").removesuffix("-seg")
-
-
-def _named_scan(name: str) -> str | None:
-    """The modality a file name names, when it names a scan (not a segmentation) unambiguously."""
-    try:
-        modality = modality_from_name(name)
-    except InputError:
-        return None
-    return modality if modality not in (None, "seg") else None
 
 
 def _is_label_map_name(name: str) -> bool:

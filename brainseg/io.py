@@ -278,9 +278,9 @@ def assemble_case(scans: Mapping[str, Scan], convention: str | None = None) -> C
         geometry = first.header is not None and scan.header is not None
         arrays[modality] = on_grid_of(first.name, first.array.shape, first.affine, scan.name, scan.array, scan.affine,
                                        "four co-registered scans on one grid", geometry)
+    sample = (slice(None, None, 7),) * 3  # different scans differ here already: the full comparison is rare
     for i, a in enumerate(MODALITIES):  # a copy under another modality's name: the network would see one contrast twice
         for b in MODALITIES[i + 1:]:
-            sample = (slice(None, None, 7),) * 3  # different scans differ here already: the full check is rare
             if np.array_equal(arrays[a][sample], arrays[b][sample]) and np.array_equal(arrays[a], arrays[b]):
                 raise InputError(f"{scans[a].name} ({a.upper()}) and {scans[b].name} ({b.upper()}) hold the same image; "
                                  f"expected four different scans: FLAIR, T1, T1ce, T2")

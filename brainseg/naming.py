@@ -192,9 +192,13 @@ def image_files(folder: str | Path) -> list[Path]:
                   if p.is_file() and p.name.lower().endswith(SUFFIXES) and not is_hidden(p.name))
 
 
-def names_a_scan(path: Path) -> bool:
-    """Whether a file's name names one of the four scans (not a segmentation, not nothing)."""
-    return _folder_modality(path) not in (None, "seg")
+def names_a_scan(name: str | Path) -> bool:
+    """Whether a file's name names one of the four scans unambiguously (not a segmentation, not nothing,
+    not several)."""
+    try:
+        return modality_from_name(os.path.basename(str(name))) not in (None, "seg")
+    except InputError:
+        return False
 
 
 def case_folders(root: str | Path, skip: Path | None = None) -> list[Path]:
