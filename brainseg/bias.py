@@ -27,7 +27,7 @@ ITERATIONS = 50  # per fitting level
 FIT_LEVELS = 3  # each level halves the B-spline knot spacing (SimpleITK's default: four levels of 50)
 # FLAIR and T2 show the edema as a large bright region, which a three-level field partly takes for
 # inhomogeneity and divides out (Brats18_TCIA02_606_1: whole-tumour Dice 0.912 -> 0.866); a two-level
-# field, twice as stiff, leaves the lesion alone and still removes a coil's smooth field (model card)
+# field, twice as stiff, leaves the lesion alone and still removes a coil's smooth field (docs/model_evidence.md)
 MODALITY_FIT_LEVELS = {"flair": 2, "t2": 2}
 
 

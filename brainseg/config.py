@@ -204,13 +204,13 @@ class PostprocessConfig:
     min_et_voxels: int = 0  # if the whole ET volume is smaller, relabel it as necrotic core
     # whole-tumour components farther than this from the largest one are removed (0: none); on by
     # default, also for checkpoints saved before it existed: in every model compared on the validation
-    # split it removed far false positives and never lowered a score (see the model card)
+    # split it removed far false positives and never lowered a score (docs/model_evidence.md)
     max_component_distance_mm: float = 10.0
     # tumour-core and enhancing pieces smaller than this (each region's largest stays) are absorbed by the
     # region around them. BraTS 2023+ lesion-wise scoring counts each such speck as a false positive; on
     # 16 held-out cases of four models it raised lesion-wise TC/ET Dice by up to 0.22 and moved no volume
     # Dice by more than 0.001. It also removes true fragments: applied to the expert maps it costs the
-    # three with fragmented ET 0.04-0.14 ET Dice (model card). On by default, also for checkpoints saved
+    # three with fragmented ET 0.04-0.14 ET Dice (docs/model_evidence.md). On by default, also for checkpoints saved
     # before it existed
     min_core_component_voxels: int = 50
 

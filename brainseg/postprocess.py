@@ -95,7 +95,7 @@ def clean_labels(labels: np.ndarray, min_component_voxels: int = 0, min_et_voxel
             become necrotic core; each region's largest component stays, so no region is emptied by
             this rule (``min_et_voxels`` decides about a small ET as a whole). BraTS 2023+ scores each
             predicted piece touching no real lesion as a false positive (Dice 0, HD95 374 mm); true
-            fragments go too, which costs cases whose enhancing tumour is many small pieces (model card).
+            fragments go too, which costs cases whose enhancing tumour is many small pieces (docs/model_evidence.md).
     Returns:
         a new label map.
     """
