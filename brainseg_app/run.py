@@ -77,33 +77,49 @@ def set_truth(result, name: str, data: bytes, convention: str | None = None, ori
     and any reference read before stays. Returns whether the file was read.
     """
     result.truth_choice, result.truth_choice_error = convention, None
-    try:
-        label_map = read_reference(data, name, result.case)  # its errors name the file
-        read_as, source = label_map.read_as(convention)
-        labels, _ = label_map.internal(read_as)
-    except Exception as exc:
-        result.truth_refused = SimpleNamespace(name=name, data=data, origin=origin,
-                                               error=failure_message("Reading the ground truth", exc))
+    source = SimpleNamespace(name=name, data=data, origin=origin)
+    truth, error = _read_truth(result.case, source, convention)
+    if truth is None:
+        result.truth_refused = SimpleNamespace(**vars(source), error=error)
         return False
-    result.truth = SimpleNamespace(name=name, labels=labels, convention=read_as, chosen=convention, source=source,
-                                   assumed_grid=not label_map.has_geometry)
-    result.truth_source = SimpleNamespace(name=name, data=data, origin=origin)
+    _show_truth(result, truth, source)
     result.truth_refused = None
-    result.cache.pop("evaluation", None)
     return True
 
 
 def apply_label_choice(result, convention: str | None) -> None:
     """A new choice of reference label values: tried first on a refused file (the usual reason to change it),
-    else on the reference shown, which stays as read before when it cannot be read so."""
+    else on the reference shown, which stays as read before when it cannot be read so. A refused file
+    stays refused (with the new choice's reason) while the reference shown is re-read."""
     refused, source = result.truth_refused, result.truth_source
     if refused is not None and set_truth(result, refused.name, refused.data, convention, refused.origin):
         return
-    if source is not None:
-        still = result.truth_refused
-        if not set_truth(result, source.name, source.data, convention, source.origin):
-            result.truth_choice_error = f"{result.truth_refused.error.rstrip('.')}. The scores shown read it as before."
-        result.truth_refused = still
+    if source is None:
+        return
+    result.truth_choice, result.truth_choice_error = convention, None
+    truth, error = _read_truth(result.case, source, convention)
+    if truth is None:
+        result.truth_choice_error = f"{error.rstrip('.')}. The scores shown read it as before."
+    else:
+        _show_truth(result, truth, source)
+
+
+def _read_truth(case, source: SimpleNamespace, convention: str | None):
+    """(the reference read as ``convention``, None), or (None, why it cannot be) for a file the user gave."""
+    try:
+        label_map = read_reference(source.data, source.name, case)  # its errors name the file
+        read_as, how = label_map.read_as(convention)
+        labels, _ = label_map.internal(read_as)
+    except Exception as exc:
+        return None, failure_message("Reading the ground truth", exc)
+    return SimpleNamespace(name=source.name, labels=labels, convention=read_as, chosen=convention, source=how,
+                           assumed_grid=not label_map.has_geometry), None
+
+
+def _show_truth(result, truth: SimpleNamespace, source: SimpleNamespace) -> None:
+    """Make ``truth`` the reference the result is scored against; its scores are computed afresh."""
+    result.truth, result.truth_source = truth, source
+    result.cache.pop("evaluation", None)
 
 
 def clear_truth(result, origin: str) -> None:

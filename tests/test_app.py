@@ -815,3 +815,17 @@ def test_a_result_from_before_an_app_update_is_dropped_with_a_note(app):
     app.run()
     assert not app.exception
     assert "The app was updated since the last result was made; run the segmentation again to see it." in [i.value for i in app.info]
+
+
+def test_a_label_choice_the_refused_file_cannot_take_keeps_it_refused_and_rereads_the_shown_reference(app):
+    upload(app, scan_files() + [("case7_seg.nii.gz", nifti(from_internal(expected_labels(), "brats2018")), "application/gzip")])
+    app.button(key="run").click().run()
+    both = from_internal(expected_labels(), "brats2018")
+    both[0:3, 0:3, 0:3] = 3  # 3 and 4 together: refused by the guess, and by BraTS 2018-2021's values too
+    app.file_uploader(key="truth_upload").set_value(("other_seg.nii.gz", nifti(both), "application/gzip")).run()
+    assert any("other_seg.nii.gz" in e and "holds both labels 3 and 4" in e for e in errors(app))
+    app.selectbox(key="truth_convention").set_value("brats2018").run()
+    said = [e for e in errors(app) if "other_seg.nii.gz" in e]
+    assert len(said) == 1 and "unexpected label values [3]" in said[0]  # refused again, for the new choice's reason
+    assert table(app, "hd95_mm")["dice"].tolist() == [1.0, 1.0, 1.0]  # the dropped reference, re-read as chosen
+    assert any(c.value.startswith("Reference: case7_seg.nii.gz (BraTS 2018-2021") for c in app.caption)
