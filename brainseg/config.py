@@ -24,7 +24,7 @@ OUTPUT_MODES = ("regions", "labels")
 OUTPUT_CHANNELS = {"regions": 3, "labels": 4}  # what each output mode's head produces
 # a window side beyond this is a typo, not a choice (the 1 mm BraTS head is 240 voxels): refused
 # before it reaches an allocation of terabytes
-MAX_PATCH_VOXELS = 512
+MAX_PATCH_SIDE = 512
 AUGMENTATION_ENGINES = ("auto", "torchio", "torch")  # brainseg.augment: auto = torch on CUDA, TorchIO elsewhere
 # BraTS 2023+ lesion-wise scoring (brainseg.lesion_metrics) per challenge: (dilation iterations that merge
 # nearby reference lesions, largest lesion volume in mm^3 left out of the mean)
@@ -72,7 +72,7 @@ def require_triple(setting: str, value: Any, ok: Callable[[Any], bool], expected
 
 
 def require_patch_size(setting: str, value: Any) -> None:
-    require_triple(setting, value, lambda p: is_whole(p, 1) and p <= MAX_PATCH_VOXELS, f"whole numbers 1-{MAX_PATCH_VOXELS} (voxels)")
+    require_triple(setting, value, lambda p: is_whole(p, 1) and p <= MAX_PATCH_SIDE, f"whole numbers 1-{MAX_PATCH_SIDE} (voxels)")
 
 
 def require_choice(setting: str, value: Any, choices: tuple[str, ...], what: str) -> None:

@@ -41,31 +41,35 @@ class Pairing:
     def references(self) -> int:
         return len(self.reference_files)
 
-    def summary(self, failed: dict[str, str] | None = None, missing_as_empty: bool = False) -> dict:
-        """What the means cover; ``failed``: paired cases whose files could not be scored, and why."""
-        failed = failed or {}
+    def summary(self, results: dict, failed: dict[str, str] | None = None, missing_as_empty: bool = False) -> dict:
+        """What the means cover: ``results``, the scored cases (those scored as empty marked "missing");
+        ``failed``, the cases whose files could not be scored, and why."""
         return {
-            "scored": len(self.pairs) - len(failed),
-            "errors": dict(failed),
+            "scored": len(results),
+            "scored_as_empty": _scored_as_empty(results),
+            "errors": dict(failed or {}),
             "references": self.references,
             "unmatched_references": self.unmatched_references,
             "unmatched_predictions": self.unmatched_predictions,
             "missing_scored_as_empty": missing_as_empty,
         }
 
-    def describe(self, failed: dict[str, str] | None = None, missing_as_empty: bool = False) -> str:
-        """One line for the printed table: what the means cover."""
-        failed = failed or {}
-        text = f"scored {len(self.pairs) - len(failed)} of {self.references} reference cases"
+    def describe(self, results: dict, failed: dict[str, str] | None = None) -> str:
+        """One line for the printed table: what the means cover (``summary``'s arguments)."""
+        text = f"scored {len(results)} of {self.references} reference cases"
         if failed:
             text += f"; errors (above) in {_few(list(failed))}"
         if self.unmatched_references:
             text += f"; no prediction for {_few(self.unmatched_references)}"
-        if missing_as_empty and (failed or self.unmatched_references):
-            text += "; those without a readable prediction are scored as empty ones (--missing-as-empty)"
+        if _scored_as_empty(results):
+            text += f"; scored as empty predictions (--missing-as-empty): {_few(_scored_as_empty(results))}"
         if self.unmatched_predictions:
             text += f"; predictions matching no case: {_few(self.unmatched_predictions)}"
         return text
+
+
+def _scored_as_empty(results: dict) -> list[str]:
+    return [case_id for case_id, result in results.items() if result.get("missing")]
 
 
 def _case_folder_segmentation(folder: Path) -> Path | None:
@@ -116,6 +120,10 @@ def pair_folders(pred_dir: Path, ref_dir: Path) -> Pairing:
             raise InputError(f"{', '.join(p.name for p in found)} in {pred_dir}: two predictions for case {case_id}; "
                              f"expected one (remove the other)")
         pairs.append((case_id, found[0], ref))
+    itself = [case_id for case_id, prediction, ref in pairs if prediction.resolve() == ref.resolve()]
+    if itself:  # evaluate X X: every case would score perfectly
+        raise InputError(f"{pred_dir}: the predictions of {_few(itself)} are the reference files themselves; expected "
+                         f"a folder of predictions apart from the references in {ref_dir}")
     scored = {case_id for case_id, _, _ in pairs}
     used = {pred.name for _, pred, _ in pairs}
     predictions = [p.name for p in image_files(pred_dir) if _is_label_map_name(p.name)]
@@ -145,6 +153,8 @@ def run_evaluate(args) -> int:
             raise InputError(f"{p}: no such file or folder")
     if pred.is_file() and ref.is_dir():
         ref = _case_folder_segmentation(ref) or ref  # one case's folder: its segmentation is the reference
+    if pred.is_file() and pred.resolve() == ref.resolve():
+        raise InputError(f"{pred}: given as both the prediction and the reference; expected a prediction and its reference")
     if pred.is_dir() != ref.is_dir():
         raise InputError(
             f"{pred} is {_kind(pred)} but {ref} is {_kind(ref)}; give two files (a prediction and its "
@@ -177,7 +187,7 @@ def run_evaluate(args) -> int:
     if not results:
         return 2
     summary = {r: {m: summarise([res["regions"][r][m] for res in results.values()]) for m in METRICS} for r in REGIONS}
-    payload = {"cases": results, "summary": summary, "matching": pairing.summary(failed, args.missing_as_empty)}
+    payload = {"cases": results, "summary": summary, "matching": pairing.summary(results, failed, args.missing_as_empty)}
     if lesions:
         summary["lesion_wise"] = {r: {m: summarise([res["lesion_wise"]["regions"][r][m] for res in results.values()])
                                       for m in LESION_METRICS} for r in REGIONS}
@@ -185,7 +195,7 @@ def run_evaluate(args) -> int:
         other_pairing, other_results, other_failed = score_folder(other, ref, conventions, named=True, lesion_challenge=lesions,
                                                                   missing_as_empty=args.missing_as_empty)
         payload["comparison"] = {**compare(results, other_results, pred, other),
-                                 "matching": other_pairing.summary(other_failed, args.missing_as_empty)}
+                                 "matching": other_pairing.summary(other_results, other_failed, args.missing_as_empty)}
     if args.csv:
         _write_csv(Path(args.csv), results)
     if args.json:
@@ -193,12 +203,12 @@ def run_evaluate(args) -> int:
     else:
         _print_table(results)
         _print_summary(summary)
-        print(pairing.describe(failed, args.missing_as_empty))
+        print(pairing.describe(results, failed))
         print(_conventions_line(list(results.values())))
         if lesions:
             _print_lesion_wise(results, summary["lesion_wise"])
         if other is not None:
-            print(f"\n{other}: {other_pairing.describe(other_failed, args.missing_as_empty)}")
+            print(f"\n{other}: {other_pairing.describe(other_results, other_failed)}")
             print(_conventions_line(list(other_results.values())))
             _print_comparison(payload["comparison"])
     return 2 if failed or (other is not None and other_failed) else 0
@@ -224,7 +234,9 @@ def score_folder(pred: Path, ref: Path, conventions: tuple, named: bool = False,
                 results[case_id] = score_missing(pairing.reference_files[case_id], *conventions[1:],
                                                  lesion_challenge=lesion_challenge)
             except BrainsegError as exc:  # the reference itself is unreadable: nothing to score against
-                print(f"error: {case_id}: {exc}", file=sys.stderr)
+                if case_id not in failed:  # a paired case's error was said above
+                    failed[case_id] = str(exc)
+                    print(f"error: {case_id}{f' in {pred}' if named else ''}: {exc}", file=sys.stderr)
         results = dict(sorted(results.items()))
     return pairing, results, failed
 

@@ -730,12 +730,13 @@ def _load_multichannel(name: str, data: bytes, order: tuple[str, ...]) -> Case:
         )
     if sorted(order) != sorted(MODALITIES):
         raise InputError(f"channel order {order} must name each of {MODALITIES} once")
-    images = {}
-    for index, modality in enumerate(order):
-        channel = np.ascontiguousarray(array[..., index])
-        _check_content(channel, f"{base} channel {index} ({modality})")
-        images[modality] = channel
     if header is not None:
         header = header.copy()
         header.set_data_shape(array.shape[:3])
-    return Case(images, affine, header, {m: f"{base}[{i}]" for i, m in enumerate(order)}, "brats2018", header is not None)
+    scans = {}
+    for index, modality in enumerate(order):
+        channel = np.ascontiguousarray(array[..., index])
+        _check_content(channel, f"{base} channel {index} ({modality})")
+        scans[modality] = Scan(f"{base}[{index}]", channel, affine, header)
+    # the four-file path's checks too: two channels holding one image, no orientation recorded
+    return assemble_case(scans, "brats2018")

@@ -26,14 +26,15 @@ _ALIASES = {
     "t1": ("t1", "t1n", "t1w", "t1native", "t1pre"),
     "t1ce": ("t1ce", "t1c", "t1gd", "t1post", "t1contrast", "t1wce", "ce", "t1cegd"),
     "t2": ("t2", "t2w"),
-    # "segm": BraTS 2020's training case 355 ships its expert map as W39_1998.09.19_Segm.nii
-    "seg": ("seg", "segm", "segmentation", "label", "labels", "mask", "gt", "groundtruth", "truth"),
+    # "segm": BraTS 2020's training case 355 ships its expert map as W39_1998.09.19_Segm.nii. Most specific
+    # first: of two label-map names in one case folder the earlier word wins ("mask" also names brain masks)
+    "seg": ("seg", "segm", "segmentation", "gt", "groundtruth", "truth", "label", "labels", "mask"),
 }
 TOKEN_TO_MODALITY = {alias: mod for mod, aliases in _ALIASES.items() for alias in aliases}
 # BraTS 2023+ names end in "-t2f", "-t1n", "-t1c" or "-t2w" (BraTS-GLI-00001-000-t2f.nii.gz). The token
 # alone is not enough: BIDS names such as sub-01_T2w.nii.gz hold "t2w" and say nothing about labels.
 _BRATS2023_NAME = re.compile(r"-(t2f|t1n|t1c|t2w)$")
-_BIDS_CE = re.compile(r"(^|_)ce-[a-z0-9]+")  # BIDS contrast-enhancement entity: sub-01_ce-gadolinium_T1w
+_BIDS_CE = re.compile(r"(^|_)ce-[a-z0-9]+", re.IGNORECASE)  # BIDS contrast-enhancement entity: sub-01_ce-gadolinium_T1w
 # a BraTS 2023+ label map (BraTS-GLI-00001-000-seg.nii.gz, or a submission's BraTS-GLI-00001-000.nii.gz):
 # ET is 3, and a 4 can only be BraTS 2024's resection cavity
 _BRATS2023_LABEL_NAME = re.compile(r"^brats-[a-z]+(-[a-z]+)*-\d+-\d+(-seg)?$")
@@ -100,10 +101,16 @@ def is_brats2023_label_name(name: str) -> bool:
 
 
 def case_stem(name: str) -> str:
-    """A file name without its suffix and, when it ends in a modality token, without that token:
-    "Brats18_x_1_flair.nii.gz" -> "Brats18_x_1"."""
+    """A file name without its suffix and its modality words, separators and letter case kept:
+    "Brats18_x_1_flair.nii.gz" -> "Brats18_x_1", "case01_flair_reg.nii" -> "case01_reg"; the name itself
+    when nothing else is left ("flair.nii.gz")."""
     name = strip_suffix(os.path.basename(str(name)))
-    return re.sub(r"[-_. ]+[a-z0-9]+$", "", name, flags=re.IGNORECASE) if modality_from_name(name) else name
+    parts = re.split(r"([-_. ]+)", _BIDS_CE.sub("", name))  # words at even places, their separators between
+    stem = ""
+    for i in range(0, len(parts), 2):
+        if parts[i] and parts[i].lower() not in TOKEN_TO_MODALITY:
+            stem += (parts[i - 1] if stem else "") + parts[i]
+    return stem or name
 
 
 def case_stems(names: Iterable[str]) -> list[str]:
@@ -112,7 +119,7 @@ def case_stems(names: Iterable[str]) -> list[str]:
     different cases may have been combined."""
     stems = set()
     for name in names:
-        bare = _BIDS_CE.sub("", strip_suffix(os.path.basename(str(name))).lower())
+        bare = _BIDS_CE.sub("", strip_suffix(os.path.basename(str(name)))).lower()
         stems.add("_".join(t for t in re.split(r"[^a-z0-9]+", bare) if t and t not in TOKEN_TO_MODALITY))
     return sorted(stems - {""})
 
@@ -248,8 +255,29 @@ def case_problem(folder: Path) -> str | None:
 
 
 def segmentation_file(folder: str | Path) -> Path | None:
-    """The segmentation file of a case folder, if there is one."""
-    return next((p for p in image_files(folder) if _folder_modality(p) == "seg"), None)
+    """The segmentation file of a case folder, if there is one.
+
+    A brain mask ("brain_mask", "brainmask") is not one. Of several label-map names the most specific
+    word wins ("_seg" over "_label" over "_mask"); InputError when two files tie.
+    """
+    found = [p for p in image_files(folder) if _folder_modality(p) == "seg" and not _is_brain_mask(p.name)]
+    ranked = sorted(found, key=_segmentation_rank)
+    if len(ranked) > 1 and _segmentation_rank(ranked[0]) == _segmentation_rank(ranked[1]):
+        tied = [p.name for p in ranked if _segmentation_rank(p) == _segmentation_rank(ranked[0])]
+        raise InputError(f"{folder}: {', '.join(tied)} could each be the segmentation; expected one label map "
+                         f"per case folder (move the others out)")
+    return ranked[0] if ranked else None
+
+
+def _segmentation_rank(path: Path) -> int:
+    """How specifically a file's name says "segmentation": the place of its best word in the aliases."""
+    tokens = re.split(r"[^a-z0-9]+", strip_suffix(path.name).lower())
+    return min((_ALIASES["seg"].index(t) for t in tokens if t in _ALIASES["seg"]), default=len(_ALIASES["seg"]))
+
+
+def _is_brain_mask(name: str) -> bool:
+    tokens = re.split(r"[^a-z0-9]+", strip_suffix(name).lower())
+    return "brainmask" in tokens or ("brain" in tokens and "mask" in tokens)
 
 
 def _folder_modality(path: Path) -> str | None:

@@ -31,18 +31,19 @@ from brainseg.data import find_cases, load_reference, load_training_cases, sampl
 from brainseg.errors import InputError
 from brainseg.files import atomic_write, check_can_create
 from brainseg.inference import cpu_supports_bf16
-from brainseg.naming import case_problem
-from brainseg.losses import dice_ce_loss
-from brainseg.preprocess import prepare
-from brainseg.metrics import dice, hd95
 from brainseg.labels import REGIONS, region_masks
+from brainseg.losses import dice_ce_loss
+from brainseg.metrics import dice, hd95
 from brainseg.model import UNet3D
+from brainseg.naming import case_problem
+from brainseg.preprocess import prepare
 from brainseg.report import to_json
 from brainseg.run_config import RETRAINABLE, WEIGHT_BOUND, resume_state
 
 log = logging.getLogger(__name__)
 
-# the validation split of the issue's calibration run, kept fixed so scores compare across checkpoints
+# the validation split of issue 3's calibration run (plain U-Net, 20 minutes: model card), kept fixed so scores
+# compare across checkpoints
 DEFAULT_VALIDATION = ("Brats18_2013_11_1", "Brats18_CBICA_AME_1", "Brats18_TCIA01_201_1", "Brats18_TCIA02_606_1")
 VALIDATION_SHARE = 0.2  # of the cases, drawn with the seed, for data that lacks DEFAULT_VALIDATION's cases
 

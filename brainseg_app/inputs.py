@@ -148,7 +148,7 @@ def modality_table(parsed: dict, ids: list[str]) -> SimpleNamespace | None:
         case = None
         with attempt("Combining the scans"):
             scans = {m: parsed[by_role[m][0]].scan for m in MODALITIES}
-            case = assemble_case(scans, convention_from_names(parsed[i].name for i in roles))
+            case = assemble_case(scans, convention_from_names(scan.name for scan in scans.values()))
         if case is None:
             return None
         key = tuple(parsed[by_role[m][0]].digest for m in MODALITIES)  # the same scans dropped again are the same case

@@ -8,7 +8,7 @@ import streamlit as st
 import torch
 
 from brainseg import MODALITIES, checkpoint, report
-from brainseg.config import MAX_PATCH_VOXELS, BrainsegConfig
+from brainseg.config import MAX_PATCH_SIDE, BrainsegConfig
 from brainseg_app.common import ROLES, attempt, checkpoint_folders, checkpoint_label, get_model
 
 
@@ -17,7 +17,7 @@ STRIDE_RANGE = (0.1, 1.0)  # share of the patch between window starts: overlap 0
 
 # None: the window the checkpoint was trained and validated with (see its model card); the largest
 # window the settings allow is cut to the brain, so it takes the whole brain at once
-PATCH_SIZES = {"as trained": None, "whole brain": (MAX_PATCH_VOXELS,) * 3}
+PATCH_SIZES = {"as trained": None, "whole brain": (MAX_PATCH_SIDE,) * 3}
 
 
 def sidebar() -> tuple[SimpleNamespace, object]:
@@ -78,10 +78,20 @@ def checkpoint_defaults(path: str, loaded) -> dict:
         "min_component": int(config.postprocess.min_component_voxels),
         "max_distance": float(config.postprocess.max_component_distance_mm),
     }
-    if st.session_state.get("defaults_for") != path:
-        st.session_state["defaults_for"] = path
+    # the file's state too: a checkpoint unreadable at first (still being copied) or replaced in place
+    # brings its own settings once read
+    chosen = (path, _modified(path) if loaded is not None else None)
+    if st.session_state.get("defaults_for") != chosen:
+        st.session_state["defaults_for"] = chosen
         st.session_state.update(defaults)
     return {**defaults, "patch": tuple(config.inference.patch_size)}  # shown, not a widget's value
+
+
+def _modified(path: str) -> float | None:
+    try:
+        return Path(path).stat().st_mtime
+    except OSError:
+        return None
 
 
 def model_card(container, settings: SimpleNamespace) -> None:

@@ -8,6 +8,7 @@ cubes that the fake predictor turns into exact label maps:
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 from pathlib import Path
 
@@ -18,7 +19,10 @@ import torch
 from streamlit.testing.v1 import AppTest
 
 from brainseg import checkpoint, pipeline
+from brainseg.checkpoint import save_checkpoint
+from brainseg.config import BrainsegConfig, InferenceConfig, ModelConfig, PostprocessConfig
 from brainseg.labels import ED, ET, NCR, from_internal
+from brainseg.model import UNet3D
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 SHAPE = (40, 40, 32)
@@ -829,3 +833,35 @@ def test_a_label_choice_the_refused_file_cannot_take_keeps_it_refused_and_reread
     assert len(said) == 1 and "unexpected label values [3]" in said[0]  # refused again, for the new choice's reason
     assert table(app, "hd95_mm")["dice"].tolist() == [1.0, 1.0, 1.0]  # the dropped reference, re-read as chosen
     assert any(c.value.startswith("Reference: case7_seg.nii.gz (BraTS 2018-2021") for c in app.caption)
+
+
+def test_a_checkpoint_unreadable_at_first_brings_its_own_settings_once_read(monkeypatch, tmp_path):
+    """A checkpoint still being copied when the page opened: the sidebar fell back to generic settings and kept
+    them after the file became readable, so the app segmented otherwise than `brainseg segment`."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    path = folder / "brainseg_default.pt"
+    path.write_bytes(b"half-copied checkpoint")
+    monkeypatch.setattr(checkpoint, "DEFAULT_DIR", folder)
+    monkeypatch.delenv("BRAINSEG_MODELS", raising=False)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert at.button(key="run").disabled
+    config = BrainsegConfig(model=ModelConfig(features=(4, 8)), inference=InferenceConfig(patch_size=(16, 16, 16), overlap=0.25),
+                            postprocess=PostprocessConfig(min_component_voxels=123, max_component_distance_mm=0.0))
+    save_checkpoint(path, UNet3D(config.model), config, {})
+    later = path.stat().st_mtime + 5  # a copy finishing later; some file systems keep whole seconds
+    os.utime(path, (later, later))
+    at.run()
+    assert not at.exception
+    shown = (at.number_input(key="min_component").value, at.number_input(key="max_distance").value, at.slider(key="stride").value)
+    assert shown == (123, 0.0, 0.75)
+
+
+def test_a_file_set_to_ignore_does_not_choose_the_label_values(app):
+    """A BraTS 2023 name among the dropped files, set to ignore: the scans used are BraTS 2018 names, so ET stays 4."""
+    upload(app, scan_files() + [("BraTS-GLI-00002-000-t2f.nii.gz", nifti(images()["flair"] * 1.1), "application/gzip")])
+    role = next(s for s in app.selectbox if s.key and s.key.startswith("role/") and "BraTS-GLI" in s.label)
+    role.set_value("ignore").run()
+    app.button(key="run").click().run()
+    assert not errors(app)
+    assert app.selectbox(key="convention").value == "brats2018"

@@ -523,6 +523,20 @@ def test_four_channel_msd_file_is_accepted_alone(tmp_path, tiny_checkpoint, capf
     assert np.array_equal(written.affine, nib.load(path).affine)
 
 
+def test_a_four_channel_file_gets_the_checks_four_files_get(tmp_path, caplog):
+    """One image in two channels is refused, and a header with no orientation warned about, as for four files."""
+    twice = save(tmp_path / "BRATS_002.nii.gz", np.stack([scan(0), scan(0), scan(2), scan(3)], axis=-1))
+    with pytest.raises(InputError, match=r"BRATS_002.nii.gz\[0\] \(FLAIR\) and BRATS_002.nii.gz\[1\] \(T1\) hold the same image"):
+        load_case([twice])
+    image = nib.Nifti1Image(np.stack([scan(i) for i in range(4)], axis=-1), AFFINE)
+    image.set_qform(None, code=0)
+    image.set_sform(None, code=0)
+    nib.save(image, tmp_path / "BRATS_003.nii.gz")
+    with caplog.at_level(logging.WARNING, logger="brainseg.io"):
+        load_case([tmp_path / "BRATS_003.nii.gz"])
+    assert "BRATS_003.nii.gz[0]" in caplog.text and "qform and sform codes both 0" in caplog.text
+
+
 def test_a_folder_ignores_its_segmentation_file(tmp_path):
     """A seg file in a case folder is skipped, while the same file among four inputs is refused."""
     paths = good_case(tmp_path)
@@ -697,3 +711,30 @@ def test_a_post_processing_override_out_of_range_names_its_option(tmp_path, tiny
     assert status == 2 and shown == []
     assert capfd.readouterr().err.splitlines() == [f"error: {message}"]
     assert not (tmp_path / "seg.nii.gz").exists()
+
+
+def test_a_brain_mask_beside_the_expert_map_is_not_taken_for_it(tmp_path):
+    """brain_mask.nii.gz sorts before brats2021_00000_seg.nii.gz; a 0/1 mask reads as a valid label map."""
+    from brainseg.data import find_cases
+    from brainseg.evaluate_command import reference_cases
+    from brainseg.naming import segmentation_file
+
+    case = tmp_path / "data" / "brats2021_00000"
+    good_case(case)
+    save(case / "brain_mask.nii.gz", np.ones(SHAPE, np.uint8))
+    assert segmentation_file(case) is None  # a brain mask alone is no segmentation
+    save(case / "brats2021_00000_seg.nii.gz", label_map())
+    save(case / "brats2021_00000_label.nii.gz", label_map())
+    assert segmentation_file(case).name == "brats2021_00000_seg.nii.gz"  # "_seg" says it more than "_label"
+    assert reference_cases(tmp_path / "data") == {"brats2021_00000": case / "brats2021_00000_seg.nii.gz"}
+    assert [source.segmentation.name for source in find_cases(tmp_path / "data")] == ["brats2021_00000_seg.nii.gz"]
+
+
+def test_two_files_that_could_each_be_the_segmentation_are_named(tmp_path):
+    good_case(tmp_path)
+    save(tmp_path / "case_seg.nii.gz", label_map())
+    save(tmp_path / "case_seg_old.nii.gz", label_map())
+    from brainseg.naming import segmentation_file
+
+    with pytest.raises(InputError, match="case_seg.nii.gz, case_seg_old.nii.gz could each be the segmentation"):
+        segmentation_file(tmp_path)

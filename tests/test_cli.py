@@ -392,7 +392,7 @@ def test_evaluate_folders_reports_what_the_summary_leaves_out(tmp_path, capsys, 
     assert result["cases"]["c1"]["regions"]["ET"]["dice"] == 1.0  # label 4 untouched
     assert result["summary"]["WT"]["dice"]["mean"] == pytest.approx(wt_dice)
     assert result["matching"] == {
-        "scored": 1, "references": 7, "errors": {},
+        "scored": 1, "scored_as_empty": [], "references": 7, "errors": {},
         "unmatched_references": ["c2", "c3", "c4", "c5", "c6", "c7"], "unmatched_predictions": ["x9_seg.nii.gz"],
         "missing_scored_as_empty": False,
     }
@@ -757,8 +757,9 @@ def test_evaluate_warns_that_a_npy_prediction_is_taken_in_the_reference_voxel_or
     assert f"{tmp_path / 'pred.npy'}: no voxel-to-world matrix (.npy), taken to be stored as {tmp_path / 'ref.nii.gz'} is" in caplog.text
     assert json.loads(capsys.readouterr().out)["regions"]["WT"]["dice"] == 1.0
     caplog.clear()
+    nib.save(nib.Nifti1Image(ref, LPS), tmp_path / "pred.nii.gz")
     with caplog.at_level(logging.WARNING, logger="brainseg.scoring"):
-        assert main(["evaluate", str(tmp_path / "ref.nii.gz"), str(tmp_path / "ref.nii.gz")]) == 0
+        assert main(["evaluate", str(tmp_path / "pred.nii.gz"), str(tmp_path / "ref.nii.gz")]) == 0
     assert "voxel-to-world" not in caplog.text
 
 
@@ -861,9 +862,22 @@ def test_evaluate_scores_missing_predictions_as_empty_ones_when_asked(tmp_path, 
     assert result["summary"]["WT"]["dice"]["mean"] == pytest.approx(1 / 3)
     assert result["summary"]["ET"]["dice"]["mean"] == pytest.approx(2 / 3)
     assert result["matching"]["missing_scored_as_empty"] is True
+    assert result["matching"]["scored"] == result["summary"]["WT"]["dice"]["n"] == 3  # the counts say what the means cover
+    assert result["matching"]["scored_as_empty"] == ["c2", "c3"] and list(result["matching"]["errors"]) == ["c3"]
     assert main(["evaluate", str(pred), str(ref), "--missing-as-empty"]) == 2
     out = capsys.readouterr().out
-    assert "those without a readable prediction are scored as empty ones (--missing-as-empty)" in out
+    assert ("scored 3 of 3 reference cases; errors (above) in c3; no prediction for c2; scored as empty predictions "
+            "(--missing-as-empty): c2, c3") in out
+    # a reference that cannot be read: said once, counted as an error, in no mean
+    (ref / "c2" / "c2_seg.nii.gz").write_bytes(b"not a nifti either")
+    (pred / "c3_seg.nii.gz").unlink()
+    assert main(["evaluate", str(pred), str(ref), "--json", "--missing-as-empty"]) == 2
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert list(result["cases"]) == ["c1", "c3"] and result["summary"]["WT"]["dice"]["n"] == result["matching"]["scored"] == 2
+    assert list(result["matching"]["errors"]) == ["c2"] and result["matching"]["scored_as_empty"] == ["c3"]
+    assert [line.split(":")[0] for line in captured.err.splitlines() if line.startswith("error:")] == ["error"]
+    assert captured.err.count("error: c2:") == 1
 
 
 def test_evaluate_compares_lesion_wise_scores_too_and_prints_no_spread_for_one_case(tmp_path, capsys):
@@ -896,3 +910,17 @@ def test_under_torchrun_bad_input_is_said_once_by_rank_zero(tmp_path, monkeypatc
     monkeypatch.setenv("RANK", "0")
     assert main(args) == 2
     assert capsys.readouterr().err.strip().startswith(f"error: {tmp_path / 'out'}: output must end in .nii.gz or .nii")
+
+
+def test_evaluate_refuses_to_score_references_against_themselves(tmp_path, capsys):
+    """`brainseg evaluate X X` would score every case as perfect."""
+    _save_labels(tmp_path / "labels" / "c1_seg.nii.gz")
+    _save_labels(tmp_path / "labels" / "c2_seg.nii.gz")
+    assert main(["evaluate", str(tmp_path / "labels"), str(tmp_path / "labels")]) == 2
+    assert "the predictions of c1, c2 are the reference files themselves" in capsys.readouterr().err
+    file = tmp_path / "labels" / "c1_seg.nii.gz"
+    assert main(["evaluate", str(file), str(file)]) == 2
+    assert f"{file}: given as both the prediction and the reference" in capsys.readouterr().err
+    (tmp_path / "link").symlink_to(tmp_path / "labels")  # the same folder by another path
+    assert main(["evaluate", str(tmp_path / "link"), str(tmp_path / "labels")]) == 2
+    assert "are the reference files themselves" in capsys.readouterr().err

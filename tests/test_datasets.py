@@ -271,7 +271,8 @@ def test_a_maps_header_wins_over_its_datasets_description_everywhere(tmp_path, c
 
     (trained,) = load_training_cases([source], PreprocessConfig())  # training targets read it alike
     np.testing.assert_array_equal(trained.target, to_training_case(case, truth_labels(), PreprocessConfig(), "c1").target)
-    assert main(["evaluate", str(reference), str(reference), "--json"]) == 0
+    shutil.copy(reference, tmp_path / "c1_pred.nii.gz")
+    assert main(["evaluate", str(tmp_path / "c1_pred.nii.gz"), str(reference), "--json"]) == 0
     read = json.loads(capsys.readouterr().out)["label_conventions"]
     assert read["reference"] == "brats2023" and read["read_from"]["reference"] == "header"
 

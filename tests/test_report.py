@@ -17,6 +17,7 @@ from brainseg.io import Case, assemble_case, labels_bytes, read_label_map, read_
 from brainseg.labels import ED, ET, NCR, from_internal
 from brainseg.lesion_metrics import lesion_wise_scores
 from brainseg.metrics import evaluate, volume_stats
+from brainseg.naming import case_stems
 
 LPS2 = np.array([[-2.0, 0, 0, 80], [0, -2.0, 0, 90], [0, 0, 2.0, -10], [0, 0, 0, 1]])
 
@@ -93,6 +94,11 @@ def test_case_name_from_any_brats_generation():
     assert report.case_name({"flair": "BraTS20_Training_001_flair.nii"}) == "BraTS20_Training_001"
     assert report.case_name({"flair": "patient scan (1).nii.gz"}) == "patient_scan_1"
     assert report.case_name({}) == "case"
+    # the modality word where it stands, as the check that four scans name one case reads it
+    assert report.case_name({"flair": "case01_flair_reg.nii.gz"}) == "case01_reg"
+    assert case_stems(["case01_flair_reg.nii.gz", "case01_t1_reg.nii.gz"]) == ["case01_reg"]
+    assert report.case_name({"t1ce": "sub-01_ce-gadolinium_T1w.nii.gz"}) == "sub-01"
+    assert report.case_name({"flair": "BRATS_001.nii.gz[0]"}) == "BRATS_001"
 
 
 def test_model_card_prefers_the_markdown_file_beside_the_checkpoint(tmp_path):
