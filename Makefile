@@ -28,4 +28,4 @@ test: $(STAMP) chromium
 
 bench: $(STAMP)
 	$(BIN)/pip install -q -e ".[bench]"
-	$(BIN)/brainseg bench ../shared/data/brats/Brats18_CBICA_AME_1 --json benchmarks/results.json
+	$(BIN)/brainseg bench ../shared/data/brats/Brats18_CBICA_AME_1 --json bench.json

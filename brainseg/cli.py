@@ -152,8 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     be = sub.add_parser("bench", help="time the pipeline stage by stage on a real case")
     be.add_argument("case", help="a case folder")
-    be.add_argument("--checkpoint")
-    be.add_argument("--repeats", type=int, default=3)
+    be.add_argument("--checkpoint", help="checkpoint file (default: the shipped model)")
+    be.add_argument("--repeats", type=int, default=3, help="runs of each variant, the median reported (default 3)")
     be.add_argument("--compare", nargs="*", default=["monai", "uniform"], choices=["monai", "uniform"],
                     help="baselines to time alongside (none: give the option with no names)")
     be.add_argument("--json", help="write the figures here")
