@@ -100,7 +100,7 @@ def reference_cases(ref_dir: Path, skip: Path | None = None) -> dict[str, Path]:
     return refs
 
 
-def pair_folders(pred_dir: Path, ref_dir: Path) -> Pairing:
+def pair_folders(pred_dir: Path, ref_dir: Path, missing_as_empty: bool = False) -> Pairing:
     """Match each reference case with a prediction file (CASE_seg.nii.gz or CASE.nii.gz).
 
     Scoring a few predictions against a full data folder is allowed; the cases left out and the
@@ -137,9 +137,10 @@ def pair_folders(pred_dir: Path, ref_dir: Path) -> Pairing:
             + ("; it holds case folders with segmentations: the predictions come first, then the references" if swapped else "")
         )
     if pairing.unmatched_references:
-        log.warning("%d of %d reference cases have no prediction in %s: %s; the summary leaves them out (unless "
-                    "--missing-as-empty scores them as empty predictions)",
-                    len(pairing.unmatched_references), len(refs), pred_dir, _few(pairing.unmatched_references))
+        log.warning("%d of %d reference cases have no prediction in %s: %s; %s", len(pairing.unmatched_references),
+                    len(refs), pred_dir, _few(pairing.unmatched_references),
+                    "they are scored as empty predictions (--missing-as-empty)" if missing_as_empty else
+                    "the summary leaves them out (unless --missing-as-empty scores them as empty predictions)")
     if pairing.unmatched_predictions:
         log.warning("%d prediction files in %s match no reference case in %s: %s",
                     len(pairing.unmatched_predictions), pred_dir, ref_dir, _few(pairing.unmatched_predictions))
@@ -220,7 +221,7 @@ def score_folder(pred: Path, ref: Path, conventions: tuple, named: bool = False,
     id -> why). One bad file costs its case (an ``error: CASE: ...`` line, naming the folder when ``named``), not
     the cohort's scores; with ``missing_as_empty`` a reference case without a (readable) prediction is scored
     as an empty prediction (``scoring.score_missing``) and marked "missing"."""
-    pairing = pair_folders(pred, ref)
+    pairing = pair_folders(pred, ref, missing_as_empty)
     results, failed = {}, {}
     for case_id, p, r in pairing.pairs:
         try:

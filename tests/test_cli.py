@@ -837,7 +837,7 @@ def test_evaluate_refuses_two_predictions_of_one_case_and_skips_a_predictions_fo
     assert f"A_seg.NII.GZ, A_seg.nii.gz in {preds}: two predictions for case A; expected one" in capsys.readouterr().err
 
 
-def test_evaluate_scores_missing_predictions_as_empty_ones_when_asked(tmp_path, capsys):
+def test_evaluate_scores_missing_predictions_as_empty_ones_when_asked(tmp_path, capsys, caplog):
     """BraTS's platform scores a case without a prediction as an empty one: Dice 0 and HD95 373.13 mm where
     the reference has the region, Dice 1 / HD95 0 where it has none."""
     from brainseg.metrics import HD95_ONE_EMPTY
@@ -864,7 +864,10 @@ def test_evaluate_scores_missing_predictions_as_empty_ones_when_asked(tmp_path, 
     assert result["matching"]["missing_scored_as_empty"] is True
     assert result["matching"]["scored"] == result["summary"]["WT"]["dice"]["n"] == 3  # the counts say what the means cover
     assert result["matching"]["scored_as_empty"] == ["c2", "c3"] and list(result["matching"]["errors"]) == ["c3"]
+    caplog.clear()
     assert main(["evaluate", str(pred), str(ref), "--missing-as-empty"]) == 2
+    assert "1 of 3 reference cases have no prediction in" in caplog.text
+    assert "c2; they are scored as empty predictions (--missing-as-empty)" in caplog.text
     out = capsys.readouterr().out
     assert ("scored 3 of 3 reference cases; errors (above) in c3; no prediction for c2; scored as empty predictions "
             "(--missing-as-empty): c2, c3") in out
