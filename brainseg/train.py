@@ -252,27 +252,9 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None,
     InputError for unusable data, before any case is read.
     """
     ddp = setup_distributed()
-    config = model_config or BrainsegConfig()
-    initial = None
-    if train_config.init and not train_config.resume:
-        initial = load_checkpoint(train_config.init)
-        config = settings_from(train_config.init, initial.config, model_config)
-        log.info("weights from %s", train_config.init)
-        if config.preprocess.bias_correction == initial.config.preprocess.bias_correction != ():
-            log.info("N4 bias-field correction of %s before z-scoring, as %s's preprocessing (once per case, for "
-                     "the cache)", ", ".join(config.preprocess.bias_correction), train_config.init)
-    # windows the size the network was trained on: with InstanceNorm, larger windows full of
-    # zero padding shift the statistics (validation Dice fell from 0.86 to 0.47 WT on one case)
-    config = replace(config, inference=replace(config.inference, patch_size=tuple(train_config.patch_size)))
-    config.check_consistent()
+    config, initial = _run_settings(train_config, model_config)
     out_dir = Path(train_config.output)
-    check_can_create([out_dir / "config.json"])
-    resumed_from = resume_state(train_config.resume).parent if train_config.resume else None
-    moving = resumed_from is not None and resumed_from.resolve() != out_dir.resolve()  # resumed into another folder
-    earlier = [name for name in RUN_FILES if (not train_config.resume or moving) and (out_dir / name).exists()]
-    if earlier:  # a second run there would replace the first's checkpoints and mix the two in one metrics log
-        raise InputError(f"{out_dir}: holds an earlier run ({', '.join(earlier)}); continue it with --resume {out_dir}, "
-                         f"or choose another --output")
+    resumed_from, moving = _check_output(train_config, out_dir)
     if train_config.threads:
         torch.set_num_threads(train_config.threads)
     torch.manual_seed(train_config.seed)
@@ -291,27 +273,12 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None,
     rng, generator_seed = _random_streams(train_config.seed, ddp.rank, start_step)
     history = []
 
-    if not str(train_config.data):
-        raise InputError("data: no folder of labelled cases given; expected TrainConfig(data=FOLDER) or --data FOLDER")
-    sources = find_cases(train_config.data)
-    validation = validation_split([s.name for s in sources], train_config, (resumed_from or out_dir) / "split.json")
-    val_sources = [s for s in sources if s.name in validation]
-    train_sources = [s for s in sources if s.name not in validation]
-    if not train_sources:
-        raise InputError(f"{train_config.data}: no training cases left after the validation split")
-    cache = out_dir / "cache"
-    # rank 0 fills the cache and the others read it, rather than all writing the same files at once. They
-    # wait in a group of their own: torch's 10-30 min default would cut off a first run over a thousand
-    # cases, and a longer one for every collective would leave a hung training step hanging for hours
+    train_sources, val_sources = _split_sources(train_config, resumed_from or out_dir)
+    # rank 0 fills the cache and validates while the others wait in a group of their own: torch's 10-30 min
+    # default would cut off a first run over a thousand cases, and a longer one for every collective would
+    # leave a hung training step hanging for hours
     waiting = dist.new_group(backend="gloo", timeout=timedelta(hours=PREPROCESS_WAIT_HOURS)) if ddp.world > 1 else None
-    if not ddp.main:
-        dist.barrier(group=waiting)
-    train_cases = load_training_cases(train_sources, config.preprocess, cache, train_config.label_convention)
-    if ddp.main and ddp.world > 1:
-        dist.barrier(group=waiting)
-    val_cases = [(s.name, *load_reference(s, train_config.label_convention)) for s in val_sources] if ddp.main else []
-    # prepared once: the preprocessing stays fixed while the weights change, and N4 takes seconds per scan
-    val_cases = [(name, case, reference, prepare(case, config.preprocess)) for name, case, reference in val_cases]
+    train_cases, val_cases = _load_cases(train_config, config, train_sources, val_sources, out_dir / "cache", ddp, waiting)
     if ddp.main:  # only now that the cases were read: a resume that fails on the data leaves the run's settings alone
         _record_run(out_dir, train_config, config, train_sources, val_sources, resumed_from if moving else None)
     if ddp.world > 1:  # the others wait for that, too, in the long-timeout group, not in DDP's first broadcast
@@ -323,13 +290,7 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None,
         if channels_last:  # the 1x1x1 head's weight gradient comes back contiguous: one copy of a few numbers, not a slowdown
             warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
 
-    amp_dtype = None
-    if train_config.amp:
-        if ddp.device.type == "cuda":
-            # bf16 runs natively from Ampere (compute capability 8) on; emulated, it is slower than fp16 with a scaler
-            amp_dtype = torch.bfloat16 if torch.cuda.get_device_capability(ddp.device)[0] >= 8 else torch.float16
-        elif cpu_supports_bf16():
-            amp_dtype = torch.bfloat16
+    amp_dtype = _amp_dtype(train_config, ddp.device)
     # fp16 gradients underflow without loss scaling; the scale recalibrates in a few steps, so a resumed run starts afresh
     scaler = torch.amp.GradScaler(ddp.device.type, enabled=amp_dtype == torch.float16)
     skipped = 0  # steps in a row whose gradients were not finite
@@ -345,16 +306,9 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None,
     loss_sum = dice_sum = 0.0
     n_sum = 0
     while step < train_config.max_steps:
-        images, targets = [], []
-        for _ in range(train_config.batch_size):
-            item = train_cases[rng.integers(len(train_cases))]
-            image, target = sample_patch(item, train_config.patch_size, rng, train_config.tumour_share)
-            if transform is not None:
-                image, target = augment_patch(transform, image, target, rng)
-            images.append(image)
-            targets.append(target)
-        x = torch.from_numpy(np.stack(images)).to(ddp.device)
-        y = torch.from_numpy(np.stack(targets)).to(ddp.device).float()
+        images, targets = _draw_patches(train_cases, train_config, rng, transform)
+        x = torch.from_numpy(images).to(ddp.device)
+        y = torch.from_numpy(targets).to(ddp.device).float()
         if engine == "torch":
             x, y = augment_batch(x, y, generator)
         if channels_last:
@@ -429,6 +383,89 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None,
         dist.destroy_process_group()
     # a resumed run whose earlier best is not beside it (a bare state.pt) and that never beat it has no best.pt
     return out_dir / "best.pt" if (out_dir / "best.pt").is_file() else out_dir / "last.pt"
+
+
+def _run_settings(train_config: TrainConfig, model_config: BrainsegConfig | None) -> tuple[BrainsegConfig, LoadedModel | None]:
+    """The run's settings, and the checkpoint whose weights it starts from (``--init``; None otherwise)."""
+    config = model_config or BrainsegConfig()
+    initial = None
+    if train_config.init and not train_config.resume:
+        initial = load_checkpoint(train_config.init)
+        config = settings_from(train_config.init, initial.config, model_config)
+        log.info("weights from %s", train_config.init)
+        if config.preprocess.bias_correction == initial.config.preprocess.bias_correction != ():
+            log.info("N4 bias-field correction of %s before z-scoring, as %s's preprocessing (once per case, for "
+                     "the cache)", ", ".join(config.preprocess.bias_correction), train_config.init)
+    # windows the size the network was trained on: with InstanceNorm, larger windows full of
+    # zero padding shift the statistics (validation Dice fell from 0.86 to 0.47 WT on one case)
+    config = replace(config, inference=replace(config.inference, patch_size=tuple(train_config.patch_size)))
+    config.check_consistent()
+    return config, initial
+
+
+def _check_output(train_config: TrainConfig, out_dir: Path) -> tuple[Path | None, bool]:
+    """(the folder of the run resumed, whether it is resumed into another folder); InputError for an output
+    folder that cannot be written or holds another run."""
+    check_can_create([out_dir / "config.json"])
+    resumed_from = resume_state(train_config.resume).parent if train_config.resume else None
+    moving = resumed_from is not None and resumed_from.resolve() != out_dir.resolve()
+    earlier = [name for name in RUN_FILES if (not train_config.resume or moving) and (out_dir / name).exists()]
+    if earlier:  # a second run there would replace the first's checkpoints and mix the two in one metrics log
+        raise InputError(f"{out_dir}: holds an earlier run ({', '.join(earlier)}); continue it with --resume {out_dir}, "
+                         f"or choose another --output")
+    return resumed_from, moving
+
+
+def _split_sources(train_config: TrainConfig, run_dir: Path) -> tuple[list, list]:
+    """The data folder's cases, split into (training, validation); the split is read from ``run_dir``'s
+    split.json when it has one."""
+    if not str(train_config.data):
+        raise InputError("data: no folder of labelled cases given; expected TrainConfig(data=FOLDER) or --data FOLDER")
+    sources = find_cases(train_config.data)
+    validation = validation_split([s.name for s in sources], train_config, run_dir / "split.json")
+    train_sources = [s for s in sources if s.name not in validation]
+    if not train_sources:
+        raise InputError(f"{train_config.data}: no training cases left after the validation split")
+    return train_sources, [s for s in sources if s.name in validation]
+
+
+def _load_cases(train_config: TrainConfig, config: BrainsegConfig, train_sources, val_sources, cache: Path,
+                ddp: Distributed, waiting) -> tuple[list, list]:
+    """(training cases on the model grid, validation cases with their prepared inputs: rank 0's only).
+
+    Rank 0 fills the cache first and the other ranks read it, rather than all writing the same files at once.
+    """
+    if not ddp.main:
+        dist.barrier(group=waiting)
+    train_cases = load_training_cases(train_sources, config.preprocess, cache, train_config.label_convention)
+    if ddp.main and ddp.world > 1:
+        dist.barrier(group=waiting)
+    val_cases = [(s.name, *load_reference(s, train_config.label_convention)) for s in val_sources] if ddp.main else []
+    # prepared once: the preprocessing stays fixed while the weights change, and N4 takes seconds per scan
+    return train_cases, [(name, case, reference, prepare(case, config.preprocess)) for name, case, reference in val_cases]
+
+
+def _amp_dtype(train_config: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast type of the run: None without --amp, or where neither bf16 nor (CUDA) fp16 helps."""
+    if not train_config.amp:
+        return None
+    if device.type == "cuda":
+        # bf16 runs natively from Ampere (compute capability 8) on; emulated, it is slower than fp16 with a scaler
+        return torch.bfloat16 if torch.cuda.get_device_capability(device)[0] >= 8 else torch.float16
+    return torch.bfloat16 if cpu_supports_bf16() else None
+
+
+def _draw_patches(train_cases: list, train_config: TrainConfig, rng: np.random.Generator, transform) -> tuple[np.ndarray, np.ndarray]:
+    """One batch of (images, targets) patches from random cases, TorchIO-augmented when ``transform`` is given."""
+    images, targets = [], []
+    for _ in range(train_config.batch_size):
+        item = train_cases[rng.integers(len(train_cases))]
+        image, target = sample_patch(item, train_config.patch_size, rng, train_config.tumour_share)
+        if transform is not None:
+            image, target = augment_patch(transform, image, target, rng)
+        images.append(image)
+        targets.append(target)
+    return np.stack(images), np.stack(targets)
 
 
 def _diverged(train_config: TrainConfig, step: int, out_dir: Path) -> SettingError:
