@@ -26,6 +26,11 @@ log = logging.getLogger(__name__)
 METRICS = ("dice", "hd95", "iou", "precision", "recall", "specificity", "accuracy")
 PREDICTION_NAMES = ("{}_seg.nii.gz", "{}.nii.gz", "{}_seg.nii", "{}.nii")  # tried in turn for case id {}
 SHOWN_NAMES = 5  # names a message lists before "..."
+LESION_METRICS = ("dice", "hd95", "matched", "missed", "false_positives")
+COMPARED = {"dice": lambda res, r: res["regions"][r]["dice"], "hd95": lambda res, r: res["regions"][r]["hd95"],
+            "lesion_dice": lambda res, r: res["lesion_wise"]["regions"][r]["dice"],
+            "lesion_hd95": lambda res, r: res["lesion_wise"]["regions"][r]["hd95"]}
+FEW_CASES = 10  # below this the t interval leans on the differences being roughly normal, which few cases cannot show
 
 
 @dataclass
@@ -171,18 +176,29 @@ def run_evaluate(args) -> int:
                          f"folder {pred}" + ("" if other.exists() else " (no such folder)"))
     lesions = args.lesion_challenge or ("GLI" if args.lesion_wise else None)
     if pred.is_file():
-        result = evaluate_files(pred, ref, *conventions, lesion_challenge=lesions)
-        case_id = _case_id(ref.name)
-        if args.csv:
-            _write_csv(Path(args.csv), {case_id: result})
-        if args.json:
-            print(to_json(result))
-        else:
-            _print_table({case_id: result})
-            print(_conventions_line([result]))
-            if lesions:
-                _print_lesion_wise({case_id: result})
-        return 0
+        return _evaluate_one(pred, ref, conventions, lesions, args)
+    return _evaluate_folders(pred, ref, other, conventions, lesions, args)
+
+
+def _evaluate_one(pred: Path, ref: Path, conventions: tuple, lesions: str | None, args) -> int:
+    """One prediction file against its reference: a table, CSV or JSON of one case."""
+    result = evaluate_files(pred, ref, *conventions, lesion_challenge=lesions)
+    case_id = _case_id(ref.name)
+    if args.csv:
+        _write_csv(Path(args.csv), {case_id: result})
+    if args.json:
+        print(to_json(result))
+    else:
+        _print_table({case_id: result})
+        print(_conventions_line([result]))
+        if lesions:
+            _print_lesion_wise({case_id: result})
+    return 0
+
+
+def _evaluate_folders(pred: Path, ref: Path, other: Path | None, conventions: tuple, lesions: str | None, args) -> int:
+    """A folder of predictions against the reference cases (and a second folder paired with it, ``--compare``);
+    2 when a case could not be scored."""
     pairing, results, failed = score_folder(pred, ref, conventions, named=other is not None, lesion_challenge=lesions,
                                             missing_as_empty=args.missing_as_empty)
     if not results:
@@ -240,12 +256,6 @@ def score_folder(pred: Path, ref: Path, conventions: tuple, named: bool = False,
                     print(f"error: {case_id}{f' in {pred}' if named else ''}: {exc}", file=sys.stderr)
         results = dict(sorted(results.items()))
     return pairing, results, failed
-
-
-COMPARED = {"dice": lambda res, r: res["regions"][r]["dice"], "hd95": lambda res, r: res["regions"][r]["hd95"],
-            "lesion_dice": lambda res, r: res["lesion_wise"]["regions"][r]["dice"],
-            "lesion_hd95": lambda res, r: res["lesion_wise"]["regions"][r]["hd95"]}
-FEW_CASES = 10  # below this the t interval leans on the differences being roughly normal, which few cases cannot show
 
 
 def compare(first: dict, second: dict, first_dir: Path, second_dir: Path) -> dict:
@@ -342,9 +352,6 @@ def _print_summary(summary: dict) -> None:
 
 def _number(value: float | None, width: int, digits: int) -> str:
     return f"{'-':>{width}}" if value is None or math.isnan(value) else f"{value:>{width}.{digits}f}"
-
-
-LESION_METRICS = ("dice", "hd95", "matched", "missed", "false_positives")
 
 
 def _print_lesion_wise(results: dict, summary: dict | None = None) -> None:
