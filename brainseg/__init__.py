@@ -17,7 +17,8 @@ MODALITIES = ("flair", "t1", "t1ce", "t2")
 
 # name -> module that defines it
 _EXPORTS = {
-    "Case": "io", "load_case": "io", "save_labels": "io", "save_probabilities": "io", "read_label_map": "io",
+    "Case": "io", "load_case": "io",
+    "save_labels": "labelmaps", "save_probabilities": "labelmaps", "read_label_map": "labelmaps",
     "load_checkpoint": "checkpoint", "default_checkpoint": "checkpoint",
     "segment_case": "pipeline", "Segmentation": "pipeline",
     "evaluate_files": "scoring", "lesion_wise_scores": "lesion_metrics",

@@ -113,9 +113,9 @@ def _measure(args, variants: list[str], case: Path, checkpoint: Path, work: Path
 
 def _agreement(work: Path, variants: list[str]) -> dict:
     """Region Dice of each variant's last output against the fp32 reference (same grid only)."""
-    from brainseg.scoring import load_labels
     from brainseg.labels import REGIONS, region_masks
     from brainseg.metrics import dice
+    from brainseg.scoring import load_labels
 
     reference, _, _ = load_labels(work / "brainseg-fp32.nii.gz")
     ref_regions = region_masks(reference)
@@ -183,7 +183,8 @@ def _worker(variant: str, case_dir: str, checkpoint: str, out: str, stats_path: 
 
     from brainseg.checkpoint import load_checkpoint
     from brainseg.inference import forward_padded, resolve_device
-    from brainseg.io import load_case, save_labels
+    from brainseg.io import load_case
+    from brainseg.labelmaps import save_labels
     from brainseg.pipeline import labels_on_input_grid
     from brainseg.preprocess import prepare, zscore
 

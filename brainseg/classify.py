@@ -10,8 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from brainseg.decode import FOUR_CHANNEL_HINT
 from brainseg.errors import BrainsegError, InputError
-from brainseg.io import FOUR_CHANNEL_HINT, Case, LabelMap, Scan, load_files, read_label_map, read_scan
+from brainseg.io import Case, Scan, load_files, read_scan
+from brainseg.labelmaps import LabelMap, read_label_map
 from brainseg.naming import modality_from_name
 
 MIN_SCAN_VALUES = 32  # distinct intensities an MRI scan has at least (a mask or label map has a handful)

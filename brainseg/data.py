@@ -17,7 +17,8 @@ from brainseg.config import PreprocessConfig
 from brainseg.datasets import CaseSource, is_dataset, labelled_cases
 from brainseg.errors import InputError
 from brainseg.files import atomic_write
-from brainseg.io import Case, read_label_map
+from brainseg.io import Case
+from brainseg.labelmaps import read_label_map
 from brainseg.labels import REGIONS, region_masks
 from brainseg.naming import case_files, case_folders, case_problem, segmentation_file
 from brainseg.preprocess import Geometry, downsample, prepare, reorient

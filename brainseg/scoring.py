@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from brainseg.io import on_grid_of, read_label_map
+from brainseg.io import on_grid_of
+from brainseg.labelmaps import read_label_map
 from brainseg.labels import readable_as
 from brainseg.lesion_metrics import lesion_wise_scores
 from brainseg.metrics import evaluate

@@ -137,7 +137,7 @@ def corrected_modalities(args, loaded) -> tuple[str, ...]:
 
 
 def _segment_one(args, case, loaded, settings: tuple, out: Path, show_progress: bool):
-    from brainseg.io import save_labels, save_probabilities
+    from brainseg.labelmaps import save_labels, save_probabilities
     from brainseg.pipeline import segment_case
 
     inference, post = settings
@@ -157,8 +157,8 @@ def _segment_one(args, case, loaded, settings: tuple, out: Path, show_progress: 
 def _output_convention(source, args) -> str:
     """The label values a cohort case is written in, known before loading it: the command's, its dataset's, or
     its file names' (as io.assemble_case decides them)."""
-    from brainseg.naming import case_files, convention_from_names
     from brainseg.labels import written_as
+    from brainseg.naming import case_files, convention_from_names
 
     if args.labels or source.label_convention:
         return written_as(args.labels or source.label_convention)

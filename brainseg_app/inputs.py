@@ -9,7 +9,8 @@ import streamlit as st
 from brainseg import MODALITIES, report
 from brainseg.classify import classify_file
 from brainseg.errors import BrainsegError
-from brainseg.io import NO_ORIENTATION, assemble_case, orientation_recorded, read_label_map
+from brainseg.io import NO_ORIENTATION, assemble_case, orientation_recorded
+from brainseg.labelmaps import read_label_map
 from brainseg.naming import case_stems, convention_from_names
 from brainseg_app.common import ROLES, ROOT, attempt, state
 

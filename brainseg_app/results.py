@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import streamlit as st
 
 from brainseg import checkpoint, render, report
-from brainseg.io import labels_bytes, probabilities_bytes
+from brainseg.labelmaps import labels_bytes, probabilities_bytes
 from brainseg.labels import CONVENTIONS, LABEL_NAMES, REGION_NAMES, REGIONS
 from brainseg.metrics import slice_area_mm2, slice_stats, volume_stats
 from brainseg_app.common import CONVENTION_TITLES, ROLES, attempt, state

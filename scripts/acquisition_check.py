@@ -35,7 +35,8 @@ import numpy as np
 
 from brainseg.checkpoint import default_checkpoint, load_checkpoint
 from brainseg.cli import modality_list
-from brainseg.io import Case, load_case, read_label_map
+from brainseg.io import Case, load_case
+from brainseg.labelmaps import read_label_map
 from brainseg.labels import REGIONS
 from brainseg.metrics import evaluate, voxel_volume_ml
 from brainseg.naming import case_files, segmentation_file

@@ -16,7 +16,8 @@ import numpy as np
 from brainseg.bias import n4_correct
 from brainseg.checkpoint import default_checkpoint, load_checkpoint
 from brainseg.cli import modality_list
-from brainseg.io import Case, load_case, read_label_map
+from brainseg.io import Case, load_case
+from brainseg.labelmaps import read_label_map
 from brainseg.labels import REGIONS
 from brainseg.metrics import evaluate
 from brainseg.naming import case_files, segmentation_file

@@ -243,7 +243,7 @@ def test_reference_label_values_can_be_named(app):
 
 def test_a_map_brainseg_wrote_reads_in_the_values_its_header_names(app):
     """The app's own Decathlon-valued download, dropped back as the reference, needs no choosing."""
-    from brainseg.io import labels_bytes
+    from brainseg.labelmaps import labels_bytes
 
     run_case(app)
     case = app.session_state["result"].case

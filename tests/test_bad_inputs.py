@@ -27,8 +27,9 @@ import pytest
 
 from brainseg import MODALITIES
 from brainseg.cli import main
+from brainseg.decode import MAX_BYTES
 from brainseg.errors import InputError
-from brainseg.io import MAX_BYTES, load_case, load_files
+from brainseg.io import load_case, load_files
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 REAL_CASE = DATA / "brats" / "Brats18_2013_11_1"
@@ -604,7 +605,7 @@ def label_map(dtype=np.uint8) -> np.ndarray:
 
 
 def _read_as_app(folder: Path, seg: Path):
-    from brainseg.io import read_label_map
+    from brainseg.labelmaps import read_label_map
 
     return read_label_map(seg.read_bytes(), seg.name, load_case([folder])).internal()[0]
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from brainseg.cli import main
+from brainseg.config import TrainConfig
 from brainseg.data import find_cases, load_reference
 from brainseg.datasets import Description, describe, image_cases
 from brainseg.errors import InputError
 from brainseg.labels import CONVENTIONS, ED, ET, NCR, from_internal
-from brainseg.config import TrainConfig
 from brainseg.train import DEFAULT_VALIDATION, validation_split
 from conftest import BRATS, LPS, needs_data, synthetic_images
 
@@ -126,7 +126,8 @@ def test_segment_and_evaluate_a_dataset_in_its_own_label_values(tmp_path, tiny_c
 
     # a perfect prediction in MSD values scores 1.0 only if both sides are read as MSD: guessed from the
     # values (a 3 means BraTS 2023) edema and necrotic core would swap on one side
-    from brainseg.io import Case, save_labels
+    from brainseg.io import Case
+    from brainseg.labelmaps import save_labels
 
     case = Case({"flair": np.zeros(truth_labels().shape, np.float32)}, LPS, nib.load(root / "labelsTr" / "c1.nii.gz").header)
     save_labels(truth_labels(), case, out / "c1_seg.nii.gz", "msd")
@@ -256,7 +257,8 @@ def test_a_resumed_run_keeps_the_split_it_began_with(tmp_path):
 
 def test_a_maps_header_wins_over_its_datasets_description_everywhere(tmp_path, capsys):
     """A brainseg-written BraTS 2023 map among Decathlon-valued ones: training and evaluate read it alike."""
-    from brainseg.io import Case, save_labels
+    from brainseg.io import Case
+    from brainseg.labelmaps import save_labels
 
     root = tmp_path / "ds"
     write_decathlon(root, cases=("c1",), description={"labels": MSD_LABELS})

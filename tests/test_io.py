@@ -4,8 +4,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from brainseg.decode import MAX_BYTES
 from brainseg.errors import InputError
-from brainseg.io import MAX_BYTES, Case, load_case, probabilities_bytes, read_label_map, save_labels, save_probabilities
+from brainseg.io import Case, load_case
+from brainseg.labelmaps import probabilities_bytes, read_label_map, save_labels, save_probabilities
 from brainseg.naming import assign_modalities, case_files, convention_from_names, modality_from_name
 from conftest import BRATS, LPS, SAMPLE_2023, needs_data, write_case
 
@@ -185,7 +187,7 @@ def test_multi_member_gzip_reads_whole_image():
     """bgzip and concatenated gzip files hold several members; all of them are image data."""
     import gzip
 
-    from brainseg.io import read_volume
+    from brainseg.decode import read_volume
 
     raw = nib.Nifti1Image(np.arange(1000, dtype=np.float32).reshape(10, 10, 10), np.eye(4)).to_bytes()
     array, _, _ = read_volume(gzip.compress(raw[:500]) + gzip.compress(raw[500:]), "x.nii.gz")
@@ -277,7 +279,7 @@ def test_load_case_takes_one_folder_given_on_its_own(tmp_path):
 
 
 def test_unscaled_small_integers_stay_integers_and_scaled_ones_are_applied():
-    from brainseg.io import read_volume
+    from brainseg.decode import read_volume
 
     data = np.arange(2 * 3 * 4, dtype=np.int16).reshape(2, 3, 4) - 5
     plain = nib.Nifti1Image(data, LPS)

@@ -14,8 +14,10 @@ from scipy import ndimage
 
 from brainseg.checkpoint import load_checkpoint
 from brainseg.config import PostprocessConfig, PreprocessConfig
+from brainseg.decode import NPY_AFFINE
 from brainseg.errors import InputError
-from brainseg.io import NPY_AFFINE, load_case, load_files, read_label_map
+from brainseg.io import load_case, load_files
+from brainseg.labelmaps import read_label_map
 from brainseg.pipeline import segment_case
 from brainseg.preprocess import prepare, unstripped_warning
 from brainseg.report import run_record
@@ -195,7 +197,7 @@ def test_a_scan_stored_in_another_orientation_is_reoriented_not_refused(tmp_path
 
 
 def test_an_uncompressed_nifti_named_nii_gz_is_read(tmp_path):
-    from brainseg.io import read_volume
+    from brainseg.decode import read_volume
 
     image = nib.Nifti1Image(np.arange(60, dtype=np.float32).reshape(3, 4, 5), LPS)
     array, affine, _ = read_volume(image.to_bytes(), "scan_flair.nii.gz")

@@ -13,7 +13,8 @@ import pytest
 
 from brainseg import MODALITIES
 from brainseg.cli import main
-from brainseg.io import PRIVATE_HEADER_FIELDS, labels_bytes, load_case, save_labels
+from brainseg.io import load_case
+from brainseg.labelmaps import PRIVATE_HEADER_FIELDS, labels_bytes, save_labels
 
 SECRETS = {"descrip": b"Jane Doe 1970-01-01", "aux_file": b"jdoe_notes", "db_name": b"HOSPITAL-7", "intent_name": b"MRN4242"}
 DICOM_TAGS = b"(0010,0010) PatientName=Doe^Jane (0010,0020) PatientID=MRN4242"

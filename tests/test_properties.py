@@ -18,9 +18,11 @@ from hypothesis import strategies as st
 
 from brainseg import MODALITIES
 from brainseg.config import PreprocessConfig
+from brainseg.decode import read_volume
 from brainseg.errors import InputError
 from brainseg.inference import sliding_window
-from brainseg.io import Case, labels_bytes, read_volume, save_labels
+from brainseg.io import Case
+from brainseg.labelmaps import labels_bytes, save_labels
 from brainseg.labels import CONVENTIONS, from_internal, to_internal
 from brainseg.preprocess import orientation_transform, paste, prepare, reorient, to_box, unreorient
 

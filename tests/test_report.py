@@ -13,7 +13,8 @@ import pytest
 from brainseg import report
 from brainseg.config import BrainsegConfig, PreprocessConfig
 from brainseg.errors import InputError
-from brainseg.io import Case, assemble_case, labels_bytes, read_label_map, read_scan
+from brainseg.io import Case, assemble_case, read_scan
+from brainseg.labelmaps import labels_bytes, read_label_map
 from brainseg.labels import ED, ET, NCR, from_internal
 from brainseg.lesion_metrics import lesion_wise_scores
 from brainseg.metrics import evaluate, volume_stats
