@@ -72,7 +72,7 @@ def classify_file(name: str, data: bytes) -> DroppedFile:
 
 
 def read_reference(data: bytes, name: str, case: Case) -> LabelMap:
-    """``io.read_label_map`` on ``case``'s grid, whose refusal of a file that is an MRI scan says so
+    """``labelmaps.read_label_map`` on ``case``'s grid, whose refusal of a file that is an MRI scan says so
     (rather than listing its intensities as unexpected label values)."""
     try:
         return read_label_map(data, name, case)

@@ -315,7 +315,7 @@ class TrainConfig:
     init: str = ""  # brainseg checkpoint whose weights (and model/preprocessing settings) start a fresh run
     amp: bool = True
     time_limit_minutes: float = 0.0  # stop (after validating) once this much time has passed; 0 = none
-    labels: str = AUTO  # label convention of the data's segmentations (labels.READABLE); auto: see io.LabelMap.read_as
+    labels: str = AUTO  # label convention of the data's segmentations (labels.READABLE); auto: see labelmaps.LabelMap.read_as
 
     def __post_init__(self) -> None:
         """Check every value before any data is read; ``SettingError`` names the field."""
@@ -357,5 +357,5 @@ class TrainConfig:
     @property
     def label_convention(self) -> str | None:
         """The convention segmentations are read in; None: each file's header, dataset.json or values
-        decide (io.LabelMap.read_as)."""
+        decide (labelmaps.LabelMap.read_as)."""
         return chosen_convention(self.labels)

@@ -68,7 +68,7 @@ def load_reference(source: CaseSource | str | Path, convention: str | None = Non
     """A labelled case at full resolution: the scans and internal labels (X, Y, Z) uint8.
 
     ``source`` is a case of ``find_cases`` or a case folder. The segmentation is checked as the app and
-    ``brainseg evaluate`` check one (io.read_label_map) and read in ``convention`` (``labels.READABLE``;
+    ``brainseg evaluate`` check one (labelmaps.read_label_map) and read in ``convention`` (``labels.READABLE``;
     None: the one its header names, else its dataset describes, else guessed from its values).
     """
     if isinstance(source, (str, Path)):

@@ -39,12 +39,13 @@ class Pairing:
 
     pairs: list[tuple[str, Path, Path]]  # (case id, prediction, reference)
     reference_files: dict[str, Path]  # every reference case found: case id -> its segmentation
+    reference_errors: dict[str, str]  # reference cases whose segmentation is ambiguous: case id -> why
     unmatched_references: list[str]  # case ids without a prediction
     unmatched_predictions: list[str]  # prediction file names named like no reference case
 
     @property
     def references(self) -> int:
-        return len(self.reference_files)
+        return len(self.reference_files) + len(self.reference_errors)
 
     def summary(self, results: dict, failed: dict[str, str] | None = None, missing_as_empty: bool = False) -> dict:
         """What the means cover: ``results``, the scored cases (those scored as empty marked "missing");
@@ -73,7 +74,15 @@ class Pairing:
         return text
 
 
+def _holds_segmentation(folder: Path) -> bool:
+    try:
+        return segmentation_file(folder) is not None
+    except InputError:  # two candidates: a segmentation all the same
+        return True
+
+
 def _scored_as_empty(results: dict) -> list[str]:
+    """The cases ``score_missing`` scored as empty predictions."""
     return [case_id for case_id, result in results.items() if result.get("missing")]
 
 
@@ -82,22 +91,29 @@ def _case_folder_segmentation(folder: Path) -> Path | None:
     return segmentation_file(folder) if case_problem(folder) is None else None
 
 
-def reference_cases(ref_dir: Path, skip: Path | None = None) -> dict[str, Path]:
+def reference_cases(ref_dir: Path, skip: Path | None = None, errors: dict[str, str] | None = None) -> dict[str, Path]:
     """Case id -> segmentation file: case folders holding a seg file (``skip``, the predictions' folder when
     it lies inside, left out), and label map files; a case folder itself is its one case (not its scans
-    taken for references)."""
+    taken for references). A case folder with two files that could each be its segmentation goes into
+    ``errors`` (case id -> why) when given, else raises InputError."""
     own = _case_folder_segmentation(ref_dir)
     if own is not None:
         return {ref_dir.name: own}
     refs: dict[str, Path] = {}
     for folder in case_folders(ref_dir, skip=skip):
-        seg = segmentation_file(folder)
+        try:
+            seg = segmentation_file(folder)
+        except InputError as exc:
+            if errors is None:
+                raise
+            errors[folder.name] = str(exc)
+            continue
         if seg is not None:
             refs[folder.name] = seg
     for p in image_files(ref_dir):
         if _is_label_map_name(p.name) and not names_a_scan(p.name):  # scans beside the maps are not references
             refs[_case_id(p.name)] = p
-    if not refs:
+    if not refs and not errors:
         raise InputError(
             f"{ref_dir}: no reference cases; expected case folders holding a CASE_seg.nii.gz, or label map files"
             + ("; this is a Decathlon / nnU-Net dataset folder: give its labelsTr folder" if is_dataset(ref_dir) else "")
@@ -111,7 +127,8 @@ def pair_folders(pred_dir: Path, ref_dir: Path, missing_as_empty: bool = False) 
     Scoring a few predictions against a full data folder is allowed; the cases left out and the
     predictions that match no case are logged. Raises InputError when nothing matches.
     """
-    refs = reference_cases(ref_dir, skip=pred_dir)
+    ambiguous: dict[str, str] = {}
+    refs = reference_cases(ref_dir, skip=pred_dir, errors=ambiguous)
     files: dict[str, list[Path]] = {}  # suffixes in any case, as segment reads them: CASE_seg.NII.GZ is CASE_seg.nii.gz
     for p in image_files(pred_dir):
         stem = strip_suffix(p.name)
@@ -132,9 +149,9 @@ def pair_folders(pred_dir: Path, ref_dir: Path, missing_as_empty: bool = False) 
     scored = {case_id for case_id, _, _ in pairs}
     used = {pred.name for _, pred, _ in pairs}
     predictions = [p.name for p in image_files(pred_dir) if _is_label_map_name(p.name)]
-    pairing = Pairing(pairs, refs, [c for c in refs if c not in scored], [n for n in predictions if n not in used])
+    pairing = Pairing(pairs, refs, ambiguous, [c for c in refs if c not in scored], [n for n in predictions if n not in used])
     if not pairs:
-        swapped = not predictions and any(p.is_dir() and segmentation_file(p) for p in pred_dir.iterdir()) \
+        swapped = not predictions and any(p.is_dir() and _holds_segmentation(p) for p in pred_dir.iterdir()) \
             and any(_is_label_map_name(p.name) for p in ref_dir.iterdir() if p.is_file())
         raise InputError(
             f"{pred_dir}: no prediction named like a case of {ref_dir} ({_few(list(refs))}); expected "
@@ -144,7 +161,8 @@ def pair_folders(pred_dir: Path, ref_dir: Path, missing_as_empty: bool = False) 
     if pairing.unmatched_references:
         log.warning("%d of %d reference cases have no prediction in %s: %s; %s", len(pairing.unmatched_references),
                     len(refs), pred_dir, _few(pairing.unmatched_references),
-                    "they are scored as empty predictions (--missing-as-empty)" if missing_as_empty else
+                    "they are scored as empty predictions where their reference can be read (--missing-as-empty)"
+                    if missing_as_empty else
                     "the summary leaves them out (unless --missing-as-empty scores them as empty predictions)")
     if pairing.unmatched_predictions:
         log.warning("%d prediction files in %s match no reference case in %s: %s",
@@ -239,6 +257,9 @@ def score_folder(pred: Path, ref: Path, conventions: tuple, named: bool = False,
     as an empty prediction (``scoring.score_missing``) and marked "missing"."""
     pairing = pair_folders(pred, ref, missing_as_empty)
     results, failed = {}, {}
+    for case_id, why in pairing.reference_errors.items():  # costs its own case, not the cohort's scores
+        failed[case_id] = why
+        print(f"error: {case_id}{f' in {ref}' if named else ''}: {why}", file=sys.stderr)
     for case_id, p, r in pairing.pairs:
         try:
             results[case_id] = evaluate_files(p, r, *conventions, lesion_challenge=lesion_challenge)
@@ -246,7 +267,7 @@ def score_folder(pred: Path, ref: Path, conventions: tuple, named: bool = False,
             failed[case_id] = str(exc)
             print(f"error: {case_id}{f' in {pred}' if named else ''}: {exc}", file=sys.stderr)
     if missing_as_empty:
-        for case_id in [*pairing.unmatched_references, *failed]:
+        for case_id in [c for c in [*pairing.unmatched_references, *failed] if c in pairing.reference_files]:
             try:
                 results[case_id] = score_missing(pairing.reference_files[case_id], *conventions[1:],
                                                  lesion_challenge=lesion_challenge)

@@ -101,9 +101,9 @@ def is_brats2023_label_name(name: str) -> bool:
 
 
 def case_stem(name: str) -> str:
-    """A file name without its suffix and its modality words, separators and letter case kept:
-    "Brats18_x_1_flair.nii.gz" -> "Brats18_x_1", "case01_flair_reg.nii" -> "case01_reg"; the name itself
-    when nothing else is left ("flair.nii.gz")."""
+    """A file name without its suffix, its modality and label-map words ("seg", "gt", "mask", ...) and BIDS's
+    "ce-" entity, separators and letter case kept: "Brats18_x_1_flair.nii.gz" -> "Brats18_x_1",
+    "case01_flair_reg.nii" -> "case01_reg"; the name itself when nothing else is left ("flair.nii.gz")."""
     name = strip_suffix(os.path.basename(str(name)))
     parts = re.split(r"([-_. ]+)", _BIDS_CE.sub("", name))  # words at even places, their separators between
     stem = ""
@@ -244,13 +244,14 @@ def _holds_scans(folder: Path) -> bool:
 
 
 def case_problem(folder: Path) -> str | None:
-    """Why a folder is not a labelled case (a scan or the segmentation missing), or None when it is one."""
+    """Why a folder is not a labelled case (a scan or the segmentation missing, or two files that could each
+    be the segmentation), or None when it is one."""
     try:
         case_files(folder)
-    except InputError as exc:
+        if segmentation_file(folder) is None:
+            return "no segmentation; expected one named like CASE_seg.nii.gz beside the scans"
+    except InputError as exc:  # a scan missing, or two files that could each be the segmentation
         return str(exc).removeprefix(f"{folder}: ")
-    if segmentation_file(folder) is None:
-        return "no segmentation; expected one named like CASE_seg.nii.gz beside the scans"
     return None
 
 
@@ -258,7 +259,7 @@ def segmentation_file(folder: str | Path) -> Path | None:
     """The segmentation file of a case folder, if there is one.
 
     A brain mask ("brain_mask", "brainmask") is not one. Of several label-map names the most specific
-    word wins ("_seg" over "_label" over "_mask"); InputError when two files tie.
+    word wins ("_seg" over "_label" over "_mask"); InputError naming the files when two tie.
     """
     found = [p for p in image_files(folder) if _folder_modality(p) == "seg" and not _is_brain_mask(p.name)]
     ranked = sorted(found, key=_segmentation_rank)
@@ -270,14 +271,19 @@ def segmentation_file(folder: str | Path) -> Path | None:
 
 
 def _segmentation_rank(path: Path) -> int:
-    """How specifically a file's name says "segmentation": the place of its best word in the aliases."""
-    tokens = re.split(r"[^a-z0-9]+", strip_suffix(path.name).lower())
-    return min((_ALIASES["seg"].index(t) for t in tokens if t in _ALIASES["seg"]), default=len(_ALIASES["seg"]))
+    """How specifically a file's name says "segmentation": the place of its best word in the aliases, a word
+    glued to a number counted too ("case01seg"), as modality_from_name reads it."""
+    aliases = _ALIASES["seg"]
+    tokens = [t for t in re.split(r"[^a-z0-9]+", strip_suffix(path.name).lower()) if t]
+    return min((i for i, alias in enumerate(aliases) for t in tokens
+                if t == alias or (len(alias) > 2 and t.endswith(alias) and not t[: -len(alias)].isalpha())),
+               default=len(aliases))
 
 
 def _is_brain_mask(name: str) -> bool:
-    tokens = re.split(r"[^a-z0-9]+", strip_suffix(name).lower())
-    return "brainmask" in tokens or ("brain" in tokens and "mask" in tokens)
+    """Whether a file's name calls it a brain mask ("brain_mask", "brainmask"; not "brain_tumor_mask")."""
+    tokens = [t for t in re.split(r"[^a-z0-9]+", strip_suffix(name).lower()) if t]
+    return "brainmask" in tokens or any(a == "brain" and b == "mask" for a, b in zip(tokens, tokens[1:]))
 
 
 def _folder_modality(path: Path) -> str | None:

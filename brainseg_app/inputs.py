@@ -11,7 +11,7 @@ from brainseg.classify import classify_file
 from brainseg.errors import BrainsegError
 from brainseg.io import NO_ORIENTATION, assemble_case, orientation_recorded
 from brainseg.labelmaps import read_label_map
-from brainseg.naming import case_stems, convention_from_names
+from brainseg.naming import case_stems
 from brainseg_app.common import ROLES, ROOT, attempt, state
 
 
@@ -149,7 +149,7 @@ def modality_table(parsed: dict, ids: list[str]) -> SimpleNamespace | None:
         case = None
         with attempt("Combining the scans"):
             scans = {m: parsed[by_role[m][0]].scan for m in MODALITIES}
-            case = assemble_case(scans, convention_from_names(scan.name for scan in scans.values()))
+            case = assemble_case(scans)  # label values from the four scans' names, as the command line reads them
         if case is None:
             return None
         key = tuple(parsed[by_role[m][0]].digest for m in MODALITIES)  # the same scans dropped again are the same case

@@ -1,8 +1,6 @@
 """Scoring against a reference segmentation, and a second checkpoint on the same scans."""
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import streamlit as st
 
 from brainseg import checkpoint, render, report
@@ -13,6 +11,7 @@ from brainseg.naming import case_stems, names_another_case
 from brainseg.scoring import score_labels
 from brainseg_app.common import CONVENTION_TITLES, attempt, checkpoint_folders, checkpoint_label, get_model
 from brainseg_app.run import apply_label_choice, clear_truth, reference_convention, segment, set_truth
+from brainseg_app.state import Comparison
 from brainseg_app.viewer import base_slice, legend_html, shown
 
 
@@ -114,8 +113,7 @@ def compare_section(result, display: render.Display) -> None:
         with attempt("Comparison"):
             loaded = get_model(labels[choice])
             segmentation, seconds, _ = segment(result.case, loaded, result.settings)
-            result.comparison = SimpleNamespace(model=loaded.name, segmentation=segmentation, seconds=seconds,
-                                                rows=None, scored_against=None)
+            result.comparison = Comparison(loaded.name, segmentation, seconds)
     other = result.comparison
     if other is None:
         st.caption("Runs a second checkpoint on the same scans with the settings of the first run.")

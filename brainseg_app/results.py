@@ -11,7 +11,8 @@ from brainseg.labels import CONVENTIONS, LABEL_NAMES, REGION_NAMES, REGIONS
 from brainseg.metrics import slice_area_mm2, slice_stats, volume_stats
 from brainseg_app.common import CONVENTION_TITLES, ROLES, attempt, state
 from brainseg_app.reference import compare_section, truth_section
-from brainseg_app.run import RESULT_FORMAT, clear_truth, reference_convention, set_truth
+from brainseg_app.run import clear_truth, reference_convention, set_truth
+from brainseg_app.state import RESULT_FORMAT
 from brainseg_app.sidebar import PATCH_SIZES
 from brainseg_app.viewer import viewer
 

@@ -11,10 +11,7 @@ from brainseg import pipeline, render, report
 from brainseg.classify import read_reference
 from brainseg.labels import AUTO, chosen_convention
 from brainseg_app.common import ROLES, attempt, checkpoint_label, failure_message, get_model
-
-
-# bumped when a result's attributes change: a session kept across an app update holds results of the old shape
-RESULT_FORMAT = 2
+from brainseg_app.state import Reference, ReferenceFile, RefusedReference, RunResult
 
 
 def _next_run_id() -> int:
@@ -31,12 +28,10 @@ def run_section(inputs: SimpleNamespace | None, settings: SimpleNamespace) -> No
     with attempt("Segmentation"):
         loaded = get_model(settings.path)
         segmentation, seconds, record = segment(inputs.case, loaded, settings)
-        result = SimpleNamespace(
+        result = RunResult(
             id=_next_run_id(), case=inputs.case, key=inputs.key, segmentation=segmentation, model=loaded.name,
-            output_mode=loaded.config.model.output_mode,
-            model_path=settings.path, settings=settings, record=record, seconds=seconds, cache={}, comparison=None,
-            truth=None, truth_source=None, truth_refused=None, truth_choice=None, truth_choice_error=None, dropped_truth=None,
-            format=RESULT_FORMAT, ranges={m: render.intensity_range(v) for m, v in inputs.case.images.items()},
+            output_mode=loaded.config.model.output_mode, model_path=settings.path, settings=settings, record=record,
+            seconds=seconds, ranges={m: render.intensity_range(v) for m, v in inputs.case.images.items()},
         )
         earlier = st.session_state.get("result")
         st.session_state["result"] = result
@@ -69,7 +64,7 @@ def segment(case, loaded, settings: SimpleNamespace):
     return segmentation, seconds, record
 
 
-def set_truth(result, name: str, data: bytes, convention: str | None = None, origin: str = "box") -> bool:
+def set_truth(result: RunResult, name: str, data: bytes, convention: str | None = None, origin: str = "box") -> bool:
     """Attach a reference segmentation, read in ``convention`` (None: as its header names, else guessed
     from its values), to a result; ``origin``: "dropped" with the scans or given in the reference "box".
 
@@ -77,17 +72,17 @@ def set_truth(result, name: str, data: bytes, convention: str | None = None, ori
     and any reference read before stays. Returns whether the file was read.
     """
     result.truth_choice, result.truth_choice_error = convention, None
-    source = SimpleNamespace(name=name, data=data, origin=origin)
+    source = ReferenceFile(name, data, origin)
     truth, error = _read_truth(result.case, source, convention)
     if truth is None:
-        result.truth_refused = SimpleNamespace(**vars(source), error=error)
+        result.truth_refused = RefusedReference(name, data, origin, error)
         return False
     _show_truth(result, truth, source)
     result.truth_refused = None
     return True
 
 
-def apply_label_choice(result, convention: str | None) -> None:
+def apply_label_choice(result: RunResult, convention: str | None) -> None:
     """A new choice of reference label values: tried first on a refused file (the usual reason to change it),
     else on the reference shown, which stays as read before when it cannot be read so. A refused file
     stays refused (with the new choice's reason) while the reference shown is re-read."""
@@ -104,7 +99,7 @@ def apply_label_choice(result, convention: str | None) -> None:
         _show_truth(result, truth, source)
 
 
-def _read_truth(case, source: SimpleNamespace, convention: str | None):
+def _read_truth(case, source: ReferenceFile, convention: str | None) -> tuple[Reference | None, str | None]:
     """(the reference read as ``convention``, None), or (None, why it cannot be) for a file the user gave."""
     try:
         label_map = read_reference(source.data, source.name, case)  # its errors name the file
@@ -112,17 +107,16 @@ def _read_truth(case, source: SimpleNamespace, convention: str | None):
         labels, _ = label_map.internal(read_as)
     except Exception as exc:
         return None, failure_message("Reading the ground truth", exc)
-    return SimpleNamespace(name=source.name, labels=labels, convention=read_as, chosen=convention, source=how,
-                           assumed_grid=not label_map.has_geometry), None
+    return Reference(source.name, labels, read_as, convention, how, assumed_grid=not label_map.has_geometry), None
 
 
-def _show_truth(result, truth: SimpleNamespace, source: SimpleNamespace) -> None:
+def _show_truth(result: RunResult, truth: Reference, source: ReferenceFile) -> None:
     """Make ``truth`` the reference the result is scored against; its scores are computed afresh."""
     result.truth, result.truth_source = truth, source
     result.cache.pop("evaluation", None)
 
 
-def clear_truth(result, origin: str) -> None:
+def clear_truth(result: RunResult, origin: str) -> None:
     """Forget what came from ``origin`` ("box" or "dropped"), read or refused, and its scores: the user took the file away."""
     if result.truth_source is not None and result.truth_source.origin == origin:
         result.truth = result.truth_source = None

@@ -9,7 +9,7 @@ import torch
 
 from brainseg import MODALITIES, checkpoint, report
 from brainseg.config import MAX_PATCH_SIDE, BrainsegConfig
-from brainseg_app.common import ROLES, attempt, checkpoint_folders, checkpoint_label, get_model
+from brainseg_app.common import ROLES, attempt, cached_model, checkpoint_folders, checkpoint_label, get_model
 
 
 STRIDE_RANGE = (0.1, 1.0)  # share of the patch between window starts: overlap 0.9 to 0
@@ -31,12 +31,13 @@ def sidebar() -> tuple[SimpleNamespace, object]:
         labels = {checkpoint_label(p): str(p) for p in paths}
         choice = st.selectbox("Checkpoint", list(labels), key="checkpoint")
         loaded = None
+        version = _modified(labels[choice])  # read once: the settings below are keyed on the version loaded
         with attempt("Reading the checkpoint"):  # loaded once per file version, shared by all sessions
-            loaded = get_model(labels[choice])
+            loaded = cached_model(labels[choice], version)
         card = st.container()  # the model card, filled at the end of the page
 
         st.header("Settings")
-        defaults = checkpoint_defaults(labels[choice], loaded)
+        defaults = checkpoint_defaults(labels[choice], loaded, version)
         trained = "x".join(map(str, defaults["patch"]))
         patch = st.selectbox(
             "Patch size (voxels)", list(PATCH_SIZES), key="patch",
@@ -66,9 +67,10 @@ def sidebar() -> tuple[SimpleNamespace, object]:
     return settings, card
 
 
-def checkpoint_defaults(path: str, loaded) -> dict:
+def checkpoint_defaults(path: str, loaded, version: float | None = None) -> dict:
     """The chosen checkpoint's own inference and post-processing settings, put into the sidebar widgets
-    whenever the choice changes, so the app segments as `brainseg segment` does with that checkpoint."""
+    whenever the choice or the file's ``version`` (its modification time) changes, so the app segments as
+    `brainseg segment` does with that checkpoint."""
     config = loaded.config if loaded is not None else BrainsegConfig()  # unreadable: Run is off, widgets need values
     low, high = STRIDE_RANGE
     defaults = {
@@ -80,7 +82,7 @@ def checkpoint_defaults(path: str, loaded) -> dict:
     }
     # the file's state too: a checkpoint unreadable at first (still being copied) or replaced in place
     # brings its own settings once read
-    chosen = (path, _modified(path) if loaded is not None else None)
+    chosen = (path, version if loaded is not None else None)
     if st.session_state.get("defaults_for") != chosen:
         st.session_state["defaults_for"] = chosen
         st.session_state.update(defaults)
@@ -88,6 +90,7 @@ def checkpoint_defaults(path: str, loaded) -> dict:
 
 
 def _modified(path: str) -> float | None:
+    """The file's modification time; None when it cannot be read (the load that follows says why)."""
     try:
         return Path(path).stat().st_mtime
     except OSError:

@@ -812,10 +812,13 @@ def test_an_empty_reference_named_for_no_modality_is_offered_as_ground_truth(app
 
 
 def test_a_result_from_before_an_app_update_is_dropped_with_a_note(app):
+    from dataclasses import fields
     from types import SimpleNamespace
 
     run_case(app)
-    app.session_state["result"] = SimpleNamespace(**{k: v for k, v in vars(app.session_state["result"]).items() if k != "format"})
+    result = app.session_state["result"]
+    # the shape results had before RESULT_FORMAT: the same attributes, no format
+    app.session_state["result"] = SimpleNamespace(**{f.name: getattr(result, f.name) for f in fields(result) if f.name != "format"})
     app.run()
     assert not app.exception
     assert "The app was updated since the last result was made; run the segmentation again to see it." in [i.value for i in app.info]

@@ -739,3 +739,35 @@ def test_two_files_that_could_each_be_the_segmentation_are_named(tmp_path):
 
     with pytest.raises(InputError, match="case_seg.nii.gz, case_seg_old.nii.gz could each be the segmentation"):
         segmentation_file(tmp_path)
+
+
+def test_a_tumour_mask_and_a_glued_seg_word_are_label_map_names(tmp_path):
+    from brainseg.naming import segmentation_file
+
+    good_case(tmp_path / "a")
+    save(tmp_path / "a" / "case01_brain_tumor_mask.nii.gz", label_map())  # "brain" and "mask", not a brain mask
+    assert segmentation_file(tmp_path / "a").name == "case01_brain_tumor_mask.nii.gz"
+    good_case(tmp_path / "b")
+    save(tmp_path / "b" / "case01seg.nii.gz", label_map())
+    save(tmp_path / "b" / "case01_tumor_mask.nii.gz", label_map())
+    assert segmentation_file(tmp_path / "b").name == "case01seg.nii.gz"  # "seg" glued to the id still says it most
+
+
+def test_a_case_with_two_candidate_segmentations_costs_only_itself(tmp_path, capsys, caplog):
+    """Training leaves it out, saying why; evaluate scores the other cases and exits 2."""
+    from brainseg.data import find_cases
+
+    data, pred = tmp_path / "data", tmp_path / "pred"
+    pred.mkdir()
+    for case in ("caseA", "caseB"):
+        good_case(data / case)
+        save(data / case / f"{case}_seg.nii.gz", label_map())
+        save(pred / f"{case}_seg.nii.gz", label_map())
+    save(data / "caseB" / "caseB_seg_v2.nii.gz", label_map())
+    with caplog.at_level(logging.WARNING, logger="brainseg.data"):
+        assert [source.name for source in find_cases(data)] == ["caseA"]
+    assert "caseB: left out (caseB_seg.nii.gz, caseB_seg_v2.nii.gz could each be the segmentation" in caplog.text
+    assert main(["evaluate", str(pred), str(data)]) == 2
+    captured = capsys.readouterr()
+    assert "error: caseB: " in captured.err and "could each be the segmentation" in captured.err
+    assert "scored 1 of 2 reference cases; errors (above) in caseB" in captured.out

@@ -867,7 +867,7 @@ def test_evaluate_scores_missing_predictions_as_empty_ones_when_asked(tmp_path, 
     caplog.clear()
     assert main(["evaluate", str(pred), str(ref), "--missing-as-empty"]) == 2
     assert "1 of 3 reference cases have no prediction in" in caplog.text
-    assert "c2; they are scored as empty predictions (--missing-as-empty)" in caplog.text
+    assert "c2; they are scored as empty predictions where their reference can be read (--missing-as-empty)" in caplog.text
     out = capsys.readouterr().out
     assert ("scored 3 of 3 reference cases; errors (above) in c3; no prediction for c2; scored as empty predictions "
             "(--missing-as-empty): c2, c3") in out
