@@ -271,7 +271,6 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None,
     start_step, best_score, prior_seconds, stale, prior_clock = (_resume(train_config, model, optimizer) if train_config.resume
                                                                     else (0, -1.0, 0.0, 0, 0.0))
     rng, generator_seed = _random_streams(train_config.seed, ddp.rank, start_step)
-    history = []
 
     train_sources, val_sources = _split_sources(train_config, resumed_from or out_dir)
     # rank 0 fills the cache and validates while the others wait in a group of their own: torch's 10-30 min
@@ -303,8 +302,7 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None,
     started = time.time()
     model.train()
     step = start_step
-    loss_sum = dice_sum = 0.0
-    n_sum = 0
+    tally = _Tally()
     while step < train_config.max_steps:
         images, targets = _draw_patches(train_cases, train_config, rng, transform)
         x = torch.from_numpy(images).to(ddp.device)
@@ -331,9 +329,7 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None,
         scaler.step(optimizer)
         scaler.update()
         step += 1
-        loss_sum += float(loss.detach())
-        dice_sum += float(soft)
-        n_sum += 1
+        tally.add(float(loss.detach()), float(soft))
         bar.update(1)
         bar.set_postfix(loss=f"{float(loss.detach()):.3f}", dice=f"{float(soft):.3f}")
         out_of_time = train_config.time_limit_minutes and minutes > train_config.time_limit_minutes
@@ -342,13 +338,9 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None,
                 raise _diverged(train_config, step - 1, out_dir)  # an update overflowed them: nothing of it is saved
             stop = False
             if ddp.main:
-                result = validate(model, config, val_cases, ddp.device) if val_cases else {"dice": {r: float("nan") for r in REGIONS}, "hd95": {r: float("nan") for r in REGIONS}, "score": float("nan")}
+                result = validate(model, config, val_cases, ddp.device) if val_cases else _not_validated()
                 elapsed = prior_seconds + time.time() - started
-                row = {"step": step, "seconds": round(elapsed, 1), "lr": lr,
-                       "loss": loss_sum / n_sum, "train_dice": dice_sum / n_sum,
-                       **{f"val_dice_{r}": result["dice"][r] for r in REGIONS}, **{f"val_hd95_{r}": result["hd95"][r] for r in REGIONS},
-                       "val_score": result["score"]}
-                history.append(row)
+                row = _metrics_row(step, elapsed, lr, tally, result)
                 _append_csv(metrics_path, row)
                 improved = result["score"] > best_score or not val_cases
                 provenance = _provenance(as_run, train_sources, val_sources, step, result, elapsed, ddp, amp_dtype)
@@ -360,16 +352,14 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None,
                     stale = 0
                 else:
                     stale += 1
-                state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "best_score": best_score, "seconds": elapsed,
-                         "stale": stale, "clock_share": clock_share(train_config, minutes, prior_clock)}
-                # atomic: a run killed while saving keeps its previous state.pt, not a truncated one
-                atomic_write(out_dir / "state.pt", lambda tmp: torch.save(state, tmp))
+                _save_state(out_dir, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                                      "best_score": best_score, "seconds": elapsed, "stale": stale,
+                                      "clock_share": clock_share(train_config, minutes, prior_clock)})
                 _plot(metrics_path, out_dir / "curves.png")
                 scores = (f"val Dice WT {result['dice']['WT']:.3f} TC {result['dice']['TC']:.3f} ET {result['dice']['ET']:.3f}"
                           if val_cases else "no validation cases")
                 bar.write(f"step {step}: loss {row['loss']:.3f} {scores}", file=sys.stderr)  # stdout is the caller's
-                loss_sum = dice_sum = 0.0
-                n_sum = 0
+                tally = _Tally()
                 stop = bool(out_of_time) or (train_config.patience > 0 and stale >= train_config.patience)
             if ddp.world > 1:  # the others wait while rank 0 validates whole cases: longer than torch's default timeout
                 flag = torch.tensor([1 if stop else 0])  # gloo: a CPU tensor
@@ -455,7 +445,8 @@ def _amp_dtype(train_config: TrainConfig, device: torch.device) -> torch.dtype |
     return torch.bfloat16 if cpu_supports_bf16() else None
 
 
-def _draw_patches(train_cases: list, train_config: TrainConfig, rng: np.random.Generator, transform) -> tuple[np.ndarray, np.ndarray]:
+def _draw_patches(train_cases: list, train_config: TrainConfig, rng: np.random.Generator,
+                  transform) -> tuple[np.ndarray, np.ndarray]:
     """One batch of (images, targets) patches from random cases, TorchIO-augmented when ``transform`` is given."""
     images, targets = [], []
     for _ in range(train_config.batch_size):
@@ -466,6 +457,35 @@ def _draw_patches(train_cases: list, train_config: TrainConfig, rng: np.random.G
         images.append(image)
         targets.append(target)
     return np.stack(images), np.stack(targets)
+
+
+@dataclass
+class _Tally:
+    """The training loss and soft Dice summed since the last validation."""
+
+    loss: float = 0.0
+    dice: float = 0.0
+    steps: int = 0
+
+    def add(self, loss: float, dice: float) -> None:
+        self.loss, self.dice, self.steps = self.loss + loss, self.dice + dice, self.steps + 1
+
+
+def _not_validated() -> dict:
+    """A validation result for a run without validation cases: NaN scores (null in JSON)."""
+    return {"dice": {r: float("nan") for r in REGIONS}, "hd95": {r: float("nan") for r in REGIONS}, "score": float("nan")}
+
+
+def _metrics_row(step: int, elapsed: float, lr: float, tally: _Tally, result: dict) -> dict:
+    """One line of metrics.csv: the training means since the last validation and this validation's scores."""
+    return {"step": step, "seconds": round(elapsed, 1), "lr": lr, "loss": tally.loss / tally.steps,
+            "train_dice": tally.dice / tally.steps, **{f"val_dice_{r}": result["dice"][r] for r in REGIONS},
+            **{f"val_hd95_{r}": result["hd95"][r] for r in REGIONS}, "val_score": result["score"]}
+
+
+def _save_state(out_dir: Path, state: dict) -> None:
+    """The state a --resume continues from; atomic: a run killed while saving keeps its previous state.pt."""
+    atomic_write(out_dir / "state.pt", lambda tmp: torch.save(state, tmp))
 
 
 def _diverged(train_config: TrainConfig, step: int, out_dir: Path) -> SettingError:
