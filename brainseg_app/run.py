@@ -11,7 +11,7 @@ from brainseg import pipeline, render, report
 from brainseg.classify import read_reference
 from brainseg.labels import AUTO, chosen_convention
 from brainseg_app.common import ROLES, attempt, checkpoint_label, failure_message, get_model
-from brainseg_app.state import Reference, ReferenceFile, RefusedReference, RunResult
+from brainseg_app.state import Reference, ReferenceFile, RefusedReference, RunResult, RunSettings
 
 
 def _next_run_id() -> int:
@@ -20,7 +20,7 @@ def _next_run_id() -> int:
     return st.session_state["run_counter"]
 
 
-def run_section(inputs: SimpleNamespace | None, settings: SimpleNamespace) -> None:
+def run_section(inputs: SimpleNamespace | None, settings: RunSettings) -> None:
     st.subheader("2 · Segment")
     clicked = st.button("Run segmentation", type="primary", key="run", disabled=inputs is None or settings.path is None)
     if not clicked:
@@ -44,7 +44,7 @@ def run_section(inputs: SimpleNamespace | None, settings: SimpleNamespace) -> No
             set_truth(result, inputs.truth.name, inputs.truth.data, reference_convention(), origin="dropped")
 
 
-def segment(case, loaded, settings: SimpleNamespace):
+def segment(case, loaded, settings: RunSettings):
     """Run the pipeline with a progress bar; returns (segmentation, wall seconds, ``report.run_record``)."""
     inference = pipeline.inference_settings(loaded, settings.patch, settings.overlap, settings.tta)
     post = pipeline.postprocess_settings(loaded, settings.min_component, settings.max_distance)

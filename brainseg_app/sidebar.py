@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import streamlit as st
 import torch
@@ -10,6 +9,7 @@ import torch
 from brainseg import MODALITIES, checkpoint, report
 from brainseg.config import MAX_PATCH_SIDE, BrainsegConfig
 from brainseg_app.common import ROLES, attempt, cached_model, checkpoint_folders, checkpoint_label, get_model
+from brainseg_app.state import RunSettings
 
 
 STRIDE_RANGE = (0.1, 1.0)  # share of the patch between window starts: overlap 0.9 to 0
@@ -20,14 +20,14 @@ STRIDE_RANGE = (0.1, 1.0)  # share of the patch between window starts: overlap 0
 PATCH_SIZES = {"as trained": None, "whole brain": (MAX_PATCH_SIDE,) * 3}
 
 
-def sidebar() -> tuple[SimpleNamespace, object]:
+def sidebar() -> tuple[RunSettings, object]:
     """Model choice and run settings; also the sidebar slot where the model card goes."""
     with st.sidebar:
         st.header("Model")
         paths = checkpoint.discover(checkpoint_folders())
         if not paths:
             st.error("No checkpoint found in models/. Put a brainseg .pt file there (or set BRAINSEG_MODELS to a folder holding one) and reload.")
-            return SimpleNamespace(path=None), None
+            return RunSettings(), None
         labels = {checkpoint_label(p): str(p) for p in paths}
         choice = st.selectbox("Checkpoint", list(labels), key="checkpoint")
         loaded = None
@@ -63,7 +63,9 @@ def sidebar() -> tuple[SimpleNamespace, object]:
         devices = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
         device = st.selectbox("Device", devices, key="device")
     # an unreadable checkpoint: Run stays off (the error above says why)
-    settings = SimpleNamespace(path=labels[choice] if loaded is not None else None, patch=PATCH_SIZES[patch], overlap=round(1.0 - stride, 4), tta=tta, min_component=int(min_component), max_distance=float(max_distance), device=device, bias=[m for m in scans if m in bias])
+    settings = RunSettings(path=labels[choice] if loaded is not None else None, patch=PATCH_SIZES[patch],
+                           overlap=round(1.0 - stride, 4), tta=tta, min_component=int(min_component),
+                           max_distance=float(max_distance), device=device, bias=[m for m in scans if m in bias])
     return settings, card
 
 
@@ -97,7 +99,7 @@ def _modified(path: str) -> float | None:
         return None
 
 
-def model_card(container, settings: SimpleNamespace) -> None:
+def model_card(container, settings: RunSettings) -> None:
     """The selected checkpoint's card (nothing when it could not be read: the sidebar says why)."""
     if container is None or settings.path is None:
         return

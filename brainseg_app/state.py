@@ -5,13 +5,26 @@ Typed, so a misspelt attribute fails where it is written rather than reading as 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
 # bumped when a result's attributes change: a session kept across an app update holds results of the old shape
 RESULT_FORMAT = 3
+
+
+@dataclass(slots=True)
+class RunSettings:
+    """The sidebar's choices a run is made with; ``path`` None: no readable checkpoint, so nothing can run."""
+
+    path: str | None = None
+    patch: tuple[int, int, int] | None = None  # None: the window the checkpoint was trained with
+    overlap: float = 0.5
+    tta: bool = False
+    min_component: int = 0
+    max_distance: float = 0.0
+    device: str = "auto"
+    bias: list[str] = field(default_factory=list)  # the scans N4 corrects
 
 
 @dataclass(slots=True)
@@ -64,7 +77,7 @@ class RunResult:
     model: str
     output_mode: str
     model_path: str
-    settings: SimpleNamespace  # the sidebar's, as run
+    settings: RunSettings  # the sidebar's, as run
     record: dict  # report.run_record
     seconds: float
     ranges: dict  # display intensity range per modality
