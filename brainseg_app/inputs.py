@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-from types import SimpleNamespace
 
 import streamlit as st
 
@@ -13,6 +12,7 @@ from brainseg.io import NO_ORIENTATION, assemble_case, orientation_recorded
 from brainseg.labelmaps import read_label_map
 from brainseg.naming import case_stems
 from brainseg_app.common import ROLES, ROOT, attempt, state
+from brainseg_app.state import CaseInputs, DroppedFile
 
 
 SAMPLE_DIR = ROOT / "assets" / "sample"
@@ -24,12 +24,11 @@ NOTES = {"scan": "named like a segmentation, but holds an MRI scan: choose its m
          "case": "a 4-channel image: read as FLAIR, T1, T1ce, T2, the Medical Segmentation Decathlon's order"}
 
 
-def parse_file(name: str, data: bytes) -> SimpleNamespace:
+def parse_file(name: str, data: bytes) -> DroppedFile:
     """One dropped file, decoded once (``classify.classify_file``): a scan, a label map, a case or an error."""
     found = classify_file(name, data)
-    entry = SimpleNamespace(name=name, size=len(data), scan=None, labels=None, data=None, case=None, error=found.error,
-                            guess=found.modality, note=NOTES[found.kind] if found.misnamed else None,
-                            digest=hashlib.blake2b(data, digest_size=16).hexdigest())
+    entry = DroppedFile(name=name, size=len(data), digest=hashlib.blake2b(data, digest_size=16).hexdigest(),
+                        error=found.error, guess=found.modality, note=NOTES[found.kind] if found.misnamed else None)
     if found.kind is not None:
         setattr(entry, found.kind, found.value)
         entry.data = data if found.kind == "labels" else None
@@ -40,7 +39,7 @@ def use_uploads() -> None:
     st.session_state["source"] = "upload"
 
 
-def inputs_section() -> SimpleNamespace | None:
+def inputs_section() -> CaseInputs | None:
     """Drop zone, sample button and the modality table; returns the case once four scans are set.
 
     ``st.session_state["inputs_incomplete"]`` says whether files are given that make no case (yet).
@@ -90,7 +89,7 @@ def inputs_section() -> SimpleNamespace | None:
     return inputs
 
 
-def modality_table(parsed: dict, ids: list[str]) -> SimpleNamespace | None:
+def modality_table(parsed: dict[str, DroppedFile], ids: list[str]) -> CaseInputs | None:
     header = st.columns([4, 3, 2])
     header[0].markdown("**File**")
     header[1].markdown("**Image**")
@@ -172,7 +171,7 @@ def modality_table(parsed: dict, ids: list[str]) -> SimpleNamespace | None:
         st.warning(f"{', '.join(case.assumed_on_grid)}: .npy arrays carry no orientation, so they are taken to lie on the "
                    f"NIfTI scans' grid as stored; if one was saved flipped or transposed, the network sees mismatched "
                    f"anatomy. Use NIfTI files where you can.")
-    return SimpleNamespace(case=case, key=key, truth=parsed[truth_id] if truth_id else None)
+    return CaseInputs(case, key, parsed[truth_id] if truth_id else None)
 
 
 def _row_name(parsed: dict, ids: list[str], file_id: str) -> str:
@@ -182,10 +181,10 @@ def _row_name(parsed: dict, ids: list[str], file_id: str) -> str:
     return f"{name} (row {ids.index(file_id) + 1})" if len(twins) > 1 else name
 
 
-def truth_fits(entry: SimpleNamespace, case, key: tuple) -> bool:
+def truth_fits(entry: DroppedFile, case, key: tuple) -> bool:
     """Whether a dropped segmentation lies on the scans' grid, checked once per set of scans, before the
     run (its label values are read when it is scored, as the user chooses them)."""
-    if getattr(entry, "grid_check", None) is None or entry.grid_check[0] != key:
+    if entry.grid_check is None or entry.grid_check[0] != key:
         problem = None
         try:
             read_label_map(entry.data, entry.name, case)

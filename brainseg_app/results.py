@@ -1,8 +1,6 @@
 """Step 3: the result's volumes, statistics, downloads and 3D view, around the viewer."""
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import streamlit as st
 
 from brainseg import checkpoint, render, report
@@ -12,7 +10,7 @@ from brainseg.metrics import slice_area_mm2, slice_stats, volume_stats
 from brainseg_app.common import CONVENTION_TITLES, ROLES, attempt, state
 from brainseg_app.reference import compare_section, truth_section
 from brainseg_app.run import clear_truth, reference_convention, set_truth
-from brainseg_app.state import RESULT_FORMAT, RunSettings
+from brainseg_app.state import RESULT_FORMAT, CaseInputs, RunSettings
 from brainseg_app.sidebar import PATCH_SIZES
 from brainseg_app.viewer import viewer
 
@@ -28,7 +26,7 @@ SLICE_COLUMNS = {"structure": "Structure", "voxels": "Voxels", "area_mm2": st.co
 SIDE_WORDS = {"R": "right", "A": "front"}  # the patient side the left edge of a view shows (render.orientation_letters)
 
 
-def results_section(inputs: SimpleNamespace | None, settings: RunSettings) -> None:
+def results_section(inputs: CaseInputs | None, settings: RunSettings) -> None:
     result = st.session_state.get("result")
     if result is not None and getattr(result, "format", None) != RESULT_FORMAT:
         del st.session_state["result"]

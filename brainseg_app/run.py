@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import streamlit as st
 
@@ -11,7 +10,7 @@ from brainseg import pipeline, render, report
 from brainseg.classify import read_reference
 from brainseg.labels import AUTO, chosen_convention
 from brainseg_app.common import ROLES, attempt, checkpoint_label, failure_message, get_model
-from brainseg_app.state import Reference, ReferenceFile, RefusedReference, RunResult, RunSettings
+from brainseg_app.state import CaseInputs, Reference, ReferenceFile, RefusedReference, RunResult, RunSettings
 
 
 def _next_run_id() -> int:
@@ -20,7 +19,7 @@ def _next_run_id() -> int:
     return st.session_state["run_counter"]
 
 
-def run_section(inputs: SimpleNamespace | None, settings: RunSettings) -> None:
+def run_section(inputs: CaseInputs | None, settings: RunSettings) -> None:
     st.subheader("2 · Segment")
     clicked = st.button("Run segmentation", type="primary", key="run", disabled=inputs is None or settings.path is None)
     if not clicked:

@@ -14,6 +14,32 @@ RESULT_FORMAT = 3
 
 
 @dataclass(slots=True)
+class DroppedFile:
+    """One dropped file, decoded once: what it holds (one of scan, labels, case) or why it cannot be used."""
+
+    name: str
+    size: int
+    digest: str  # of its bytes: the same file dropped again is the same input
+    error: str | None = None
+    guess: str | None = None  # the role its name and content suggest
+    note: str | None = None  # what it turned out to be when its name suggested something else
+    scan: Any = None  # io.Scan
+    labels: Any = None  # labelmaps.LabelMap
+    case: Any = None  # io.Case of a 4-channel image
+    data: bytes | None = None  # a label map's bytes, read again in the label values the user chooses
+    grid_check: tuple | None = None  # (the scans' key, why it does not fit them or None), checked once per scans
+
+
+@dataclass(slots=True)
+class CaseInputs:
+    """The case the dropped files make once four scans are set, and the reference dropped with them."""
+
+    case: Any  # io.Case
+    key: tuple  # the scans' digests
+    truth: DroppedFile | None = None
+
+
+@dataclass(slots=True)
 class RunSettings:
     """The sidebar's choices a run is made with; ``path`` None: no readable checkpoint, so nothing can run."""
 
