@@ -67,8 +67,9 @@ class Pairing:
             text += f"; errors (above) in {_few(list(failed))}"
         if self.unmatched_references:
             text += f"; no prediction for {_few(self.unmatched_references)}"
-        if _scored_as_empty(results):
-            text += f"; scored as empty predictions (--missing-as-empty): {_few(_scored_as_empty(results))}"
+        empty = _scored_as_empty(results)
+        if empty:
+            text += f"; scored as empty predictions (--missing-as-empty): {_few(empty)}"
         if self.unmatched_predictions:
             text += f"; predictions matching no case: {_few(self.unmatched_predictions)}"
         return text
@@ -257,15 +258,18 @@ def score_folder(pred: Path, ref: Path, conventions: tuple, named: bool = False,
     as an empty prediction (``scoring.score_missing``) and marked "missing"."""
     pairing = pair_folders(pred, ref, missing_as_empty)
     results, failed = {}, {}
-    for case_id, why in pairing.reference_errors.items():  # costs its own case, not the cohort's scores
+
+    def fail(case_id: str, why: str, folder: Path) -> None:
         failed[case_id] = why
-        print(f"error: {case_id}{f' in {ref}' if named else ''}: {why}", file=sys.stderr)
+        print(f"error: {case_id}{f' in {folder}' if named else ''}: {why}", file=sys.stderr)
+
+    for case_id, why in pairing.reference_errors.items():  # costs its own case, not the cohort's scores
+        fail(case_id, why, ref)
     for case_id, p, r in pairing.pairs:
         try:
             results[case_id] = evaluate_files(p, r, *conventions, lesion_challenge=lesion_challenge)
         except BrainsegError as exc:
-            failed[case_id] = str(exc)
-            print(f"error: {case_id}{f' in {pred}' if named else ''}: {exc}", file=sys.stderr)
+            fail(case_id, str(exc), pred)
     if missing_as_empty:
         for case_id in [c for c in [*pairing.unmatched_references, *failed] if c in pairing.reference_files]:
             try:
@@ -273,8 +277,7 @@ def score_folder(pred: Path, ref: Path, conventions: tuple, named: bool = False,
                                                  lesion_challenge=lesion_challenge)
             except BrainsegError as exc:  # the reference itself is unreadable: nothing to score against
                 if case_id not in failed:  # a paired case's error was said above
-                    failed[case_id] = str(exc)
-                    print(f"error: {case_id}{f' in {pred}' if named else ''}: {exc}", file=sys.stderr)
+                    fail(case_id, str(exc), pred)
         results = dict(sorted(results.items()))
     return pairing, results, failed
 

@@ -62,7 +62,7 @@ def modality_from_name(name: str) -> str | None:
     The last recognised token wins: "BraTS-GLI-00001-000-t1c.nii.gz" -> "t1ce", "flair_seg" -> "seg".
     Raises InputError for a name mentioning two scan modalities ("t1_to_flair.nii.gz").
     """
-    tokens = [t for t in re.split(r"[^a-z0-9]+", strip_suffix(name).lower()) if t]
+    tokens = _tokens(name)
     named = {TOKEN_TO_MODALITY[t] for t in tokens if t in TOKEN_TO_MODALITY} - {"seg"}
     bids_ce = named == {"t1", "t1ce"} and "ce" in tokens  # BIDS: a contrast-enhanced T1 is sub-01_ce-gadolinium_T1w
     if bids_ce:
@@ -78,9 +78,19 @@ def modality_from_name(name: str) -> str | None:
     # names like "t1ce.nii" after a number glued on: "case01t1ce"
     for token in reversed(tokens):
         for alias in sorted(TOKEN_TO_MODALITY, key=len, reverse=True):
-            if len(alias) > 2 and token.endswith(alias) and not token[: -len(alias)].isalpha():
+            if _glued(token, alias):
                 return TOKEN_TO_MODALITY[alias]
     return None
+
+
+def _tokens(name: str) -> list[str]:
+    """A file name's words: its base name without the suffix, lower case, split at anything not a letter or digit."""
+    return [t for t in re.split(r"[^a-z0-9]+", strip_suffix(name).lower()) if t]
+
+
+def _glued(token: str, alias: str) -> bool:
+    """Whether ``token`` is ``alias`` glued to a case number ("case01t1ce"); aliases of three letters or more."""
+    return len(alias) > 2 and token.endswith(alias) and not token[: -len(alias)].isalpha()
 
 
 def convention_from_names(names: Iterable[str]) -> str:
@@ -119,8 +129,8 @@ def case_stems(names: Iterable[str]) -> list[str]:
     different cases may have been combined."""
     stems = set()
     for name in names:
-        bare = _BIDS_CE.sub("", strip_suffix(os.path.basename(str(name)))).lower()
-        stems.add("_".join(t for t in re.split(r"[^a-z0-9]+", bare) if t and t not in TOKEN_TO_MODALITY))
+        words = _tokens(_BIDS_CE.sub("", os.path.basename(str(name))))
+        stems.add("_".join(t for t in words if t not in TOKEN_TO_MODALITY))
     return sorted(stems - {""})
 
 
@@ -261,28 +271,27 @@ def segmentation_file(folder: str | Path) -> Path | None:
     A brain mask ("brain_mask", "brainmask") is not one. Of several label-map names the most specific
     word wins ("_seg" over "_label" over "_mask"); InputError naming the files when two tie.
     """
-    found = [p for p in image_files(folder) if _folder_modality(p) == "seg" and not _is_brain_mask(p.name)]
-    ranked = sorted(found, key=_segmentation_rank)
-    if len(ranked) > 1 and _segmentation_rank(ranked[0]) == _segmentation_rank(ranked[1]):
-        tied = [p.name for p in ranked if _segmentation_rank(p) == _segmentation_rank(ranked[0])]
-        raise InputError(f"{folder}: {', '.join(tied)} could each be the segmentation; expected one label map "
-                         f"per case folder (move the others out)")
-    return ranked[0] if ranked else None
+    ranked = sorted((_segmentation_rank(p), p) for p in image_files(folder)
+                    if _folder_modality(p) == "seg" and not _is_brain_mask(p.name))
+    best = [p for rank, p in ranked if rank == ranked[0][0]]
+    if len(best) > 1:
+        raise InputError(f"{folder}: {', '.join(p.name for p in best)} could each be the segmentation; expected one "
+                         f"label map per case folder (move the others out)")
+    return best[0] if best else None
 
 
 def _segmentation_rank(path: Path) -> int:
     """How specifically a file's name says "segmentation": the place of its best word in the aliases, a word
     glued to a number counted too ("case01seg"), as modality_from_name reads it."""
     aliases = _ALIASES["seg"]
-    tokens = [t for t in re.split(r"[^a-z0-9]+", strip_suffix(path.name).lower()) if t]
-    return min((i for i, alias in enumerate(aliases) for t in tokens
-                if t == alias or (len(alias) > 2 and t.endswith(alias) and not t[: -len(alias)].isalpha())),
+    tokens = _tokens(path.name)
+    return min((i for i, alias in enumerate(aliases) for t in tokens if t == alias or _glued(t, alias)),
                default=len(aliases))
 
 
 def _is_brain_mask(name: str) -> bool:
     """Whether a file's name calls it a brain mask ("brain_mask", "brainmask"; not "brain_tumor_mask")."""
-    tokens = [t for t in re.split(r"[^a-z0-9]+", strip_suffix(name).lower()) if t]
+    tokens = _tokens(name)
     return "brainmask" in tokens or any(a == "brain" and b == "mask" for a, b in zip(tokens, tokens[1:]))
 
 

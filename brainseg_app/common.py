@@ -35,8 +35,16 @@ def cached_model(path: str, modified: float):
     return load_checkpoint(path)
 
 
+def checkpoint_version(path: str) -> float | None:
+    """A checkpoint file's version, its modification time; None when it cannot be read (loading it says why)."""
+    try:
+        return Path(path).stat().st_mtime
+    except OSError:
+        return None
+
+
 def get_model(path: str):
-    return cached_model(path, Path(path).stat().st_mtime)
+    return cached_model(path, checkpoint_version(path))
 
 
 def checkpoint_folders() -> list[Path]:

@@ -8,7 +8,8 @@ import torch
 
 from brainseg import MODALITIES, checkpoint, report
 from brainseg.config import MAX_PATCH_SIDE, BrainsegConfig
-from brainseg_app.common import ROLES, attempt, cached_model, checkpoint_folders, checkpoint_label, get_model
+from brainseg_app.common import (ROLES, attempt, cached_model, checkpoint_folders, checkpoint_label, checkpoint_version,
+                                 get_model)
 from brainseg_app.state import RunSettings
 
 
@@ -31,7 +32,7 @@ def sidebar() -> tuple[RunSettings, object]:
         labels = {checkpoint_label(p): str(p) for p in paths}
         choice = st.selectbox("Checkpoint", list(labels), key="checkpoint")
         loaded = None
-        version = _modified(labels[choice])  # read once: the settings below are keyed on the version loaded
+        version = checkpoint_version(labels[choice])  # read once: the settings below are keyed on the version loaded
         with attempt("Reading the checkpoint"):  # loaded once per file version, shared by all sessions
             loaded = cached_model(labels[choice], version)
         card = st.container()  # the model card, filled at the end of the page
@@ -89,14 +90,6 @@ def checkpoint_defaults(path: str, loaded, version: float | None = None) -> dict
         st.session_state["defaults_for"] = chosen
         st.session_state.update(defaults)
     return {**defaults, "patch": tuple(config.inference.patch_size)}  # shown, not a widget's value
-
-
-def _modified(path: str) -> float | None:
-    """The file's modification time; None when it cannot be read (the load that follows says why)."""
-    try:
-        return Path(path).stat().st_mtime
-    except OSError:
-        return None
 
 
 def model_card(container, settings: RunSettings) -> None:
