@@ -166,14 +166,29 @@ def _record_run(out_dir: Path, tc: TrainConfig, config: BrainsegConfig, train_so
             shutil.copy2(carried_from / name, out_dir / name)
 
 
-def _resume(train_config: TrainConfig, model: UNet3D, optimizer: torch.optim.Optimizer) -> tuple[int, float, float, int, float]:
-    """Load ``state.pt`` of an earlier run into the model and optimiser; returns (step, best score, seconds,
-    validations since the best one, for --patience; the time limit's share of the decay, ``clock_share``).
+@dataclass(frozen=True)
+class _Standing:
+    """Where a run stands after a validation round: what its state.pt saves beside the weights and a --resume
+    goes on from."""
 
-    Raises InputError naming the file when it is missing, is not a training state, or holds weights of
-    another network than the options build.
+    step: int = 0
+    best_score: float = -1.0
+    seconds: float = 0.0  # of training, over every part of a resumed run
+    stale: int = 0  # validations since the best one, for --patience
+    clock: float = 0.0  # the time limit's share of the decay, ``clock_share``
+
+    def saved(self) -> dict:
+        return {"step": self.step, "best_score": self.best_score, "seconds": self.seconds, "stale": self.stale,
+                "clock_share": self.clock}
+
+
+def _resume(path: Path, train_config: TrainConfig, model: UNet3D, optimizer: torch.optim.Optimizer) -> _Standing:
+    """Load the training state ``path`` (``--resume``'s state.pt) into the model and optimiser; returns where
+    that run stood.
+
+    Raises InputError naming the file when it is not a training state or holds weights of another network
+    than the options build; SettingError when --max-steps asks for no more steps than it has done.
     """
-    path = resume_state(train_config.resume)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except OSError:
@@ -200,7 +215,7 @@ def _resume(train_config: TrainConfig, model: UNet3D, optimizer: torch.optim.Opt
     if clock >= 1.0:  # the run had reached its time limit: continuing it means training on, from the peak again
         log.info("%s reached its time limit: the learning rate decays again from its peak over this run", path)
         clock = 0.0
-    return step, float(state["best_score"]), float(state.get("seconds", 0.0)), int(state.get("stale", 0)), clock
+    return _Standing(step, float(state["best_score"]), float(state.get("seconds", 0.0)), int(state.get("stale", 0)), clock)
 
 
 def validate(model: UNet3D, config: BrainsegConfig, cases: list, device: torch.device) -> dict:
@@ -254,7 +269,8 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None,
     ddp = setup_distributed()
     config, initial = _run_settings(train_config, model_config)
     out_dir = Path(train_config.output)
-    resumed_from, moving = _check_output(train_config, out_dir)
+    state_path, moving = _check_output(train_config, out_dir)
+    resumed_from = state_path.parent if state_path else None
     if train_config.threads:
         torch.set_num_threads(train_config.threads)
     torch.manual_seed(train_config.seed)
@@ -268,9 +284,8 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None,
     if channels_last:
         model = model.to(memory_format=torch.channels_last_3d)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
-    start_step, best_score, prior_seconds, stale, prior_clock = (_resume(train_config, model, optimizer) if train_config.resume
-                                                                    else (0, -1.0, 0.0, 0, 0.0))
-    rng, generator_seed = _random_streams(train_config.seed, ddp.rank, start_step)
+    prior = _resume(state_path, train_config, model, optimizer) if state_path else _Standing()
+    rng, generator_seed = _random_streams(train_config.seed, ddp.rank, prior.step)
 
     train_sources, val_sources = _split_sources(train_config, resumed_from or out_dir)
     # rank 0 fills the cache and validates while the others wait in a group of their own: torch's 10-30 min
@@ -290,18 +305,17 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None,
             warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
 
     amp_dtype = _amp_dtype(train_config, ddp.device)
-    # fp16 gradients underflow without loss scaling; the scale recalibrates in a few steps, so a resumed run starts afresh
-    scaler = torch.amp.GradScaler(ddp.device.type, enabled=amp_dtype == torch.float16)
-    skipped = 0  # steps in a row whose gradients were not finite
+    step_once = _Stepper(net, optimizer, config.model.output_mode, train_config.grad_clip, amp_dtype, ddp.device)
     generator = torch.Generator(device=ddp.device)
     generator.manual_seed(generator_seed)
     if ddp.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # one patch size throughout: worth finding the fastest kernels once
-    bar = _progress(train_config.max_steps, start_step, ddp.main and progress)
-    metrics_path = out_dir / "metrics.csv"
+    bar = _progress(train_config.max_steps, prior.step, ddp.main and progress)
+    saver = _Saver(out_dir, as_run, config, model, optimizer, val_cases, train_sources, val_sources, ddp, amp_dtype,
+                   prior, bar) if ddp.main else None
     started = time.time()
     model.train()
-    step = start_step
+    step = prior.step
     tally = _Tally()
     while step < train_config.max_steps:
         images, targets = _draw_patches(train_cases, train_config, rng, transform)
@@ -312,55 +326,18 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None,
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
         minutes = shared_minutes(started, ddp)  # one clock reading per step: rank 0's, for the LR and the stop
-        lr = learning_rate(step, train_config, minutes, prior_clock)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        with torch.autocast(ddp.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = net(x)
-        loss, soft = dice_ce_loss(logits, y, config.model.output_mode)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
-        # the all-reduced gradients, so every rank decides alike; fp16's scaler skips a few such steps by design
-        skipped = 0 if torch.isfinite(norm) else skipped + 1
-        if skipped > (MAX_SKIPPED_FP16_STEPS if scaler.is_enabled() else 0):
+        lr = learning_rate(step, train_config, minutes, prior.clock)
+        if not step_once(x, y, lr, tally):
             raise _diverged(train_config, step, out_dir)
-        scaler.step(optimizer)
-        scaler.update()
         step += 1
-        tally.add(float(loss.detach()), float(soft))
         bar.update(1)
-        bar.set_postfix(loss=f"{float(loss.detach()):.3f}", dice=f"{float(soft):.3f}")
-        out_of_time = train_config.time_limit_minutes and minutes > train_config.time_limit_minutes
+        bar.set_postfix(loss=f"{tally.last_loss:.3f}", dice=f"{tally.last_dice:.3f}")
+        out_of_time = bool(train_config.time_limit_minutes) and minutes > train_config.time_limit_minutes
         if step % train_config.val_every == 0 or step == train_config.max_steps or out_of_time:
             if not all(torch.isfinite(p).all() for p in model.parameters()):  # every rank: the weights are the same
                 raise _diverged(train_config, step - 1, out_dir)  # an update overflowed them: nothing of it is saved
-            stop = False
-            if ddp.main:
-                result = validate(model, config, val_cases, ddp.device) if val_cases else _not_validated()
-                elapsed = prior_seconds + time.time() - started
-                row = _metrics_row(step, elapsed, lr, tally, result)
-                _append_csv(metrics_path, row)
-                improved = result["score"] > best_score or not val_cases
-                provenance = _provenance(as_run, train_sources, val_sources, step, result, elapsed, ddp, amp_dtype)
-                save_checkpoint(out_dir / "last.pt", model, config, provenance)
-                if improved:
-                    best_score = result["score"]
-                    save_checkpoint(out_dir / "best.pt", model, config, provenance)
-                    (out_dir / "best_validation.json").write_text(to_json(result))  # no validation: null, not NaN
-                    stale = 0
-                else:
-                    stale += 1
-                _save_state(out_dir, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                                      "best_score": best_score, "seconds": elapsed, "stale": stale,
-                                      "clock_share": clock_share(train_config, minutes, prior_clock)})
-                _plot(metrics_path, out_dir / "curves.png")
-                scores = (f"val Dice WT {result['dice']['WT']:.3f} TC {result['dice']['TC']:.3f} ET {result['dice']['ET']:.3f}"
-                          if val_cases else "no validation cases")
-                bar.write(f"step {step}: loss {row['loss']:.3f} {scores}", file=sys.stderr)  # stdout is the caller's
-                tally = _Tally()
-                stop = bool(out_of_time) or (train_config.patience > 0 and stale >= train_config.patience)
+            stop = saver.round(step, lr, tally, minutes, time.time() - started, out_of_time) if saver else False
+            tally = _Tally()
             if ddp.world > 1:  # the others wait while rank 0 validates whole cases: longer than torch's default timeout
                 flag = torch.tensor([1 if stop else 0])  # gloo: a CPU tensor
                 dist.broadcast(flag, 0, group=waiting)
@@ -373,6 +350,78 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None,
         dist.destroy_process_group()
     # a resumed run whose earlier best is not beside it (a bare state.pt) and that never beat it has no best.pt
     return out_dir / "best.pt" if (out_dir / "best.pt").is_file() else out_dir / "last.pt"
+
+
+class _Stepper:
+    """One optimisation step: autocast forward, Dice + CE, (scaled) backward, clipping, the update.
+
+    Called with a batch and the step's learning rate; False when the run diverged (the all-reduced gradient
+    norm not finite: every rank decides alike), which fp16's loss scaler is allowed a few steps in a row.
+    """
+
+    def __init__(self, net: torch.nn.Module, optimizer: torch.optim.Optimizer, output_mode: str, grad_clip: float,
+                 amp_dtype: torch.dtype | None, device: torch.device):
+        self.net, self.optimizer, self.output_mode, self.grad_clip = net, optimizer, output_mode, grad_clip
+        self.amp_dtype, self.device_type = amp_dtype, device.type
+        # fp16 gradients underflow without loss scaling; the scale recalibrates in a few steps, so a resumed run starts afresh
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+        self.allowed = MAX_SKIPPED_FP16_STEPS if self.scaler.is_enabled() else 0
+        self.skipped = 0  # steps in a row whose gradients were not finite
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, lr: float, tally: _Tally) -> bool:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with torch.autocast(self.device_type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            logits = self.net(x)
+        loss, soft = dice_ce_loss(logits, y, self.output_mode)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
+        norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.grad_clip)
+        self.skipped = 0 if torch.isfinite(norm) else self.skipped + 1
+        if self.skipped > self.allowed:
+            return False
+        self.scaler.step(self.optimizer)  # skips the update itself when fp16 gradients overflowed
+        self.scaler.update()
+        tally.add(float(loss.detach()), float(soft))
+        return True
+
+
+class _Saver:
+    """Rank 0's validation rounds: validate, log, write last.pt, best.pt when the score improved, and the
+    state a --resume continues from; says when the run should stop (time limit, --patience)."""
+
+    def __init__(self, out_dir: Path, as_run: TrainConfig, config: BrainsegConfig, model: UNet3D,
+                 optimizer: torch.optim.Optimizer, val_cases: list, train_sources: list, val_sources: list,
+                 ddp: Distributed, amp_dtype: torch.dtype | None, prior: _Standing, bar):
+        self.out_dir, self.as_run, self.config, self.model, self.optimizer = out_dir, as_run, config, model, optimizer
+        self.val_cases, self.train_sources, self.val_sources = val_cases, train_sources, val_sources
+        self.ddp, self.amp_dtype, self.prior, self.bar = ddp, amp_dtype, prior, bar
+        self.best_score, self.stale = prior.best_score, prior.stale
+
+    def round(self, step: int, lr: float, tally: _Tally, minutes: float, seconds: float, out_of_time: bool) -> bool:
+        """One validation round after ``step``; ``seconds`` this process has trained. True: stop the run."""
+        tc, out_dir = self.as_run, self.out_dir
+        result = validate(self.model, self.config, self.val_cases, self.ddp.device) if self.val_cases else _not_validated()
+        elapsed = self.prior.seconds + seconds
+        row = _metrics_row(step, elapsed, lr, tally, result)
+        _append_csv(out_dir / "metrics.csv", row)
+        provenance = _provenance(tc, self.train_sources, self.val_sources, step, result, elapsed, self.ddp, self.amp_dtype)
+        save_checkpoint(out_dir / "last.pt", self.model, self.config, provenance)
+        if result["score"] > self.best_score or not self.val_cases:
+            self.best_score, self.stale = result["score"], 0
+            save_checkpoint(out_dir / "best.pt", self.model, self.config, provenance)
+            (out_dir / "best_validation.json").write_text(to_json(result))  # no validation: null, not NaN
+        else:
+            self.stale += 1
+        standing = _Standing(step, self.best_score, elapsed, self.stale, clock_share(tc, minutes, self.prior.clock))
+        _save_state(out_dir, {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                              **standing.saved()})
+        _plot(out_dir / "metrics.csv", out_dir / "curves.png")
+        scores = (f"val Dice WT {result['dice']['WT']:.3f} TC {result['dice']['TC']:.3f} ET {result['dice']['ET']:.3f}"
+                  if self.val_cases else "no validation cases")
+        self.bar.write(f"step {step}: loss {row['loss']:.3f} {scores}", file=sys.stderr)  # stdout is the caller's
+        return out_of_time or (tc.patience > 0 and self.stale >= tc.patience)
 
 
 def _run_settings(train_config: TrainConfig, model_config: BrainsegConfig | None) -> tuple[BrainsegConfig, LoadedModel | None]:
@@ -394,16 +443,16 @@ def _run_settings(train_config: TrainConfig, model_config: BrainsegConfig | None
 
 
 def _check_output(train_config: TrainConfig, out_dir: Path) -> tuple[Path | None, bool]:
-    """(the folder of the run resumed, whether it is resumed into another folder); InputError for an output
+    """(the state.pt resumed from, whether it is resumed into another folder); InputError for an output
     folder that cannot be written or holds another run."""
     check_can_create([out_dir / "config.json"])
-    resumed_from = resume_state(train_config.resume).parent if train_config.resume else None
-    moving = resumed_from is not None and resumed_from.resolve() != out_dir.resolve()
+    state = resume_state(train_config.resume) if train_config.resume else None
+    moving = state is not None and state.parent.resolve() != out_dir.resolve()
     earlier = [name for name in RUN_FILES if (not train_config.resume or moving) and (out_dir / name).exists()]
     if earlier:  # a second run there would replace the first's checkpoints and mix the two in one metrics log
         raise InputError(f"{out_dir}: holds an earlier run ({', '.join(earlier)}); continue it with --resume {out_dir}, "
                          f"or choose another --output")
-    return resumed_from, moving
+    return state, moving
 
 
 def _split_sources(train_config: TrainConfig, run_dir: Path) -> tuple[list, list]:
@@ -466,9 +515,12 @@ class _Tally:
     loss: float = 0.0
     dice: float = 0.0
     steps: int = 0
+    last_loss: float = 0.0  # the latest step's, for the progress bar
+    last_dice: float = 0.0
 
     def add(self, loss: float, dice: float) -> None:
         self.loss, self.dice, self.steps = self.loss + loss, self.dice + dice, self.steps + 1
+        self.last_loss, self.last_dice = loss, dice
 
 
 def _not_validated() -> dict:

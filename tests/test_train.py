@@ -188,16 +188,19 @@ def test_a_resumed_run_counts_patience_on_from_its_state(tmp_path):
     optimizer = torch.optim.AdamW(model.parameters())
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": 6, "best_score": 0.7,
              "seconds": 12.0, "stale": 3}
-    torch.save(state, tmp_path / "state.pt")
-    resumed = _resume(TrainConfig(resume=str(tmp_path / "state.pt"), max_steps=10), model, optimizer)
-    assert resumed == (6, 0.7, 12.0, 3, 0.0)  # no clock share saved: the steps decide the decay
-    torch.save({**state, "clock_share": 0.9}, tmp_path / "state.pt")
-    assert _resume(TrainConfig(resume=str(tmp_path / "state.pt"), max_steps=10), model, optimizer)[4] == 0.9
-    torch.save({**state, "clock_share": 1.0}, tmp_path / "state.pt")  # stopped at its limit: trained on from the peak
-    assert _resume(TrainConfig(resume=str(tmp_path / "state.pt"), max_steps=10), model, optimizer)[4] == 0.0
+    path = tmp_path / "state.pt"
+    torch.save(state, path)
+    resumed = _resume(path, TrainConfig(resume=str(path), max_steps=10), model, optimizer)
+    assert (resumed.step, resumed.best_score, resumed.seconds, resumed.stale, resumed.clock) == (6, 0.7, 12.0, 3, 0.0)
+    # no clock share saved above: the steps decide the decay
+    assert resumed.saved() == {"step": 6, "best_score": 0.7, "seconds": 12.0, "stale": 3, "clock_share": 0.0}
+    torch.save({**state, "clock_share": 0.9}, path)
+    assert _resume(path, TrainConfig(resume=str(path), max_steps=10), model, optimizer).clock == 0.9
+    torch.save({**state, "clock_share": 1.0}, path)  # stopped at its limit: trained on from the peak
+    assert _resume(path, TrainConfig(resume=str(path), max_steps=10), model, optimizer).clock == 0.0
     del state["stale"]  # a state saved before the count was kept starts it at 0
-    torch.save(state, tmp_path / "state.pt")
-    assert _resume(TrainConfig(resume=str(tmp_path / "state.pt"), max_steps=10), model, optimizer)[3] == 0
+    torch.save(state, path)
+    assert _resume(path, TrainConfig(resume=str(path), max_steps=10), model, optimizer).stale == 0
 
 
 def test_folders_that_are_not_labelled_cases_are_said_to_be_left_out(tmp_path, caplog):
@@ -679,9 +682,9 @@ def test_init_still_refuses_a_misspelt_setting(tiny_checkpoint, tmp_path):
             build_configs(path, {**options, **extra}, {})
 
 
-def test_a_diverging_run_stops_with_one_error_line_before_its_weights_turn_nan(tmp_path, tiny_checkpoint, capsys):
-    """A learning rate far too high makes the loss NaN: the run says so and which setting to change, and no
-    checkpoint holds NaN weights (a NaN network marks nothing, silently)."""
+def _tiny_run(tmp_path: Path, checkpoint: Path) -> list[str]:
+    """``brainseg train`` arguments for two small synthetic cases (case02 validates), from ``checkpoint``'s
+    weights: seconds per run, where the run's control flow, not what it learns, is tested."""
     import nibabel as nib
     from conftest import synthetic_images, write_case
 
@@ -689,10 +692,54 @@ def test_a_diverging_run_stops_with_one_error_line_before_its_weights_turn_nan(t
         write_case(tmp_path / "data" / name, prefix=f"{name}_")
         labels = np.where(synthetic_images()["flair"] > 150, 2, 0).astype(np.uint8)
         nib.save(nib.Nifti1Image(labels, LPS), tmp_path / "data" / name / f"{name}_seg.nii.gz")
+    return ["train", "--data", str(tmp_path / "data"), "--output", str(tmp_path / "run"), "--init", str(checkpoint),
+            "--patch-size", "16", "16", "16", "--batch-size", "1", "--validation", "case02", "--threads", "1"]
+
+
+def _scripted_validation(monkeypatch, scores: list[float]) -> None:
+    """Validation rounds that score ``scores`` in turn, whatever the weights."""
+    from brainseg.labels import REGIONS
+
+    left = iter(scores)
+
+    def scripted(model, config, cases, device):
+        score = next(left)
+        return {"per_case": {}, "dice": {r: score for r in REGIONS}, "hd95": {r: 1.0 for r in REGIONS}, "score": score}
+
+    monkeypatch.setattr("brainseg.train.validate", scripted)
+
+
+def _metrics_steps(out: Path) -> list[int]:
+    with (out / "metrics.csv").open() as f:
+        return [int(r["step"]) for r in csv.DictReader(f)]
+
+
+def test_a_run_stops_patience_validations_after_its_best_one(tmp_path, tiny_checkpoint, monkeypatch):
+    _scripted_validation(monkeypatch, [0.5, 0.6, 0.55, 0.58, 0.9])
     out = tmp_path / "run"
-    status = main(["train", "--data", str(tmp_path / "data"), "--output", str(out), "--init", str(tiny_checkpoint),
-                   "--max-steps", "4", "--val-every", "4", "--patch-size", "16", "16", "16", "--batch-size", "1",
-                   "--validation", "case02", "--lr", "1e30", "--threads", "1"])
+    assert main([*_tiny_run(tmp_path, tiny_checkpoint), "--max-steps", "10", "--val-every", "1", "--patience", "2"]) == 0
+    assert _metrics_steps(out) == [1, 2, 3, 4]  # two validations below step 2's 0.6: stopped before 0.9
+    assert load_checkpoint(out / "best.pt").provenance["step"] == 2
+    assert load_checkpoint(out / "last.pt").provenance["step"] == 4
+    state = torch.load(out / "state.pt", weights_only=True)
+    assert (state["step"], state["best_score"], state["stale"]) == (4, 0.6, 2)
+
+
+def test_a_run_past_its_time_limit_validates_saves_and_stops(tmp_path, tiny_checkpoint, monkeypatch):
+    _scripted_validation(monkeypatch, [0.5])
+    out = tmp_path / "run"
+    # a limit of a few microseconds: past it after the first step, between the scheduled validations
+    assert main([*_tiny_run(tmp_path, tiny_checkpoint), "--max-steps", "10", "--val-every", "5", "--time-limit", "1e-7"]) == 0
+    assert _metrics_steps(out) == [1]
+    state = torch.load(out / "state.pt", weights_only=True)
+    assert state["step"] == 1 and state["clock_share"] == 1.0  # a resume trains on from the peak (see _resume)
+
+
+def test_a_diverging_run_stops_with_one_error_line_before_its_weights_turn_nan(tmp_path, tiny_checkpoint, capsys):
+    """A learning rate far too high makes the loss NaN: the run says so and which setting to change, and no
+    checkpoint holds NaN weights (a NaN network marks nothing, silently)."""
+    out = tmp_path / "run"
+    status = main([*_tiny_run(tmp_path, tiny_checkpoint), "--max-steps", "4", "--val-every", "4", "--lr", "1e30"])
     err = capsys.readouterr().err
     assert status == 2
     assert "error: --lr: got 1e+30; training diverged at step " in err and "expected a smaller learning rate" in err
