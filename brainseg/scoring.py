@@ -59,11 +59,8 @@ def evaluate_files(pred_path: str | Path, ref_path: str | Path, pred_convention:
         pred_read_as, pred_source = convention, "reference"
     pred_labels, _ = pred.internal(pred_read_as)
     ref_labels, _ = ref.internal(convention)
-    # which values were read how, so a guessed convention can be checked afterwards
-    how = {"prediction": pred_source, "reference": ref_source}
     return {**score_labels(pred_labels, ref_labels, ref.spacing, convention, lesion_challenge),
-            "label_conventions": {"prediction": pred_read_as, "reference": convention, "read_from": how,
-                                  "guessed": [who for who, source in how.items() if source == "values"]}}
+            "label_conventions": _conventions_read(pred_read_as, pred_source, convention, ref_source)}
 
 
 def score_missing(ref_path: str | Path, ref_convention: str | None = None, ref_dataset_convention: str | None = None,
@@ -73,11 +70,16 @@ def score_missing(ref_path: str | Path, ref_convention: str | None = None, ref_d
     ref = read_label_map(ref_path)
     convention, ref_source = ref.read_as(ref_convention, ref_dataset_convention)
     ref_labels, _ = ref.internal(convention)
-    how = {"prediction": "missing", "reference": ref_source}
     return {**score_labels(np.zeros_like(ref_labels), ref_labels, ref.spacing, convention, lesion_challenge),
-            "label_conventions": {"prediction": convention, "reference": convention, "read_from": how,
-                                  "guessed": ["reference"] if ref_source == "values" else []},
-            "missing": True}
+            "label_conventions": _conventions_read(convention, "missing", convention, ref_source), "missing": True}
+
+
+def _conventions_read(pred_convention: str, pred_source: str, ref_convention: str, ref_source: str) -> dict:
+    """Which convention each map was read in and from what (header, name, dataset.json, values...), so a
+    guessed one can be checked afterwards."""
+    how = {"prediction": pred_source, "reference": ref_source}
+    return {"prediction": pred_convention, "reference": ref_convention, "read_from": how,
+            "guessed": [who for who, source in how.items() if source == "values"]}
 
 
 def score_labels(pred: np.ndarray, ref: np.ndarray, spacing, ref_convention: str, lesion_challenge: str | None = None) -> dict:
