@@ -17,7 +17,8 @@ from brainseg.labels import AUTO, CONVENTIONS, LABEL_OPTIONS
 
 log = logging.getLogger("brainseg")
 READ_LABELS_HELP = ("auto: what a brainseg-written map's header or the dataset.json of a Decathlon / nnU-Net "
-                    "dataset names, else brats2023 when a map holds 3, else brats2018; brats2024: post-treatment maps, "
+                    "dataset names, else for a BraTS 2023+ file name brats2023 (brats2024 when it holds 4), else "
+                    "brats2023 when a map holds 3, else brats2018; brats2024: post-treatment maps, "
                     "4 = resection cavity (not tumour; auto would read it as enhancing tumour in a map without 3); "
                     "msd: Decathlon Task01, 1 edema, 2 non-enhancing, 3 enhancing")
 
@@ -53,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     seg = sub.add_parser("segment", help="segment a case or a cohort (a folder of case folders, or a dataset's images folder)")
-    seg.add_argument("inputs", nargs="+", help="one case: a case folder, the four scan files, one 4-channel file, or a "
-                                               "dataset case's CASE_0000 ... CASE_0003 files; a cohort: a folder of "
+    seg.add_argument("inputs", nargs="+", help="one case: a case folder, the four scan files, one 4-channel file, a .zip of "
+                                               "a case's files, or a dataset case's CASE_0000 ... CASE_0003 files; a cohort: a folder of "
                                                "case folders, or a Decathlon / nnU-Net images folder (imagesTs)")
     seg.add_argument("-o", "--output", required=True, help="output .nii.gz (one case) or folder (cohort)")
     seg.add_argument("--stats", help="write volume statistics as JSON here (one case; a folder of cases gets CASE_stats.json beside each label map)")
@@ -98,8 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also score each reference lesion on its own, as BraTS ranks since 2023 (lesion-wise Dice "
                          "and HD95, with counts of found, missed and false-positive lesions)")
     ev.add_argument("--lesion-challenge", choices=sorted(LESION_CHALLENGES), metavar="CHALLENGE",
-                    help="the BraTS 2023+ challenge whose lesion-wise parameters to use: GLI (default), SSA, PED, MEN "
-                         "or MET; implies --lesion-wise")
+                    help="the BraTS 2023+ challenge whose lesion-wise parameters to use: GLI, SSA, PED, MEN "
+                         "or MET (default: the one each reference's BraTS 2023+ file name names, BraTS-MET-..., "
+                         "else GLI); implies --lesion-wise")
     ev.add_argument("--reference-labels", default=AUTO, choices=LABEL_OPTIONS,
                     help=f"label convention of the reference files; {READ_LABELS_HELP}")
     ev.add_argument("--prediction-labels", default=AUTO, choices=LABEL_OPTIONS,

@@ -52,10 +52,10 @@ def find_cases(root: str | Path) -> list[CaseSource]:
     if is_dataset(root):
         return sorted(labelled_cases(root), key=lambda c: c.name)
     cases = []
-    for folder in case_folders(root):
+    for name, folder in case_folders(root).items():
         problem = case_problem(folder)
         if problem is None:
-            cases.append(CaseSource(folder.name, (folder,), segmentation=segmentation_file(folder)))
+            cases.append(CaseSource(name, (folder,), segmentation=segmentation_file(folder)))
         else:  # said, not silent: a case short of a file would otherwise just be missing from the run
             log.warning("%s: left out (%s)", folder, problem)
     if not cases:

@@ -25,6 +25,7 @@ SPACING_RANGE_MM = (0.05, 30.0)
 # a head fits in 300 mm; wider, the header's scaling is wrong, and the 2 mm model grid would hold billions of voxels
 MAX_FIELD_OF_VIEW_MM = 600.0
 _NIFTI1_HEADER_BYTES, _NIFTI2_HEADER_BYTES = 348, 540
+_GZIP_MAGIC = b"\x1f\x8b"
 _GZIP_SLACK = 1024**2  # bytes a .nii.gz may inflate to beyond what its header describes
 # A .npy array has no voxel-to-world matrix: it is taken as 1 mm voxels in BraTS files' voxel order (LPS,
 # the orientation brainseg's models train in), so an array saved from a BraTS NIfTI is neither flipped
@@ -67,7 +68,7 @@ def read_volume(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray, nib.Nif
     lower = name.lower()
     if lower.endswith(".npy"):
         return _read_npy(data, name), NPY_AFFINE.copy(), None
-    if data[:2] == b"\x1f\x8b":
+    if data[:2] == _GZIP_MAGIC:
         data = _gunzip(data, name)
     elif lower.endswith(".gz"):  # an uncompressed NIfTI misnamed .nii.gz, a common export slip, reads as it is
         try:
@@ -134,6 +135,9 @@ def _inflate_members(data: bytes, max_length: int) -> tuple[bytes, bool]:
 
 def _nifti_class(data: bytes, name: str) -> type[nib.Nifti1Image]:
     """NIfTI-1 or NIfTI-2, from the header size the file starts with (in either byte order)."""
+    if data[:2] == _GZIP_MAGIC:
+        raise InputError(f"{name}: compressed twice (a gzip file inside the gzip); expected a .nii or .nii.gz "
+                         f"file: decompress it once (gunzip) and give the .nii.gz it holds")
     if len(data) >= 4:
         for byteorder in ("little", "big"):
             size = int.from_bytes(data[:4], byteorder, signed=True)

@@ -17,9 +17,9 @@ from brainseg.labels import REGIONS, chosen_convention
 from brainseg.lesion_metrics import MISSED_HD95
 from brainseg.metrics import summarise
 from brainseg.naming import (NIFTI_SUFFIXES, case_folders, case_problem, image_files, is_hidden, names_a_scan,
-                             segmentation_file, strip_suffix)
+                             scan_folder, segmentation_file, strip_suffix)
 from brainseg.report import to_json
-from brainseg.scoring import evaluate_files, score_missing
+from brainseg.scoring import AUTO_CHALLENGE, evaluate_files, score_missing
 
 log = logging.getLogger(__name__)
 
@@ -101,16 +101,16 @@ def reference_cases(ref_dir: Path, skip: Path | None = None, errors: dict[str, s
     if own is not None:
         return {ref_dir.name: own}
     refs: dict[str, Path] = {}
-    for folder in case_folders(ref_dir, skip=skip):
+    for case_id, folder in case_folders(ref_dir, skip=skip).items():
         try:
             seg = segmentation_file(folder)
         except InputError as exc:
             if errors is None:
                 raise
-            errors[folder.name] = str(exc)
+            errors[case_id] = str(exc)
             continue
         if seg is not None:
-            refs[folder.name] = seg
+            refs[case_id] = seg
     for p in image_files(ref_dir):
         if _is_label_map_name(p.name) and not names_a_scan(p.name):  # scans beside the maps are not references
             refs[_case_id(p.name)] = p
@@ -130,13 +130,19 @@ def pair_folders(pred_dir: Path, ref_dir: Path, missing_as_empty: bool = False) 
     """
     ambiguous: dict[str, str] = {}
     refs = reference_cases(ref_dir, skip=pred_dir, errors=ambiguous)
-    files: dict[str, list[Path]] = {}  # suffixes in any case, as segment reads them: CASE_seg.NII.GZ is CASE_seg.nii.gz
+    # suffixes in any case, as segment reads them (CASE_seg.NII.GZ is CASE_seg.nii.gz); a name in another case
+    # (case_seg.nii.gz, as a case-insensitive file system may keep it) where no name matches as it is
+    exact: dict[str, list[Path]] = {}
+    folded: dict[str, list[Path]] = {}
     for p in image_files(pred_dir):
         stem = strip_suffix(p.name)
-        files.setdefault(stem + p.name[len(stem):].lower(), []).append(p)
+        exact.setdefault(stem + p.name[len(stem):].lower(), []).append(p)
+        folded.setdefault(p.name.lower(), []).append(p)
     pairs = []
     for case_id, ref in refs.items():
-        found = next((files[n.format(case_id)] for n in PREDICTION_NAMES if n.format(case_id) in files), None)
+        names = [n.format(case_id) for n in PREDICTION_NAMES]
+        found = next((exact[n] for n in names if n in exact), None) or next(
+            (folded[n.lower()] for n in names if n.lower() in folded), None)
         if found is None:
             continue
         if len(found) > 1:
@@ -177,7 +183,8 @@ def run_evaluate(args) -> int:
         if not p.exists():
             raise InputError(f"{p}: no such file or folder")
     if pred.is_file() and ref.is_dir():
-        ref = _case_folder_segmentation(ref) or ref  # one case's folder: its segmentation is the reference
+        # one case's folder (read through CASE/CASE/, as extracted from a zip): its segmentation is the reference
+        ref = _case_folder_segmentation(scan_folder(ref)) or ref
     if pred.is_file() and pred.resolve() == ref.resolve():
         raise InputError(f"{pred}: given as both the prediction and the reference; expected a prediction and its reference")
     if pred.is_dir() != ref.is_dir():
@@ -193,7 +200,8 @@ def run_evaluate(args) -> int:
     if other is not None and not (pred.is_dir() and other.is_dir()):
         raise InputError(f"--compare {other}: expected a second folder of predictions of the reference cases, beside the "
                          f"folder {pred}" + ("" if other.exists() else " (no such folder)"))
-    lesions = args.lesion_challenge or ("GLI" if args.lesion_wise else None)
+    # each case by its own challenge's rules when its reference's file name says which
+    lesions = args.lesion_challenge or (AUTO_CHALLENGE if args.lesion_wise else None)
     if pred.is_file():
         return _evaluate_one(pred, ref, conventions, lesions, args)
     return _evaluate_folders(pred, ref, other, conventions, lesions, args)
@@ -379,10 +387,15 @@ def _number(value: float | None, width: int, digits: int) -> str:
 
 
 def _print_lesion_wise(results: dict, summary: dict | None = None) -> None:
-    challenge = next(iter(results.values()))["lesion_wise"]["challenge"]
-    dilation, min_volume = LESION_CHALLENGES[challenge]
-    print(f"\nlesion-wise (BraTS 2023+ {challenge}: lesions whose {dilation}-voxel dilations meet merged, those of at most "
-          f"{min_volume:g} mm^3 left out; a missed lesion or false positive scores 0 and {MISSED_HD95:g} mm)")
+    used = {}
+    for case_id, res in results.items():
+        used.setdefault(res["lesion_wise"]["challenge"], []).append(case_id)
+    rules = []
+    for challenge, cases in used.items():
+        dilation, min_volume = LESION_CHALLENGES[challenge]
+        rules.append(f"BraTS 2023+ {challenge}" + (f" ({len(cases)} case{'s' * (len(cases) > 1)})" if len(used) > 1 else "")
+                     + f": lesions whose {dilation}-voxel dilations meet merged, those of at most {min_volume:g} mm^3 left out")
+    print(f"\nlesion-wise ({'; '.join(rules)}; a missed lesion or false positive scores 0 and {MISSED_HD95:g} mm)")
     _print_table(results, lambda res: res["lesion_wise"]["regions"])
     if summary:
         _print_summary(summary)
@@ -397,7 +410,8 @@ def _write_csv(path: Path, results: dict) -> None:
         writer = csv.writer(f)
         lesions = all("lesion_wise" in res for res in results.values())
         writer.writerow(["case"] + [f"{m}_{r}" for r in REGIONS for m in METRICS]
-                        + ([f"lesion_{m}_{r}" for r in REGIONS for m in LESION_METRICS] if lesions else []))
+                        + (["lesion_challenge"] + [f"lesion_{m}_{r}" for r in REGIONS for m in LESION_METRICS] if lesions else []))
         for case_id, res in results.items():
             writer.writerow([case_id] + [res["regions"][r][m] for r in REGIONS for m in METRICS]
-                            + ([res["lesion_wise"]["regions"][r][m] for r in REGIONS for m in LESION_METRICS] if lesions else []))
+                            + ([res["lesion_wise"]["challenge"]] + [res["lesion_wise"]["regions"][r][m] for r in REGIONS
+                                                                   for m in LESION_METRICS] if lesions else []))

@@ -16,10 +16,11 @@ import nibabel as nib
 import numpy as np
 
 from brainseg import MODALITIES
+from brainseg.archive import image_members, is_zip_name
 from brainseg.decode import as_3d, check_voxel_grid, read_bytes, read_volume, voxel_spacing
 from brainseg.errors import InputError
 from brainseg.labels import CONVENTIONS
-from brainseg.naming import assign_modalities, case_files, case_stems, convention_from_names
+from brainseg.naming import assign_modalities, case_files, case_stems, convention_from_names, pick_scans
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,10 @@ def load_case(inputs: str | Path | Iterable[str | Path], channel_order: Iterable
     if len(inputs) == 1 and inputs[0].is_dir():
         files = case_files(inputs[0])
         return load_files({str(p): read_bytes(p) for p in files.values()})
+    if len(inputs) == 1 and is_zip_name(inputs[0].name) and inputs[0].is_file():
+        members = dict(image_members(read_bytes(inputs[0]), str(inputs[0])))
+        chosen = list(members) if len(members) == 1 else pick_scans(list(members), str(inputs[0])).values()  # 1: 4-channel
+        return load_files({f"{inputs[0]}/{name}": members[name] for name in chosen}, channel_order)
     for i, p in enumerate(inputs):
         if not p.exists():
             raise InputError(f"{p}: no such file or folder")

@@ -13,8 +13,8 @@ from brainseg.decode import as_3d, read_bytes, read_volume, voxel_spacing
 from brainseg.errors import InputError
 from brainseg.files import atomic_write
 from brainseg.io import Case, on_grid_of
-from brainseg.labels import FILE_LABELS, READABLE, from_internal, guess_convention, to_internal
-from brainseg.naming import is_brats2023_label_name
+from brainseg.labels import FILE_LABELS, NAME_REFERENCE_LABELS, READABLE, from_internal, guess_convention, to_internal
+from brainseg.naming import is_brats2023_label_name, is_brats_ped_name
 
 PRIVATE_HEADER_FIELDS = ("descrip", "aux_file", "db_name", "intent_name")
 # a label map brainseg writes names its label values in the header's description, so brainseg reads
@@ -118,20 +118,28 @@ class LabelMap(NamedTuple):
         """False for a .npy file: it has no voxel-to-world matrix, only a shape."""
         return not self.name.lower().endswith(".npy")
 
-    def read_as(self, convention: str | None = None, described: str | None = None, by_name: bool = True) -> tuple[str, str]:
+    def read_as(self, convention: str | None = None, described: str | None = None, by_name: bool = True,
+                name_labels: str = NAME_REFERENCE_LABELS) -> tuple[str, str]:
         """The convention the file is read in and where it came from, the first of: the ``convention`` a
         user names ("given"), the one its header names ("header", brainseg's own maps), the one its
         dataset describes (``described``: "dataset.json"), BraTS 2023+ for a BraTS 2023+ file name
         ("name"; 2024 post-treatment where it holds a 4), the one its values suggest ("values": BraTS
         2018-2021, or 2023+ when a map holds 3). ``by_name`` False skips the name: a prediction named
-        for its case by another tool may hold any convention's values."""
-        named = None
-        if by_name and is_brats2023_label_name(self.name):
-            named = "brats2024" if (self.values == 4).any() else "brats2023"
-        for found, source in ((convention, "given"), (self.declared, "header"), (described, "dataset.json"), (named, "name")):
+        for its case by another tool may hold any convention's values. ``name_labels``: where the user
+        names the convention, for the message when the values cannot tell (InputError)."""
+        for found, source in ((convention, "given"), (self.declared, "header"), (described, "dataset.json")):
             if found is not None:
                 return found, source
-        return guess_convention(self.values, self.name), "values"
+        if by_name and is_brats2023_label_name(self.name):
+            if not (self.values == 4).any():
+                return "brats2023", "name"
+            if is_brats_ped_name(self.name):
+                raise InputError(f"{self.name}: a BraTS-PED label map holding label 4: from 2024 on these mark four "
+                                 f"tumour subregions (enhancing, non-enhancing, cyst, edema), which brainseg does not "
+                                 f"read (named brats2024, its edema would be taken for resection cavity); expected "
+                                 f"labels 0-3 as BraTS-PEDs 2023 gives them")
+            return "brats2024", "name"
+        return guess_convention(self.values, self.name, name_labels), "values"
 
     def internal(self, convention: str | None = None, described: str | None = None) -> tuple[np.ndarray, str]:
         """Internal labels 0-3 (uint8) and the convention they were read in (see ``read_as``)."""

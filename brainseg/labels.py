@@ -104,18 +104,22 @@ def from_internal(labels: np.ndarray, convention: str) -> np.ndarray:
     return lut[labels]
 
 
-def guess_convention(labels: np.ndarray, source: str = "label map") -> str:
+# where a user names the convention of a reference (expert) label map
+NAME_REFERENCE_LABELS = "evaluate --reference-labels, train --labels, or 'Reference label values' in the app"
+
+
+def guess_convention(labels: np.ndarray, source: str = "label map", name_labels: str = NAME_REFERENCE_LABELS) -> str:
     """BraTS 2018-2021 if the map holds a 4, 2023+ if it holds a 3, 2018 when it holds neither.
 
-    Raises InputError naming ``source`` when the map holds both.
+    Raises InputError naming ``source`` when the map holds both, and ``name_labels``: where the user names
+    the convention instead.
     """
     values = set(np.unique(labels).tolist())
     if 4 in values and 3 in values:
         raise InputError(
             f"{source}: holds both labels 3 and 4; expected one of them for enhancing tumour "
             f"(4 in BraTS 2018-2021 label maps, 3 in BraTS 2023+); for a BraTS 2024 post-treatment map, where 4 "
-            f"is resection cavity, name its labels brats2024 (evaluate --reference-labels, train --labels, or "
-            f"'Reference label values' in the app)"
+            f"is resection cavity, name its labels brats2024 ({name_labels})"
         )
     return "brats2023" if 3 in values else "brats2018"
 

@@ -51,9 +51,10 @@ def strip_suffix(name: str) -> str:
 
 
 def is_hidden(name: str) -> bool:
-    """Hidden files and folders: "._BRATS_001.nii.gz" (macOS metadata, shipped in the Decathlon's
-    archives), ".ipynb_checkpoints", ".git"."""
-    return os.path.basename(name).startswith(".")
+    """Hidden files and folders, and the metadata folder macOS puts in the zips it makes: "._BRATS_001.nii.gz"
+    (shipped in the Decathlon's archives), ".ipynb_checkpoints", ".git", "__MACOSX"."""
+    base = os.path.basename(name)
+    return base.startswith(".") or base == "__MACOSX"
 
 
 def modality_from_name(name: str) -> str | None:
@@ -108,6 +109,21 @@ def is_brats2023_label_name(name: str) -> bool:
     """Whether a label map's file name is a BraTS 2023+ one (BraTS-GLI-00001-000-seg.nii.gz, or a
     submission's BraTS-GLI-00001-000.nii.gz)."""
     return bool(_BRATS2023_LABEL_NAME.match(strip_suffix(os.path.basename(str(name))).lower()))
+
+
+_BRATS_CHALLENGE = re.compile(r"^brats-(gli|ssa|ped|men|met)-\d")
+
+
+def challenge_of_name(name: str | Path) -> str | None:
+    """The BraTS 2023+ challenge a file name belongs to ("BraTS-MET-00001-000-seg.nii.gz" -> "MET"), or None."""
+    found = _BRATS_CHALLENGE.match(strip_suffix(os.path.basename(str(name))).lower())
+    return found.group(1).upper() if found else None
+
+
+def is_brats_ped_name(name: str) -> bool:
+    """Whether a file name is a BraTS pediatric one (BraTS-PED-00001-000-seg.nii.gz): from 2024 on its label
+    maps mark four tumour subregions, so a 4 there is not the adult post-treatment maps' resection cavity."""
+    return strip_suffix(os.path.basename(str(name))).lower().startswith("brats-ped-")
 
 
 def case_stem(name: str) -> str:
@@ -197,10 +213,54 @@ def case_files(folder: str | Path) -> dict[str, Path]:
     folder = Path(folder)
     files = image_files(folder)
     if not files:
-        raise InputError(f"{folder}: no .nii, .nii.gz or .npy files in this folder")
-    # other files in a case folder (masks, derived maps) are not the user's choice of scans: skip them
-    named = [p for p in files if _folder_modality(p) is not None]
-    return assign_modalities(named or files, ignore_seg=True, where=str(folder))
+        raise InputError(f"{folder}: no .nii, .nii.gz or .npy files in this folder{_what_is_there(folder)}")
+    return pick_scans(files, str(folder))
+
+
+def pick_scans(files: list, where: str) -> dict:
+    """The four scans among the files of one case (paths or names; a case folder's, a zip's), by modality;
+    a segmentation is ignored. InputError naming ``where`` when they are not there."""
+    # other files of a case (masks, derived maps) are not the user's choice of scans: skip them
+    named = [p for p in files if _folder_modality(Path(p)) is not None]
+    return assign_modalities(named or files, ignore_seg=True, where=where)
+
+
+MAX_INNER_FOLDERS = 4  # CASE/CASE/... levels read through; deeper is not an archive's doing
+
+
+def scan_folder(folder: str | Path) -> Path:
+    """The folder that holds the scans of a folder known to be one case: ``folder`` itself or, when it holds
+    no file named as a scan and a single folder that does (a zip extracted into CASE/CASE/; a label map
+    written beside that folder does not count), that one, down to ``MAX_INNER_FOLDERS`` levels. (A folder
+    of cases that holds one case looks the same: callers decide.)"""
+    folder = inner = Path(folder)
+    for _ in range(MAX_INNER_FOLDERS):
+        if not inner.is_dir() or _names_scans(inner):
+            break
+        found = [p for p in inner.iterdir() if p.is_dir() and not is_hidden(p.name)]
+        if len(found) != 1:
+            break
+        inner = found[0]
+    if inner != folder and inner.is_dir() and _names_scans(inner):
+        log.info("%s holds no scans but the folder %s: reading that", folder, inner.relative_to(folder))
+        return inner
+    return folder
+
+
+def _names_scans(folder: Path) -> bool:
+    """Whether a folder holds a file named as one of the four scans."""
+    return any(names_a_scan(p.name) for p in image_files(folder))
+
+
+def _what_is_there(folder: Path) -> str:
+    """What a folder without image files does hold, for the message that says so ("" when empty)."""
+    entries = sorted(p for p in folder.iterdir() if not is_hidden(p.name)) if folder.is_dir() else []
+    if not entries:
+        return ""
+    shown = ", ".join(p.name + ("/" if p.is_dir() else "") for p in entries[:5]) + (", ..." if len(entries) > 5 else "")
+    compressed_twice = any(p.name.lower().endswith((".nii.gz.gz", ".nii.gz.zip", ".nii.zip")) for p in entries)
+    return (f" (it holds {shown}" + ("; decompress the .gz / .zip layer over the .nii or .nii.gz files" if
+                                     compressed_twice else "") + ")")
 
 
 def image_files(folder: str | Path) -> list[Path]:
@@ -218,12 +278,14 @@ def names_a_scan(name: str | Path) -> bool:
         return False
 
 
-def case_folders(root: str | Path, skip: Path | None = None) -> list[Path]:
-    """The case folders of a folder of cases, sorted by name: its subfolders, less hidden ones and ``skip``.
+def case_folders(root: str | Path, skip: Path | None = None) -> dict[str, Path]:
+    """The cases of a folder of cases, sorted by name: case id -> the folder that holds its files. The cases
+    are its subfolders, less hidden ones and ``skip``, each read through a single inner folder that holds
+    its files (``scan_folder``: a zip extracted into CASE/CASE/, BIDS's sub-01/anat/), named by the outer one.
 
     A subfolder holding no image files but two or more case folders (four scans each; one for HGG/ and
     LGG/, as BraTS 2018-2019's training data comes) is a group of cases, and its subfolders are the cases; a case
-    whose scans are not there yet (P2/derived/, BIDS's sub-01/anat/) stays one case, which fails on its own.
+    whose scans are not there yet (P2/derived/ still empty) stays one case, which fails on its own.
     Raises InputError for two cases of one name in different groups (their outputs would overwrite each other).
     """
     skip = skip.resolve() if skip is not None else None
@@ -241,13 +303,13 @@ def case_folders(root: str | Path, skip: Path | None = None) -> list[Path]:
                 continue
             if case.name in found:
                 raise InputError(f"{found[case.name]} and {case}: two cases named {case.name}; expected one folder per case name")
-            found[case.name] = case
-    return [found[name] for name in sorted(found)]
+            found[case.name] = scan_folder(case)
+    return {name: found[name] for name in sorted(found)}
 
 
 def _holds_scans(folder: Path) -> bool:
     try:
-        case_files(folder)
+        case_files(scan_folder(folder))
     except InputError:
         return False
     return True

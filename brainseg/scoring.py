@@ -12,11 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
+from brainseg.errors import InputError
 from brainseg.io import on_grid_of
-from brainseg.labelmaps import read_label_map
+from brainseg.labelmaps import LabelMap, read_label_map
 from brainseg.labels import readable_as
 from brainseg.lesion_metrics import lesion_wise_scores
 from brainseg.metrics import evaluate
+from brainseg.naming import challenge_of_name
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +39,9 @@ def evaluate_files(pred_path: str | Path, ref_path: str | Path, pred_convention:
     header names (brainseg's own label maps), the reference's dataset.json names
     (``ref_dataset_convention``), the one a BraTS 2023+ file name implies (references only), for a
     prediction holding only 1-3 the one its reference's convention was named, else guessed from its values.
-    ``lesion_challenge`` (a key of ``config.LESION_CHALLENGES``) adds the BraTS 2023+
-    lesion-wise scores with that challenge's parameters under "lesion_wise".
+    ``lesion_challenge`` (a key of ``config.LESION_CHALLENGES``, or ``AUTO_CHALLENGE``: the one the
+    reference's BraTS 2023+ file name names, else GLI) adds the BraTS 2023+ lesion-wise scores with that
+    challenge's parameters under "lesion_wise".
     Raises InputError naming both files when the prediction is not on the reference's grid.
     """
     pred, ref = read_label_map(pred_path), read_label_map(ref_path)
@@ -51,16 +54,30 @@ def evaluate_files(pred_path: str | Path, ref_path: str | Path, pred_convention:
                         "a prediction on the reference's grid", pred.has_geometry and ref.has_geometry)
     pred = pred._replace(values=values, affine=ref.affine) if values is not pred.values else pred
     # decided once per map (a guess scans the whole volume), then read in it
-    pred_read_as, pred_source = pred.read_as(pred_convention, by_name=False)
     convention, ref_source = ref.read_as(ref_convention, ref_dataset_convention)
-    ambiguous = pred_source == "values" and not (pred.values == 4).any()  # 1-3 only: BraTS 2023 or the Decathlon's order
-    if ambiguous and ref_source != "values" and pred_read_as != convention and readable_as(pred.values, convention):
-        # a prediction for a dataset whose labels are named is read in them (nnU-Net's for Task01 hold its values)
-        pred_read_as, pred_source = convention, "reference"
+    pred_read_as, pred_source = _prediction_convention(pred, pred_convention, convention, ref_source)
     pred_labels, _ = pred.internal(pred_read_as)
     ref_labels, _ = ref.internal(convention)
-    return {**score_labels(pred_labels, ref_labels, ref.spacing, convention, lesion_challenge),
+    return {**score_labels(pred_labels, ref_labels, ref.spacing, convention, _challenge(lesion_challenge, ref_path)),
             "label_conventions": _conventions_read(pred_read_as, pred_source, convention, ref_source)}
+
+
+def _prediction_convention(pred: LabelMap, given: str | None, ref_convention: str, ref_source: str) -> tuple[str, str]:
+    """The convention a prediction is read in and where it came from (``LabelMap.read_as``, without its file
+    name: another tool's prediction named for its case may hold any convention's values). Where its values
+    cannot tell (1-3 only: BraTS 2023 or the Decathlon's order; 3 and 4: BraTS 2024), the reference's
+    convention, when the user or a file named that one and the prediction's values all mean something in it."""
+    try:
+        read_as, source = pred.read_as(given, by_name=False, name_labels="evaluate --prediction-labels")
+    except InputError:  # both 3 and 4
+        if ref_convention == "brats2024" and ref_source != "values" and readable_as(pred.values, ref_convention):
+            return ref_convention, "reference"
+        raise
+    ambiguous = source == "values" and not (pred.values == 4).any()
+    if ambiguous and ref_source != "values" and read_as != ref_convention and readable_as(pred.values, ref_convention):
+        # a prediction for a dataset whose labels are named is read in them (nnU-Net's for Task01 hold its values)
+        return ref_convention, "reference"
+    return read_as, source
 
 
 def score_missing(ref_path: str | Path, ref_convention: str | None = None, ref_dataset_convention: str | None = None,
@@ -70,8 +87,20 @@ def score_missing(ref_path: str | Path, ref_convention: str | None = None, ref_d
     ref = read_label_map(ref_path)
     convention, ref_source = ref.read_as(ref_convention, ref_dataset_convention)
     ref_labels, _ = ref.internal(convention)
-    return {**score_labels(np.zeros_like(ref_labels), ref_labels, ref.spacing, convention, lesion_challenge),
+    return {**score_labels(np.zeros_like(ref_labels), ref_labels, ref.spacing, convention,
+                          _challenge(lesion_challenge, ref_path)),
             "label_conventions": _conventions_read(convention, "missing", convention, ref_source), "missing": True}
+
+
+AUTO_CHALLENGE = "auto"
+
+
+def _challenge(lesion_challenge: str | None, ref_path: str | Path) -> str | None:
+    """The lesion-wise challenge to score a case with: ``AUTO_CHALLENGE`` becomes the one its reference's
+    BraTS 2023+ file name names (BraTS-MET-...: metastases are scored with their own parameters), else GLI."""
+    if lesion_challenge != AUTO_CHALLENGE:
+        return lesion_challenge
+    return challenge_of_name(ref_path) or "GLI"
 
 
 def _conventions_read(pred_convention: str, pred_source: str, ref_convention: str, ref_source: str) -> dict:

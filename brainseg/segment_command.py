@@ -21,13 +21,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def is_cohort(inputs: list[str]) -> bool:
+def is_cohort(inputs: list[str], output: str | None = None) -> bool:
     """One folder whose subfolders are cases (and which holds no scans itself), or the images folder
-    of a Decathlon / nnU-Net dataset."""
+    of a Decathlon / nnU-Net dataset. A folder whose one subfolder holds the scans is a cohort of one case,
+    or one case extracted into CASE/CASE/: a label map's name as ``output`` says the latter."""
     if len(inputs) != 1 or not Path(inputs[0]).is_dir():
         return False
     from brainseg.datasets import is_images_folder
-    from brainseg.naming import image_files, names_a_scan
+    from brainseg.naming import image_files, names_a_scan, scan_folder
 
     folder = Path(inputs[0])
     if is_images_folder(folder):
@@ -35,9 +36,16 @@ def is_cohort(inputs: list[str]) -> bool:
     files = image_files(folder)
     if any(names_a_scan(p) for p in files) or not any(p.is_dir() for p in folder.iterdir()):
         return False
+    if output is not None and _names_label_map(output) and scan_folder(folder) != folder:
+        return False
     for p in files:  # a segmentation or stray file beside the case folders must not make the folder one case
         log.warning("%s: a file beside the case folders, not in one: skipped", p)
     return True
+
+
+def _names_label_map(output: str | Path) -> bool:
+    """Whether an output path names one label map file (.nii / .nii.gz), not a folder."""
+    return Path(output).name.endswith((".nii", ".nii.gz"))
 
 
 def _dataset_case(inputs: list[str]) -> "CaseSource | None":
@@ -64,27 +72,29 @@ def run_segment(args) -> int:
     checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint()
     if not checkpoint.is_file():
         raise InputError(f"{checkpoint}: checkpoint not found; pass --checkpoint PATH")
-    if is_cohort(args.inputs):
+    if is_cohort(args.inputs, args.output):
         return _run_cohort(args, checkpoint)
-    if len(args.inputs) == 1 and Path(args.inputs[0]).is_dir():
-        from brainseg.naming import case_files
+    inputs = args.inputs
+    if len(inputs) == 1 and Path(inputs[0]).is_dir():
+        from brainseg.naming import case_files, scan_folder
 
-        case_files(args.inputs[0])  # a folder with no scans: said of the input, not of the output's name
+        inputs = [str(scan_folder(inputs[0]))]  # a case extracted into CASE/CASE/
+        case_files(inputs[0])  # a folder with no scans: said of the input, not of the output's name
     out = Path(args.output)
-    if not out.name.endswith((".nii", ".nii.gz")):
+    if not _names_label_map(out):
         raise InputError(f"{out}: output must end in .nii.gz or .nii (or give a folder of case folders, or a dataset's images folder, as input)")
     outputs = [out] + ([Path(args.stats)] if args.stats else []) + ([probabilities_path(out)] if args.save_probabilities else [])
     if args.stats and Path(args.stats).resolve() in {p.resolve() for p in outputs[:1] + outputs[2:]}:
         raise InputError(f"{args.stats}: --stats names the label map's or the probabilities' own path; give the "
                          f"statistics another file (.json)")
     check_can_create(outputs)
-    _refuse_overwriting_inputs(outputs, args.inputs)
+    _refuse_overwriting_inputs(outputs, inputs)
     from brainseg.io import load_case
 
     t = time.perf_counter()
-    source = _dataset_case(args.inputs)
+    source = _dataset_case(inputs)
     if source is None:
-        case = _with_labels(load_case(args.inputs), args.labels)
+        case = _with_labels(load_case(inputs), args.labels)
     else:
         case = _with_labels(source.load(), args.labels or source.label_convention)
     load_seconds = time.perf_counter() - t
@@ -278,7 +288,7 @@ def _run_cohort(args, checkpoint: Path) -> int:
     from brainseg.inference import PRECISION_NAMES, choose_dtype, resolve_device
 
     root, out_dir = Path(args.inputs[0]), Path(args.output)
-    if out_dir.name.endswith((".nii", ".nii.gz")):
+    if _names_label_map(out_dir):
         raise InputError(f"{out_dir}: with a folder of cases as input, -o must be a folder")
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir}: is a file; with a folder of cases as input, -o must be a folder")
@@ -336,5 +346,5 @@ def cohort_cases(root: Path, out_dir: Path) -> "list[CaseSource]":
     folders = case_folders(root, skip=out_dir)
     if not folders:
         raise InputError(f"{root}: no case folders (hidden folders and the output folder {out_dir} do not count)")
-    return [CaseSource(p.name, (p,)) for p in folders]
+    return [CaseSource(name, (p,)) for name, p in folders.items()]
 

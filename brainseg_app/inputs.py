@@ -6,6 +6,7 @@ import hashlib
 import streamlit as st
 
 from brainseg import MODALITIES, report
+from brainseg.archive import image_members, is_zip_name
 from brainseg.classify import classify_file
 from brainseg.errors import BrainsegError
 from brainseg.io import NO_ORIENTATION, assemble_case, orientation_recorded
@@ -27,12 +28,40 @@ NOTES = {"scan": "named like a segmentation, but holds an MRI scan: choose its m
 def parse_file(name: str, data: bytes) -> DroppedFile:
     """One dropped file, decoded once (``classify.classify_file``): a scan, a label map, a case or an error."""
     found = classify_file(name, data)
-    entry = DroppedFile(name=name, size=len(data), digest=hashlib.blake2b(data, digest_size=16).hexdigest(),
+    entry = DroppedFile(name=name, size=len(data), digest=_digest(data),
                         error=found.error, guess=found.modality, note=NOTES[found.kind] if found.misnamed else None)
     if found.kind is not None:
         setattr(entry, found.kind, found.value)
         entry.data = data if found.kind == "labels" else None
     return entry
+
+
+ZIP_MEMBER = "::"  # a zip member's key in "parsed": the zip's upload id, this, the member's file name
+
+
+def read_upload(parsed: dict[str, DroppedFile], upload_id: str, upload) -> list[str]:
+    """The keys in ``parsed`` of one upload, parsed once: the file's own, or one per image file of a zip
+    (the zip's own, holding its error, when it cannot be read)."""
+    if not is_zip_name(upload.name):
+        if upload_id not in parsed:
+            parsed[upload_id] = parse_file(upload.name, upload.getvalue())
+        return [upload_id]
+    known = [k for k in parsed if k == upload_id or k.startswith(upload_id + ZIP_MEMBER)]
+    if known:
+        return known
+    data = upload.getvalue()
+    try:
+        members = image_members(data, upload.name)
+    except BrainsegError as exc:
+        parsed[upload_id] = DroppedFile(name=upload.name, size=len(data), digest=_digest(data), error=str(exc))
+        return [upload_id]
+    for member, member_data in members:
+        parsed[upload_id + ZIP_MEMBER + member] = parse_file(member, member_data)
+    return [upload_id + ZIP_MEMBER + member for member, _ in members]
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def use_uploads() -> None:
@@ -47,9 +76,10 @@ def inputs_section() -> CaseInputs | None:
     st.subheader("1 · Scans")
     st.session_state["inputs_incomplete"] = False
     uploads = st.file_uploader(
-        "Drop the four scans here: FLAIR, T1, T1ce, T2 (.nii, .nii.gz or .npy; any BraTS naming), skull-stripped "
-        "and co-registered as BraTS provides them. A segmentation file added here is used as ground truth.",
-        type=["nii", "gz", "npy"],
+        "Drop the four scans here: FLAIR, T1, T1ce, T2 (.nii, .nii.gz or .npy, or a .zip of them; any BraTS "
+        "naming), skull-stripped and co-registered as BraTS provides them. A segmentation file added here is used "
+        "as ground truth.",
+        type=["nii", "gz", "npy", "zip"],
         accept_multiple_files=True,
         key="uploads",
         on_change=use_uploads,
@@ -74,12 +104,9 @@ def inputs_section() -> CaseInputs | None:
             st.button("Use my uploaded files instead", key="back_to_uploads", on_click=use_uploads)
     else:
         current = {f.file_id: f for f in uploads or []}
-        for file_id, upload in current.items():
-            if file_id not in parsed:
-                parsed[file_id] = parse_file(upload.name, upload.getvalue())
-        for stale in [k for k in parsed if k not in current]:
+        ids = [file_id for upload_id, upload in current.items() for file_id in read_upload(parsed, upload_id, upload)]
+        for stale in [k for k in parsed if k.split(ZIP_MEMBER)[0] not in current]:
             del parsed[stale]  # removed from the drop zone, or the sample: free its memory
-        ids = list(current)
     if not ids:
         st.info("Drop four scans above, or try the sample case.")
         return None

@@ -262,6 +262,37 @@ def test_segmentation_dropped_with_the_scans_becomes_the_ground_truth(app):
     assert table(app, "hd95_mm")["dice"].tolist() == [1.0, 1.0, 1.0]
 
 
+def _zipped(files: list[tuple[str, bytes, str]], folder: str = "") -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data, _ in files:
+            archive.writestr(folder + name, data)
+        archive.writestr("__MACOSX/" + folder + "._" + files[0][0], b"\0\5\26\7")  # a Mac's metadata twin
+    return buffer.getvalue()
+
+
+def test_a_zip_of_the_case_is_read_as_its_files_and_a_bad_zip_costs_only_itself(app):
+    truth = ("case7_seg.nii.gz", nifti(from_internal(expected_labels(), "brats2018")), "application/gzip")
+    upload(app, [("case7.zip", _zipped(scan_files() + [truth], "case7/"), "application/zip")])
+    roles = [app.selectbox(key=k).value for k in (s.key for s in app.selectbox) if k.startswith("role/")]
+    assert roles == ["flair", "truth", "t1", "t1ce", "t2"] and not errors(app)
+    app.button(key="run").click().run()
+    assert metrics(app)["WT volume"] == "4.10 mL"
+    assert table(app, "hd95_mm")["dice"].tolist() == [1.0, 1.0, 1.0]
+    # a damaged zip beside it: said, and the case from the first one stays
+    upload(app, [("case7.zip", _zipped(scan_files() + [truth], "case7/"), "application/zip"),
+                 ("other.zip", b"PK\3\4 not really", "application/zip")])
+    assert errors(app) == ["other.zip: not a readable zip file (damaged or truncated); expected a .zip of one case's "
+                           ".nii / .nii.gz files, or the files themselves"]
+    assert any("Ready: case7" in s.value for s in app.success)
+    assert len(app.session_state["parsed"]) == 6  # five members and the bad zip
+    upload(app, scan_files())  # the zips taken out of the drop zone: their members go with them
+    assert sorted(entry.name for entry in app.session_state["parsed"].values()) == [f[0] for f in scan_files()]
+
+
 def test_bias_correction_is_chosen_in_the_sidebar_and_said_in_the_result(app):
     upload(app, scan_files())
     app.multiselect(key="bias_correct").set_value(["t1ce", "t1"]).run()

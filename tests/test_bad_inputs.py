@@ -317,6 +317,8 @@ CATALOGUE = [
         "case_t1.nii", ("not a NIfTI image",)),
     Bad("png-as-nii", lambda d: replace(d, "t1ce", png_bytes(), "case_t1ce.nii"), "case_t1ce.nii", ("not a NIfTI image",)),
     Bad("png-as-nii-gz", lambda d: replace(d, "t1ce", png_bytes()), "case_t1ce.nii.gz", ("not gzip-compressed",)),
+    Bad("gzip-twice", lambda d: replace(d, "t2", gzip.compress(gzip.compress(nib.Nifti1Image(scan(3), AFFINE).to_bytes()))), "case_t2.nii.gz",
+        ("compressed twice", "decompress it once")),
     Bad("tiny-junk-as-nii", lambda d: replace(d, "t2", b"hello", "case_t2.nii"), "case_t2.nii", ("too short",)),
     Bad("empty-file", lambda d: replace(d, "t2", b""), "case_t2.nii.gz", ("empty",)),
     Bad("2d-image", lambda d: replace_array(d, "flair", scan(0)[:, :, 7]), "case_flair.nii.gz", ("2D", "expected one 3D volume")),

@@ -315,6 +315,30 @@ def test_evaluate_reads_a_brats2023_named_map_with_a_resection_cavity_and_no_et(
     assert "reference brats2024 (from its BraTS 2023+ file name)" in capsys.readouterr().out
 
 
+def test_evaluate_reads_a_prediction_with_a_cavity_as_its_brats2024_reference_and_refuses_a_ped_4(tmp_path, capsys):
+    """A BraTS 2024 prediction may mark the cavity (4) beside ET (3): its values alone cannot tell 2018 from
+    2024, its reference's name can. Without such a reference the message names the prediction's option.
+    BraTS-PEDs 2024 maps hold four tumour labels: a 4 there is not a cavity, and is not guessed."""
+    labels = _evaluate_label_map()
+    labels[labels == 4] = 3
+    labels[14:18, 14:18, 14:18] = 4  # the cavity
+    p = _save_labels(tmp_path / "BraTS-GLI-02073-100.nii.gz", labels)
+    r = _save_labels(tmp_path / "refs" / "BraTS-GLI-02073-100-seg.nii.gz", labels)
+    assert main(["evaluate", str(p), str(r), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["label_conventions"]["prediction"] == "brats2024"
+    assert result["label_conventions"]["read_from"]["prediction"] == "reference"
+    assert [result["regions"][region]["dice"] for region in ("WT", "TC", "ET")] == [1.0, 1.0, 1.0]
+    plain = _save_labels(tmp_path / "refs" / "case_seg.nii.gz", _evaluate_label_map())
+    assert main(["evaluate", str(p), str(plain)]) == 2
+    err = capsys.readouterr().err
+    assert f"{p}: holds both labels 3 and 4" in err and "name its labels brats2024 (evaluate --prediction-labels)" in err
+    ped = _save_labels(tmp_path / "refs" / "BraTS-PED-00001-000-seg.nii.gz", labels)
+    assert main(["evaluate", str(p), str(ped)]) == 2
+    err = capsys.readouterr().err
+    assert "a BraTS-PED label map holding label 4" in err and "its edema would be taken for resection cavity" in err
+
+
 def test_segment_writes_the_label_values_it_is_told(tmp_path, tiny_checkpoint):
     write_case(tmp_path / "case")
     outputs = {}
@@ -362,7 +386,7 @@ def test_evaluate_lesion_wise_scores_a_false_positive_speck(tmp_path, capsys):
     assert payload["cases"]["c1"]["regions"]["WT"]["dice"] == pytest.approx(250 / 251)  # the volume Dice hardly sees it
     with open(tmp_path / "s.csv") as f:
         row = next(csv.DictReader(f))
-    assert (float(row["lesion_dice_WT"]), int(row["lesion_false_positives_ET"])) == (0.5, 1)
+    assert (row["lesion_challenge"], float(row["lesion_dice_WT"]), int(row["lesion_false_positives_ET"])) == ("GLI", 0.5, 1)
     assert main(["evaluate", str(pred / "c1_seg.nii.gz"), str(ref / "c1" / "c1_seg.nii.gz"), "--lesion-challenge", "MET"]) == 0
     out = capsys.readouterr().out
     assert "lesion-wise (BraTS 2023+ MET: lesions whose 1-voxel dilations meet merged, those of at most 2 mm^3 left out" in out
@@ -370,6 +394,27 @@ def test_evaluate_lesion_wise_scores_a_false_positive_speck(tmp_path, capsys):
     assert main(["evaluate", "--lesion-wise", str(pred / "c1_seg.nii.gz"), str(ref / "c1" / "c1_seg.nii.gz")]) == 0
     assert "lesion-wise (BraTS 2023+ GLI" in capsys.readouterr().out
     assert "lesions found / missed / false positives: WT 1 / 0 / 1, TC 1 / 0 / 1, ET 1 / 0 / 1" in out  # 8 voxels > 2 mm^3
+
+
+def test_evaluate_lesion_wise_takes_each_case_s_challenge_from_its_reference_name(tmp_path, capsys):
+    """A BraTS-MET reference is scored with the metastases challenge's rules (8 voxels of ET count as a
+    lesion there, not under GLI's 50 mm^3); a name that says nothing keeps GLI; --lesion-challenge wins."""
+    ref, pred = tmp_path / "r", tmp_path / "p"
+    labels = np.where(_evaluate_label_map() == 4, 3, _evaluate_label_map()).astype(np.uint8)  # 2023 values
+    for case in ("BraTS-MET-00001-000", "BraTS-GLI-00001-000", "c1"):
+        _save_labels(ref / case / f"{case}-seg.nii.gz", labels)
+        _save_labels(pred / f"{case}.nii.gz", labels)
+    assert main(["evaluate", str(pred), str(ref), "--lesion-wise", "--json"]) == 0
+    cases = json.loads(capsys.readouterr().out)["cases"]
+    assert {c: res["lesion_wise"]["challenge"] for c, res in cases.items()} == {
+        "BraTS-GLI-00001-000": "GLI", "BraTS-MET-00001-000": "MET", "c1": "GLI"}
+    assert cases["BraTS-MET-00001-000"]["lesion_wise"]["regions"]["ET"]["matched"] == 1
+    assert cases["c1"]["lesion_wise"]["regions"]["ET"]["small_lesions"] == 1
+    assert main(["evaluate", str(pred), str(ref), "--lesion-wise"]) == 0
+    assert "lesion-wise (BraTS 2023+ GLI (2 cases): lesions whose 3-voxel dilations meet merged, those of at most 50 mm^3 " \
+           "left out; BraTS 2023+ MET (1 case): lesions whose 1-voxel" in capsys.readouterr().out
+    assert main(["evaluate", str(pred), str(ref), "--lesion-challenge", "PED", "--json"]) == 0
+    assert {res["lesion_wise"]["challenge"] for res in json.loads(capsys.readouterr().out)["cases"].values()} == {"PED"}
 
 
 def test_evaluate_folders_reports_what_the_summary_leaves_out(tmp_path, capsys, caplog):
@@ -506,6 +551,40 @@ def test_segment_an_empty_folder_says_so_of_the_input(tmp_path, tiny_checkpoint,
     (tmp_path / "empty").mkdir()
     assert main(["segment", str(tmp_path / "empty"), "-o", str(tmp_path / "out"), "--checkpoint", str(tiny_checkpoint)]) == 2
     assert capsys.readouterr().err == f"error: {tmp_path / 'empty'}: no .nii, .nii.gz or .npy files in this folder\n"
+    packed = tmp_path / "packed"  # what is there is said: files compressed twice over
+    packed.mkdir()
+    for name in ("c_flair", "c_t1", "c_t1ce", "c_t2"):
+        (packed / f"{name}.nii.gz.gz").write_bytes(b"")
+    assert main(["segment", str(packed), "-o", str(tmp_path / "p.nii.gz"), "--checkpoint", str(tiny_checkpoint)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {packed}: no .nii, .nii.gz or .npy files in this folder (it holds c_flair.nii.gz.gz, "
+        f"c_t1.nii.gz.gz, c_t1ce.nii.gz.gz, c_t2.nii.gz.gz; decompress the .gz / .zip layer over the .nii or "
+        f".nii.gz files)\n")
+
+
+def test_a_case_extracted_into_case_case_is_one_case_and_a_cohort_of_one_stays_a_cohort(tmp_path, tiny_checkpoint, capsys):
+    """CASE/CASE/ (a zip extracted into a folder of its name) and a folder of cases holding one case look
+    alike: a label map's name as the output says one case, a folder says a cohort. A label map written into
+    the outer folder leaves it one case."""
+    write_case(tmp_path / "c1" / "c1", prefix="c1_")
+    reference = np.zeros((40, 44, 36), np.uint8)
+    reference[10:30, 10:30, 10:25] = 2
+    _save_labels(tmp_path / "c1" / "c1" / "c1_seg.nii.gz", reference)
+    common = ["--checkpoint", str(tiny_checkpoint), "--no-progress"]
+    inside = tmp_path / "c1" / "pred.nii.gz"
+    for out in (tmp_path / "one.nii.gz", inside, inside):  # twice inside: the first label map there changes nothing
+        assert main(["segment", str(tmp_path / "c1"), "-o", str(out), *common]) == 0
+    assert main(["segment", str(tmp_path / "c1"), "-o", str(tmp_path / "cohort"), *common]) == 0
+    capsys.readouterr()
+    one = np.asarray(nib.load(tmp_path / "one.nii.gz").dataobj)
+    np.testing.assert_array_equal(np.asarray(nib.load(tmp_path / "cohort" / "c1_seg.nii.gz").dataobj), one)
+    np.testing.assert_array_equal(np.asarray(nib.load(inside).dataobj), one)
+    # the case folder as the reference of one prediction file: its segmentation, read through too
+    wt = one > 0
+    expected = 2 * np.count_nonzero(wt & (reference > 0)) / (np.count_nonzero(wt) + np.count_nonzero(reference))
+    for prediction in (tmp_path / "one.nii.gz", inside):
+        assert main(["evaluate", str(prediction), str(tmp_path / "c1"), "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["regions"]["WT"]["dice"] == pytest.approx(expected)
 
 
 def test_evaluate_against_one_case_folder_scores_its_segmentation(tmp_path, capsys):
@@ -783,8 +862,8 @@ def test_cohort_reads_hgg_and_lgg_groups_and_skips_a_file_beside_the_case_folder
 
 
 def test_evaluate_reads_references_in_groups_with_any_suffix_case_and_brats2020s_segm_name(tmp_path, capsys):
-    """HGG/LGG reference groups, BraTS 2020 case 355's W39_1998.09.19_Segm.nii, and .NII.GZ suffixes on
-    flat references and on predictions are all found."""
+    """HGG/LGG reference groups, BraTS 2020 case 355's W39_1998.09.19_Segm.nii, .NII.GZ suffixes on flat
+    references and on predictions, and predictions named in another case are all found."""
     ref = _evaluate_label_map()
     pred = ref.copy()
     pred[9, 5:10, 5:10] = 0
@@ -794,11 +873,18 @@ def test_evaluate_reads_references_in_groups_with_any_suffix_case_and_brats2020s
     _save_labels(tmp_path / "refs" / "HGG" / "BraTS20_Training_355" / "W39_1998.09.19_Segm.nii")
     _save_labels(tmp_path / "refs" / "HGG" / "c2" / "c2_seg.nii.gz")
     _save_labels(tmp_path / "preds" / "BraTS20_Training_355_seg.NII.GZ", pred)
-    _save_labels(tmp_path / "preds" / "c2.nii.gz", pred)
+    _save_labels(tmp_path / "preds" / "C2.nii.gz", pred)  # a name's case, too, as a Windows or macOS disk keeps it
     assert main(["evaluate", str(tmp_path / "preds"), str(tmp_path / "refs"), "--json"]) == 0
     cases = json.loads(capsys.readouterr().out)["cases"]
     assert sorted(cases) == ["BraTS20_Training_355", "c2"]
     assert [cases[c]["regions"]["WT"]["dice"] for c in sorted(cases)] == [pytest.approx(expected)] * 2
+    # two cases whose names differ only in case each take the prediction named exactly for them
+    write_case(tmp_path / "refs" / "HGG" / "C2", prefix="C2_")
+    _save_labels(tmp_path / "refs" / "HGG" / "C2" / "C2_seg.nii.gz", ref)
+    _save_labels(tmp_path / "preds" / "c2.nii.gz", ref)  # C2.nii.gz holds pred
+    assert main(["evaluate", str(tmp_path / "preds"), str(tmp_path / "refs"), "--json"]) == 0
+    cases = json.loads(capsys.readouterr().out)["cases"]
+    assert (cases["C2"]["regions"]["WT"]["dice"], cases["c2"]["regions"]["WT"]["dice"]) == (pytest.approx(expected), 1.0)
     _save_labels(tmp_path / "flat" / "BraTS-GLI-00000-000-seg.NII.GZ", np.where(ref == 4, 3, ref).astype(np.uint8))
     _save_labels(tmp_path / "preds2" / "BraTS-GLI-00000-000.nii.gz", np.where(pred == 4, 3, pred).astype(np.uint8))
     assert main(["evaluate", str(tmp_path / "preds2"), str(tmp_path / "flat"), "--json"]) == 0
@@ -809,18 +895,30 @@ def test_evaluate_reads_references_in_groups_with_any_suffix_case_and_brats2020s
 
 
 def test_folders_that_only_hold_a_subfolder_stay_cases_and_are_not_read_as_groups(tmp_path):
-    """P2/derived/ and BIDS's sub-01/anat/ hold one folder each: each stays one case (that fails on its own),
-    not a group whose 'derived' or 'anat' cases would clash by name."""
+    """P2/derived/, BIDS's sub-01/anat/ and a zip extracted into CASE/CASE/ hold one folder each: each stays
+    one case, named by the outer folder and read from the inner one, not a group whose 'derived' or 'anat'
+    cases would clash by name."""
     from brainseg.naming import case_folders
 
-    write_case(tmp_path / "cohort" / "P1", prefix="P1_")
+    cohort = tmp_path / "cohort"
+    write_case(cohort / "P1", prefix="P1_")
     for name in ("P2", "P3"):
-        write_case(tmp_path / "cohort" / name / "derived", prefix=f"{name}_")
-    assert [p.name for p in case_folders(tmp_path / "cohort")] == ["P1", "P2", "P3"]
+        write_case(cohort / name / "derived", prefix=f"{name}_")
+    write_case(cohort / "P4" / "P4" / "P4", prefix="P4_")  # extracted twice over
+    (cohort / "P5" / "empty").mkdir(parents=True)  # no scans inside: stays itself, and fails on its own
+    (cohort / "__MACOSX" / "P1").mkdir(parents=True)  # a Mac zip's metadata is no case
+    assert case_folders(cohort) == {"P1": cohort / "P1", "P2": cohort / "P2" / "derived", "P3": cohort / "P3" / "derived",
+                                    "P4": cohort / "P4" / "P4" / "P4", "P5": cohort / "P5"}
     write_case(tmp_path / "two" / "site_a" / "c1", prefix="c1_")  # two cases: a group, whatever its name
     write_case(tmp_path / "two" / "site_a" / "c2", prefix="c2_")
     write_case(tmp_path / "two" / "HGG" / "c3", prefix="c3_")  # BraTS's own group name: one case is enough
-    assert [p.name for p in case_folders(tmp_path / "two")] == ["c1", "c2", "c3"]
+    assert list(case_folders(tmp_path / "two")) == ["c1", "c2", "c3"]
+    write_case(tmp_path / "nested" / "site_a" / "c1" / "c1", prefix="c1_")  # groups of extracted cases
+    write_case(tmp_path / "nested" / "site_a" / "c2" / "c2", prefix="c2_")
+    write_case(tmp_path / "nested" / "HGG" / "c3" / "c3", prefix="c3_")
+    nested = tmp_path / "nested"
+    assert case_folders(nested) == {"c1": nested / "site_a" / "c1" / "c1", "c2": nested / "site_a" / "c2" / "c2",
+                                    "c3": nested / "HGG" / "c3" / "c3"}
 
 
 def test_evaluate_refuses_two_predictions_of_one_case_and_skips_a_predictions_folder_among_the_references(tmp_path, capsys):

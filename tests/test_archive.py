@@ -1,0 +1,86 @@
+"""A zip of one case: its image files, and a message for each way an archive can be unusable."""
+import io
+import zipfile
+
+import pytest
+
+from brainseg import archive
+from brainseg.archive import image_members
+from brainseg.errors import InputError
+
+
+def _zip(members: dict[str, bytes], compression=zipfile.ZIP_DEFLATED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return buffer.getvalue()
+
+
+def test_members_are_the_image_files_by_name_with_folders_flattened_and_metadata_skipped():
+    data = _zip({"case/c_t1.nii.gz": b"t1", "case/c_flair.nii": b"flair", "case/c_t2.NPY": b"t2",
+                 "case/notes.txt": b"x", "__MACOSX/case/._c_t1.nii.gz": b"meta", "case/.hidden.nii.gz": b"h",
+                 "case/sub/": b""})
+    assert image_members(data, "c.zip") == [("c_flair.nii", b"flair"), ("c_t1.nii.gz", b"t1"), ("c_t2.NPY", b"t2")]
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"PK\x03\x04 cut short", "c.zip: not a readable zip file (damaged or truncated)"),
+    (b"", "c.zip: not a readable zip file"),
+    (_zip({}), "c.zip: holds no .nii, .nii.gz or .npy file (it is empty)"),
+    (_zip({"a/scan.dcm": b"x", "readme.txt": b"y"}), "c.zip: holds no .nii, .nii.gz or .npy file (it holds a/scan.dcm, readme.txt)"),
+    (_zip({"a/c_t1.nii.gz": b"1", "b/c_t1.nii.gz": b"2"}), "c.zip: holds two files named c_t1.nii.gz"),
+    (_zip({f"c{i}_t1.nii.gz": b"1" for i in range(archive.MAX_MEMBERS + 1)}), "c.zip: holds 65 image files"),
+])
+def test_an_unusable_zip_is_named_and_said_why(data, message):
+    with pytest.raises(InputError) as raised:
+        image_members(data, "c.zip")
+    assert str(raised.value).startswith(message)
+
+
+def test_the_inflated_size_is_checked_before_inflating_and_a_damaged_member_is_said(monkeypatch):
+    data = _zip({"c_t1.nii.gz": b"\0" * 5000})
+    monkeypatch.setattr(archive, "MAX_ARCHIVE_BYTES", 4000)
+    with pytest.raises(InputError, match=r"c.zip: its image files inflate to 0.0 GB; expected one case's"):
+        image_members(data, "c.zip")
+    monkeypatch.undo()
+    stored = bytearray(_zip({"c_t1.nii.gz": b"abcdefgh" * 100}, zipfile.ZIP_STORED))
+    stored[stored.index(b"abcdefgh")] ^= 0xFF  # one byte of the member changed: its CRC no longer matches
+    with pytest.raises(InputError, match=r"c.zip: c_t1.nii.gz cannot be read from it \(BadZipFile: Bad CRC-32"):
+        image_members(bytes(stored), "c.zip")
+    deflated = bytearray(_zip({"c_t1.nii.gz": bytes(range(256)) * 64}))
+    start = deflated.index(b"c_t1.nii.gz") + len("c_t1.nii.gz")  # the local header's name, then the stream
+    deflated[start:start + 8] = b"\xff" * 8  # a damaged deflate stream: zlib's own error, not zipfile's
+    with pytest.raises(InputError, match=r"c.zip: c_t1.nii.gz cannot be read from it \(error: "):
+        image_members(bytes(deflated), "c.zip")
+
+
+def test_a_windows_zip_with_backslashes_is_flattened_too():
+    data = _zip({"case\\c_t1.nii.gz": b"t1", "__MACOSX\\case\\._c_t1.nii.gz": b"meta"})
+    assert image_members(data, "c.zip") == [("c_t1.nii.gz", b"t1")]
+
+
+def test_segment_reads_a_zip_of_a_case_as_its_folder(tmp_path, tiny_checkpoint):
+    import nibabel as nib
+    import numpy as np
+
+    from brainseg.cli import main
+    from conftest import write_case
+
+    paths = write_case(tmp_path / "case", prefix="c_")
+    four = np.stack([np.asarray(nib.load(paths[m]).dataobj) for m in ("flair", "t1", "t1ce", "t2")], axis=-1)
+    with zipfile.ZipFile(tmp_path / "four.zip", "w") as z:  # one 4-channel image zipped alone
+        z.writestr("BRATS_001.nii.gz", nib.Nifti1Image(four, nib.load(paths["t1"]).affine).to_bytes())
+    (tmp_path / "case" / "c_seg.nii.gz").write_bytes(paths["t1"].read_bytes())  # a segmentation beside: not a scan
+    with zipfile.ZipFile(tmp_path / "case.zip", "w") as z:
+        for p in sorted((tmp_path / "case").iterdir()):
+            z.write(p, f"case/{p.name}")
+    common = ["--checkpoint", str(tiny_checkpoint), "--no-progress"]
+    assert main(["segment", str(tmp_path / "case"), "-o", str(tmp_path / "folder.nii.gz"), *common]) == 0
+    assert main(["segment", str(tmp_path / "case.zip"), "-o", str(tmp_path / "zip.nii.gz"), *common]) == 0
+    assert main(["segment", str(tmp_path / "four.zip"), "-o", str(tmp_path / "four.nii.gz"), *common]) == 0
+    folder = nib.load(tmp_path / "folder.nii.gz")
+    for name in ("zip", "four"):
+        zipped = nib.load(tmp_path / f"{name}.nii.gz")
+        np.testing.assert_array_equal(np.asarray(zipped.dataobj), np.asarray(folder.dataobj))
+        np.testing.assert_array_equal(zipped.affine, folder.affine)
