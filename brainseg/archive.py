@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 import zipfile
+from typing import NamedTuple
 
+from brainseg import MODALITIES
 from brainseg.decode import MAX_BYTES
 from brainseg.errors import InputError
-from brainseg.naming import SUFFIXES, is_hidden
+from brainseg.naming import SUFFIXES, case_stems, is_hidden, names_a_scan
 
 MAX_MEMBERS = 64  # image files in one archive: a case has four scans and a segmentation, a few derived maps
 MAX_ARCHIVE_BYTES = MAX_BYTES  # all its image members inflated: what one file may inflate to
@@ -17,13 +19,22 @@ def is_zip_name(name: str) -> bool:
     return name.lower().endswith(".zip")
 
 
-def image_members(data: bytes, name: str) -> list[tuple[str, bytes]]:
-    """(file name, bytes) of each .nii / .nii.gz / .npy file in a zip, sorted by name; folders inside are
-    flattened, hidden files and the __MACOSX metadata a Mac's zip adds are skipped.
+class Member(NamedTuple):
+    """One image file of a zip: its bytes, or why they cannot be read (one damaged file costs only itself)."""
 
-    Raises InputError naming the archive when it is not a zip, is encrypted, holds no image file, holds two
-    of one name, or holds more than MAX_MEMBERS of them or MAX_ARCHIVE_BYTES once inflated (checked on the
-    sizes its directory declares, which reading then holds it to).
+    name: str  # its file name, without the folders inside the zip
+    data: bytes | None
+    error: str | None = None
+
+
+def image_members(data: bytes, name: str) -> list[Member]:
+    """Each .nii / .nii.gz / .npy file in a zip, sorted by name; folders inside are flattened, hidden files
+    and the __MACOSX metadata a Mac's zip adds are skipped.
+
+    Raises InputError naming the archive when it is not a zip, holds no image file, holds two of one name,
+    holds the scans of several cases, or holds more than MAX_MEMBERS image files or MAX_ARCHIVE_BYTES once
+    inflated (checked on the sizes its directory declares, which reading then holds it to). An encrypted
+    or damaged member is a Member with an error.
     """
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
@@ -45,19 +56,34 @@ def image_members(data: bytes, name: str) -> list[tuple[str, bytes]]:
         if inflated > MAX_ARCHIVE_BYTES:
             raise InputError(f"{name}: its image files inflate to {inflated / 1024**3:.1f} GB; expected one case's "
                              f"(at most {MAX_ARCHIVE_BYTES / 1024**3:.0f} GB)")
-        members: dict[str, bytes] = {}
-        for info in sorted(wanted, key=lambda i: _parts(i.filename)[-1]):
+        by_name = {}
+        for info in wanted:
             base = _parts(info.filename)[-1]
-            if base in members:
+            if base in by_name:
                 raise InputError(f"{name}: holds two files named {base}; expected one case's files")
-            if info.flag_bits & 0x1:
-                raise InputError(f"{name}: {info.filename} is encrypted; expected an unencrypted zip")
-            try:
-                members[base] = archive.read(info)
-            except Exception as exc:  # bad CRC, a damaged deflate stream (zlib.error), an unsupported method...
-                raise InputError(f"{name}: {info.filename} cannot be read from it ({type(exc).__name__}: {exc}); "
-                                 f"expected an intact zip (deflate or store)") from None
-    return list(members.items())
+            by_name[base] = info
+        _refuse_several_cases(list(by_name), name)
+        return [_read_member(archive, by_name[base], base, name) for base in sorted(by_name)]
+
+
+def _refuse_several_cases(names: list[str], name: str) -> None:
+    """InputError when a zip holds more than four scans whose names name more than one case (four scans of
+    one case named unevenly, case7_flair_reg beside case7_t1, are left to the usual check)."""
+    scans = [n for n in names if names_a_scan(n)]
+    stems = case_stems(scans)
+    if len(scans) > len(MODALITIES) and len(stems) > 1:
+        raise InputError(f"{name}: holds the scans of {len(stems)} cases ({', '.join(stems[:5])}"
+                         f"{', ...' if len(stems) > 5 else ''}); expected one case's files: zip or drop each case on its own")
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, base: str, name: str) -> Member:
+    if info.flag_bits & 0x1:
+        return Member(base, None, f"{base}: encrypted inside {name}; expected an unencrypted zip")
+    try:
+        return Member(base, archive.read(info))
+    except Exception as exc:  # bad CRC, a damaged deflate stream (zlib.error), an unsupported method...
+        return Member(base, None, f"{base}: damaged inside {name} ({type(exc).__name__}: {exc}); expected an intact "
+                                  f"file (zip it again from the original)")
 
 
 def _parts(member: str) -> list[str]:

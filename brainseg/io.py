@@ -108,9 +108,7 @@ def load_case(inputs: str | Path | Iterable[str | Path], channel_order: Iterable
         files = case_files(inputs[0])
         return load_files({str(p): read_bytes(p) for p in files.values()})
     if len(inputs) == 1 and is_zip_name(inputs[0].name) and inputs[0].is_file():
-        members = dict(image_members(read_bytes(inputs[0]), str(inputs[0])))
-        chosen = list(members) if len(members) == 1 else pick_scans(list(members), str(inputs[0])).values()  # 1: 4-channel
-        return load_files({f"{inputs[0]}/{name}": members[name] for name in chosen}, channel_order)
+        return _load_zip(inputs[0], channel_order)
     for i, p in enumerate(inputs):
         if not p.exists():
             raise InputError(f"{p}: no such file or folder")
@@ -118,6 +116,17 @@ def load_case(inputs: str | Path | Iterable[str | Path], channel_order: Iterable
             raise InputError(f"{p}: give either one case folder or the four scan files, not a mix")
         _refuse_repeat(p, inputs[:i])
     return load_files({str(p): read_bytes(p) for p in inputs}, channel_order)
+
+
+def _load_zip(path: Path, channel_order: Iterable[str]) -> Case:
+    """The case in a .zip of its files: its four scans (a segmentation beside them ignored), or its one
+    4-channel image."""
+    members = {m.name: m for m in image_members(read_bytes(path), str(path))}
+    chosen = list(members) if len(members) == 1 else list(pick_scans(list(members), str(path)).values())
+    for name in chosen:
+        if members[name].error:
+            raise InputError(members[name].error)
+    return load_files({f"{path}/{name}": members[name].data for name in chosen}, channel_order)
 
 
 def _refuse_repeat(path: Path, earlier: list[Path]) -> None:

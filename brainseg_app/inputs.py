@@ -55,9 +55,33 @@ def read_upload(parsed: dict[str, DroppedFile], upload_id: str, upload) -> list[
     except BrainsegError as exc:
         parsed[upload_id] = DroppedFile(name=upload.name, size=len(data), digest=_digest(data), error=str(exc))
         return [upload_id]
-    for member, member_data in members:
-        parsed[upload_id + ZIP_MEMBER + member] = parse_file(member, member_data)
-    return [upload_id + ZIP_MEMBER + member for member, _ in members]
+    for member in members:
+        entry = (parse_file(member.name, member.data) if member.error is None else
+                 DroppedFile(name=member.name, size=0, digest=f"unreadable {upload_id} {member.name}", error=member.error))
+        entry.archive = upload.name
+        parsed[upload_id + ZIP_MEMBER + member.name] = entry
+    return [upload_id + ZIP_MEMBER + member.name for member in members]
+
+
+def _once_each(parsed: dict[str, DroppedFile], ids: list[str]) -> list[str]:
+    """``ids`` less files an earlier one repeats, name and bytes (a zip dropped beside its own files, or
+    twice), said once. The same bytes under another name are left to the checks that name both."""
+    def same(file_id: str) -> tuple[str, str]:
+        return parsed[file_id].name, parsed[file_id].digest
+
+    first: dict[tuple[str, str], str] = {}
+    for file_id in ids:
+        first.setdefault(same(file_id), file_id)
+    repeats = [i for i in ids if first[same(i)] != i]
+    if repeats:
+        st.info("Dropped more than once, used once: " + "; ".join(
+            f"{_shown_name(parsed[i])} is {_shown_name(parsed[first[same(i)]])}" for i in repeats) + ".")
+    return [i for i in ids if i not in repeats]
+
+
+def _shown_name(entry: DroppedFile) -> str:
+    """A file's name, with the zip it came in."""
+    return f"{entry.name} (in {entry.archive})" if entry.archive else entry.name
 
 
 def _digest(data: bytes) -> str:
@@ -107,6 +131,7 @@ def inputs_section() -> CaseInputs | None:
         ids = [file_id for upload_id, upload in current.items() for file_id in read_upload(parsed, upload_id, upload)]
         for stale in [k for k in parsed if k.split(ZIP_MEMBER)[0] not in current]:
             del parsed[stale]  # removed from the drop zone, or the sample: free its memory
+        ids = _once_each(parsed, ids)
     if not ids:
         st.info("Drop four scans above, or try the sample case.")
         return None
@@ -125,11 +150,11 @@ def modality_table(parsed: dict[str, DroppedFile], ids: list[str]) -> CaseInputs
     for file_id in ids:
         entry = parsed[file_id]
         row = st.columns([4, 3, 2])
-        row[0].write(entry.name)
+        row[0].write(_shown_name(entry))
         if entry.error:
             row[1].write("—")
             row[2].write("not usable")
-            st.error(f"{entry.error}")
+            st.error(entry.error if not entry.archive or entry.archive in entry.error else f"In {entry.archive}: {entry.error}")
             continue
         if entry.scan is not None:
             spacing = "x".join(f"{s:g}" for s in entry.scan.spacing)
@@ -203,8 +228,8 @@ def modality_table(parsed: dict[str, DroppedFile], ids: list[str]) -> CaseInputs
 
 def _row_name(parsed: dict, ids: list[str], file_id: str) -> str:
     """A file's name, with its row in the table when another file has the same name."""
-    name = parsed[file_id].name
-    twins = [i for i in ids if parsed[i].name == name]
+    name = _shown_name(parsed[file_id])
+    twins = [i for i in ids if _shown_name(parsed[i]) == name]
     return f"{name} (row {ids.index(file_id) + 1})" if len(twins) > 1 else name
 
 

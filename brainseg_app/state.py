@@ -27,6 +27,7 @@ class DroppedFile:
     labels: Any = None  # labelmaps.LabelMap
     case: Any = None  # io.Case of a 4-channel image
     data: bytes | None = None  # a label map's bytes, read again in the label values the user chooses
+    archive: str | None = None  # the .zip it came in, when it did
     grid_check: tuple | None = None  # (the scans' key, why it does not fit them or None), checked once per scans
 
 

@@ -291,6 +291,31 @@ def test_a_zip_of_the_case_is_read_as_its_files_and_a_bad_zip_costs_only_itself(
     assert len(app.session_state["parsed"]) == 6  # five members and the bad zip
     upload(app, scan_files())  # the zips taken out of the drop zone: their members go with them
     assert sorted(entry.name for entry in app.session_state["parsed"].values()) == [f[0] for f in scan_files()]
+    # the zip beside its own files: each file used once, and said so
+    upload(app, scan_files() + [("case7.zip", _zipped(scan_files()), "application/zip")])
+    assert len([s for s in app.selectbox if s.key.startswith("role/")]) == 4 and not errors(app)
+    assert any("Dropped more than once, used once: case7_flair.nii.gz (in case7.zip) is case7_flair.nii.gz" in i.value
+               for i in app.info)
+    assert any("Ready: case7" in s.value for s in app.success)
+
+
+def test_a_damaged_file_in_a_zip_costs_only_itself(app):
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for name, data, _ in scan_files():
+            archive.writestr(name, data)
+    damaged = bytearray(buffer.getvalue())
+    t2 = damaged.index(b"case7_t2.nii.gz") + len("case7_t2.nii.gz") + 100  # inside the T2 member's bytes
+    damaged[t2] ^= 0xFF
+    upload(app, [("case7.zip", bytes(damaged), "application/zip")])
+    assert len(errors(app)) == 1 and errors(app)[0].startswith("case7_t2.nii.gz: damaged inside case7.zip (BadZipFile: Bad CRC-32")
+    assert any("Still needed: T2" in i.value for i in app.info)
+    assert len([s for s in app.selectbox if s.key.startswith("role/")]) == 3
+    upload(app, [("case7.zip", bytes(damaged), "application/zip"), scan_files()[3]])  # the T2 dropped on its own
+    assert any("Ready: case7" in s.value for s in app.success)
 
 
 def test_bias_correction_is_chosen_in_the_sidebar_and_said_in_the_result(app):

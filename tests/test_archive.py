@@ -5,7 +5,7 @@ import zipfile
 import pytest
 
 from brainseg import archive
-from brainseg.archive import image_members
+from brainseg.archive import Member, image_members
 from brainseg.errors import InputError
 
 
@@ -21,7 +21,8 @@ def test_members_are_the_image_files_by_name_with_folders_flattened_and_metadata
     data = _zip({"case/c_t1.nii.gz": b"t1", "case/c_flair.nii": b"flair", "case/c_t2.NPY": b"t2",
                  "case/notes.txt": b"x", "__MACOSX/case/._c_t1.nii.gz": b"meta", "case/.hidden.nii.gz": b"h",
                  "case/sub/": b""})
-    assert image_members(data, "c.zip") == [("c_flair.nii", b"flair"), ("c_t1.nii.gz", b"t1"), ("c_t2.NPY", b"t2")]
+    assert image_members(data, "c.zip") == [Member("c_flair.nii", b"flair"), Member("c_t1.nii.gz", b"t1"),
+                                            Member("c_t2.NPY", b"t2")]
 
 
 @pytest.mark.parametrize("data, message", [
@@ -31,6 +32,8 @@ def test_members_are_the_image_files_by_name_with_folders_flattened_and_metadata
     (_zip({"a/scan.dcm": b"x", "readme.txt": b"y"}), "c.zip: holds no .nii, .nii.gz or .npy file (it holds a/scan.dcm, readme.txt)"),
     (_zip({"a/c_t1.nii.gz": b"1", "b/c_t1.nii.gz": b"2"}), "c.zip: holds two files named c_t1.nii.gz"),
     (_zip({f"c{i}_t1.nii.gz": b"1" for i in range(archive.MAX_MEMBERS + 1)}), "c.zip: holds 65 image files"),
+    (_zip({f"{case}/{case}_{m}.nii.gz": b"x" for case in ("a1", "b2") for m in ("flair", "t1", "t1ce", "t2")}),
+     "c.zip: holds the scans of 2 cases (a1, b2); expected one case's files"),
 ])
 def test_an_unusable_zip_is_named_and_said_why(data, message):
     with pytest.raises(InputError) as raised:
@@ -44,20 +47,26 @@ def test_the_inflated_size_is_checked_before_inflating_and_a_damaged_member_is_s
     with pytest.raises(InputError, match=r"c.zip: its image files inflate to 0.0 GB; expected one case's"):
         image_members(data, "c.zip")
     monkeypatch.undo()
-    stored = bytearray(_zip({"c_t1.nii.gz": b"abcdefgh" * 100}, zipfile.ZIP_STORED))
+    # a damaged member costs itself: the others are read
+    stored = bytearray(_zip({"c_t1.nii.gz": b"abcdefgh" * 100, "c_t2.nii.gz": b"t2"}, zipfile.ZIP_STORED))
     stored[stored.index(b"abcdefgh")] ^= 0xFF  # one byte of the member changed: its CRC no longer matches
-    with pytest.raises(InputError, match=r"c.zip: c_t1.nii.gz cannot be read from it \(BadZipFile: Bad CRC-32"):
-        image_members(bytes(stored), "c.zip")
+    t1, t2 = image_members(bytes(stored), "c.zip")
+    assert t1.data is None and t1.error.startswith("c_t1.nii.gz: damaged inside c.zip (BadZipFile: Bad CRC-32")
+    assert t2 == Member("c_t2.nii.gz", b"t2")
     deflated = bytearray(_zip({"c_t1.nii.gz": bytes(range(256)) * 64}))
     start = deflated.index(b"c_t1.nii.gz") + len("c_t1.nii.gz")  # the local header's name, then the stream
     deflated[start:start + 8] = b"\xff" * 8  # a damaged deflate stream: zlib's own error, not zipfile's
-    with pytest.raises(InputError, match=r"c.zip: c_t1.nii.gz cannot be read from it \(error: "):
-        image_members(bytes(deflated), "c.zip")
+    assert image_members(bytes(deflated), "c.zip")[0].error.startswith("c_t1.nii.gz: damaged inside c.zip (error: ")
+    encrypted = bytearray(_zip({"c_t1.nii.gz": b"t1"}, zipfile.ZIP_STORED))
+    for header in (b"PK\x03\x04", b"PK\x01\x02"):  # the encryption flag in the local and the central header
+        at = encrypted.index(header) + (6 if header == b"PK\x03\x04" else 8)
+        encrypted[at] |= 0x1
+    assert image_members(bytes(encrypted), "c.zip")[0].error == "c_t1.nii.gz: encrypted inside c.zip; expected an unencrypted zip"
 
 
 def test_a_windows_zip_with_backslashes_is_flattened_too():
     data = _zip({"case\\c_t1.nii.gz": b"t1", "__MACOSX\\case\\._c_t1.nii.gz": b"meta"})
-    assert image_members(data, "c.zip") == [("c_t1.nii.gz", b"t1")]
+    assert image_members(data, "c.zip") == [Member("c_t1.nii.gz", b"t1")]
 
 
 def test_segment_reads_a_zip_of_a_case_as_its_folder(tmp_path, tiny_checkpoint):
