@@ -234,16 +234,17 @@ def scan_folder(folder: str | Path) -> Path:
     written beside that folder does not count), that one, down to ``MAX_INNER_FOLDERS`` levels. (A folder
     of cases that holds one case looks the same: callers decide.)"""
     folder = inner = Path(folder)
-    for _ in range(MAX_INNER_FOLDERS):
-        if not inner.is_dir() or _names_scans(inner):
+    for depth in range(MAX_INNER_FOLDERS + 1):
+        if not inner.is_dir():
             break
+        if _names_scans(inner):
+            if depth:
+                log.info("%s holds no scans but the folder %s: reading that", folder, inner.relative_to(folder))
+            return inner
         found = [p for p in inner.iterdir() if p.is_dir() and not is_hidden(p.name)]
         if len(found) != 1:
             break
         inner = found[0]
-    if inner != folder and inner.is_dir() and _names_scans(inner):
-        log.info("%s holds no scans but the folder %s: reading that", folder, inner.relative_to(folder))
-        return inner
     return folder
 
 
