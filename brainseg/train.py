@@ -311,8 +311,8 @@ def train(train_config: TrainConfig, model_config: BrainsegConfig | None = None,
     if ddp.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # one patch size throughout: worth finding the fastest kernels once
     bar = _progress(train_config.max_steps, prior.step, ddp.main and progress)
-    saver = _Saver(out_dir, as_run, config, model, optimizer, val_cases, train_sources, val_sources, ddp, amp_dtype,
-                   prior, bar) if ddp.main else None
+    record = _run_record(as_run, train_sources, val_sources, ddp, amp_dtype)
+    saver = _Saver(out_dir, as_run, config, model, optimizer, val_cases, record, ddp.device, prior, bar) if ddp.main else None
     started = time.time()
     model.train()
     step = prior.step
@@ -392,21 +392,22 @@ class _Saver:
     state a --resume continues from; says when the run should stop (time limit, --patience)."""
 
     def __init__(self, out_dir: Path, as_run: TrainConfig, config: BrainsegConfig, model: UNet3D,
-                 optimizer: torch.optim.Optimizer, val_cases: list, train_sources: list, val_sources: list,
-                 ddp: Distributed, amp_dtype: torch.dtype | None, prior: _Standing, bar):
+                 optimizer: torch.optim.Optimizer, val_cases: list, record: dict, device: torch.device,
+                 prior: _Standing, bar):
+        """``record``: what every checkpoint of the run says of it (``_run_record``)."""
         self.out_dir, self.as_run, self.config, self.model, self.optimizer = out_dir, as_run, config, model, optimizer
-        self.val_cases, self.train_sources, self.val_sources = val_cases, train_sources, val_sources
-        self.ddp, self.amp_dtype, self.prior, self.bar = ddp, amp_dtype, prior, bar
+        self.val_cases, self.record, self.device, self.prior, self.bar = val_cases, record, device, prior, bar
         self.best_score, self.stale = prior.best_score, prior.stale
 
     def round(self, step: int, lr: float, tally: _Tally, minutes: float, seconds: float, out_of_time: bool) -> bool:
         """One validation round after ``step``; ``seconds`` this process has trained. True: stop the run."""
         tc, out_dir = self.as_run, self.out_dir
-        result = validate(self.model, self.config, self.val_cases, self.ddp.device) if self.val_cases else _not_validated()
+        result = validate(self.model, self.config, self.val_cases, self.device) if self.val_cases else _not_validated()
         elapsed = self.prior.seconds + seconds
         row = _metrics_row(step, elapsed, lr, tally, result)
         _append_csv(out_dir / "metrics.csv", row)
-        provenance = _provenance(tc, self.train_sources, self.val_sources, step, result, elapsed, self.ddp, self.amp_dtype)
+        provenance = {**self.record, "step": step, "training_seconds": round(elapsed, 1),
+                      "validation": {k: result[k] for k in ("dice", "hd95", "score")}}
         save_checkpoint(out_dir / "last.pt", self.model, self.config, provenance)
         if result["score"] > self.best_score or not self.val_cases:
             self.best_score, self.stale = result["score"], 0
@@ -584,7 +585,8 @@ def validation_split(names: list[str], tc: TrainConfig, saved: Path | None = Non
     return drawn
 
 
-def _provenance(tc: TrainConfig, train_sources, val_sources, step, result, seconds, ddp, amp_dtype) -> dict:
+def _run_record(tc: TrainConfig, train_sources, val_sources, ddp: Distributed, amp_dtype) -> dict:
+    """The provenance every checkpoint of a run carries; each validation round adds its step, time and scores."""
     import platform
 
     return {
@@ -593,12 +595,9 @@ def _provenance(tc: TrainConfig, train_sources, val_sources, step, result, secon
         "train_cases": [s.name for s in train_sources],
         "validation_cases": [s.name for s in val_sources],
         "data": str(tc.data),
-        "step": step,
-        "training_seconds": round(seconds, 1),
         "hardware": f"{platform.processor() or platform.machine()}, {ddp.world} process(es), "
                     f"{torch.cuda.get_device_name(ddp.device) if ddp.device.type == 'cuda' else 'cpu'}, {torch.get_num_threads()} threads, "
                     f"{'fp32' if amp_dtype is None else str(amp_dtype).removeprefix('torch.') + ' autocast'}",
-        "validation": {"dice": result["dice"], "hd95": result["hd95"], "score": result["score"]},
         "train_config": to_plain(asdict(tc)),
     }
 
