@@ -9,7 +9,7 @@ from typing import NamedTuple
 from brainseg import MODALITIES
 from brainseg.decode import MAX_BYTES
 from brainseg.errors import InputError
-from brainseg.naming import SUFFIXES, case_stems, is_hidden, names_a_scan
+from brainseg.naming import FORMATS, SUFFIXES, case_stems, is_hidden, names_a_scan
 
 MAX_MEMBERS = 64  # image files in one archive: a case has four scans and a segmentation, a few derived maps
 MAX_ARCHIVE_BYTES = MAX_BYTES  # all its image members inflated: what one file may inflate to
@@ -28,7 +28,7 @@ class Member(NamedTuple):
 
 
 def image_members(data: bytes, name: str) -> list[Member]:
-    """Each .nii / .nii.gz / .npy file in a zip, sorted by name; folders inside are flattened, hidden files
+    """Each image file (``naming.SUFFIXES``) in a zip, sorted by name; folders inside are flattened, hidden files
     and the __MACOSX metadata a Mac's zip adds are skipped.
 
     Raises InputError naming the archive when it is not a zip, holds no image file, holds two of one name,
@@ -40,14 +40,14 @@ def image_members(data: bytes, name: str) -> list[Member]:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except Exception:  # zipfile raises several types for damaged archives (BadZipFile, ValueError, ...)
         raise InputError(f"{name}: not a readable zip file (damaged or truncated); expected a .zip of one case's "
-                         f".nii / .nii.gz files, or the files themselves") from None
+                         f"{FORMATS} files, or the files themselves") from None
     with archive:
         wanted = [info for info in archive.infolist()
                   if not info.is_dir() and not any(is_hidden(part) for part in _parts(info.filename))
                   and info.filename.lower().endswith(SUFFIXES)]
         if not wanted:
             held = [info.filename for info in archive.infolist() if not info.is_dir()][:5]
-            raise InputError(f"{name}: holds no .nii, .nii.gz or .npy file" + (f" (it holds {', '.join(held)})" if held else
+            raise InputError(f"{name}: holds no {FORMATS} file" + (f" (it holds {', '.join(held)})" if held else
                              " (it is empty)") + "; expected a zip of one case's scans")
         if len(wanted) > MAX_MEMBERS:
             raise InputError(f"{name}: holds {len(wanted)} image files; expected one case's (at most {MAX_MEMBERS}): "

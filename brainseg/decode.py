@@ -1,4 +1,5 @@
-"""A file's bytes -> a checked array, affine and header: NIfTI-1/2 (gzipped or not) and .npy.
+"""A file's bytes -> a checked array, affine and header: NIfTI-1/2 (gzipped or not) and .npy here, NRRD and
+MetaImage in brainseg.decode_itk.
 
 Every limit is checked before the memory it would cost is allocated (voxel counts in the header, gzip
 members inflating beyond what the header describes), and each refusal names the file, what is wrong and
@@ -60,14 +61,19 @@ def read_volume(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray, nib.Nif
     stores them unscaled: half the memory), its affine and header.
 
     A 4D file keeps its channels last: (X, Y, Z, C). A .npy file, which has no geometry, gets
-    ``NPY_AFFINE``.
+    ``NPY_AFFINE``. NRRD and MetaImage files (.nrrd, .mha) come with a NIfTI header made from their geometry.
     Raises InputError naming ``name`` for anything unreadable or not an image.
     """
     if not data:
-        raise InputError(f"{name}: the file is empty; expected a NIfTI (.nii/.nii.gz) or .npy image")
+        raise InputError(f"{name}: the file is empty; expected a NIfTI (.nii/.nii.gz), NRRD (.nrrd), MetaImage (.mha) "
+                         f"or .npy image")
     lower = name.lower()
     if lower.endswith(".npy"):
         return _read_npy(data, name), NPY_AFFINE.copy(), None
+    from brainseg.decode_itk import itk_suffix, read_itk_volume  # SimpleITK is imported only for these files
+
+    if itk_suffix(lower) is not None:
+        return read_itk_volume(data, name)
     if data[:2] == _GZIP_MAGIC:
         data = _gunzip(data, name)
     elif lower.endswith(".gz"):  # an uncompressed NIfTI misnamed .nii.gz, a common export slip, reads as it is
@@ -134,18 +140,28 @@ def _inflate_members(data: bytes, max_length: int) -> tuple[bytes, bool]:
 
 
 def _nifti_class(data: bytes, name: str) -> type[nib.Nifti1Image]:
-    """NIfTI-1 or NIfTI-2, from the header size the file starts with (in either byte order)."""
+    """NIfTI-1 or NIfTI-2, from the header size the file starts with."""
     if data[:2] == _GZIP_MAGIC:
         raise InputError(f"{name}: compressed twice (a gzip file inside the gzip); expected a .nii or .nii.gz "
                          f"file: decompress it once (gunzip) and give the .nii.gz it holds")
-    if len(data) >= 4:
-        for byteorder in ("little", "big"):
-            size = int.from_bytes(data[:4], byteorder, signed=True)
-            if size == _NIFTI1_HEADER_BYTES:
-                return nib.Nifti1Image
-            if size == _NIFTI2_HEADER_BYTES:
-                return nib.Nifti2Image
-    raise InputError(f"{name}: not a NIfTI image (bad header); expected a .nii or .nii.gz file")
+    size = _nifti_header_size(data)
+    if size is None:
+        raise InputError(f"{name}: not a NIfTI image (bad header); expected a .nii or .nii.gz file")
+    return nib.Nifti1Image if size == _NIFTI1_HEADER_BYTES else nib.Nifti2Image
+
+
+def _nifti_header_size(data: bytes) -> int | None:
+    """The NIfTI-1 or NIfTI-2 header size a file starts with (in either byte order), or None."""
+    for byteorder in ("little", "big"):
+        size = int.from_bytes(data[:4], byteorder, signed=True) if len(data) >= 4 else None
+        if size in (_NIFTI1_HEADER_BYTES, _NIFTI2_HEADER_BYTES):
+            return size
+    return None
+
+
+def is_nifti_data(data: bytes) -> bool:
+    """Whether bytes start as a NIfTI file, or a gzip file (as a .nii.gz does)."""
+    return data[:2] == _GZIP_MAGIC or _nifti_header_size(data) is not None
 
 
 def _parse_header(data: bytes, name: str) -> nib.Nifti1Header:

@@ -16,7 +16,7 @@ from brainseg.files import check_can_create
 from brainseg.labels import REGIONS, chosen_convention
 from brainseg.lesion_metrics import MISSED_HD95
 from brainseg.metrics import summarise
-from brainseg.naming import (NIFTI_SUFFIXES, case_folders, case_problem, image_files, is_hidden, names_a_scan,
+from brainseg.naming import (GEOMETRY_SUFFIXES, case_folders, case_problem, image_files, is_hidden, names_a_scan,
                              scan_folder, segmentation_file, strip_suffix)
 from brainseg.report import to_json
 from brainseg.scoring import AUTO_CHALLENGE, evaluate_files, score_missing
@@ -24,7 +24,8 @@ from brainseg.scoring import AUTO_CHALLENGE, evaluate_files, score_missing
 log = logging.getLogger(__name__)
 
 METRICS = ("dice", "hd95", "iou", "precision", "recall", "specificity", "accuracy")
-PREDICTION_NAMES = ("{}_seg.nii.gz", "{}.nii.gz", "{}_seg.nii", "{}.nii")  # tried in turn for case id {}
+# tried in turn for case id {}: "{}_seg.nii.gz", "{}.nii.gz", "{}_seg.nii", ..., "{}.mha"
+PREDICTION_NAMES = tuple("{}" + ending + suffix for suffix in GEOMETRY_SUFFIXES for ending in ("_seg", ""))
 SHOWN_NAMES = 5  # names a message lists before "..."
 LESION_METRICS = ("dice", "hd95", "matched", "missed", "false_positives")
 COMPARED = {"dice": lambda res, r: res["regions"][r]["dice"], "hd95": lambda res, r: res["regions"][r]["hd95"],
@@ -162,7 +163,7 @@ def pair_folders(pred_dir: Path, ref_dir: Path, missing_as_empty: bool = False) 
             and any(_is_label_map_name(p.name) for p in ref_dir.iterdir() if p.is_file())
         raise InputError(
             f"{pred_dir}: no prediction named like a case of {ref_dir} ({_few(list(refs))}); expected "
-            f"CASE_seg.nii.gz or CASE.nii.gz, found {_few(predictions) or 'no .nii/.nii.gz files'}"
+            f"CASE_seg.nii.gz or CASE.nii.gz, found {_few(predictions) or 'no .nii/.nii.gz/.nrrd/.mha files'}"
             + ("; it holds case folders with segmentations: the predictions come first, then the references" if swapped else "")
         )
     if pairing.unmatched_references:
@@ -354,7 +355,7 @@ def _case_id(name: str) -> str:
 
 def _is_label_map_name(name: str) -> bool:
     # segment --save-probabilities writes CASE_seg_probabilities.nii.gz beside each prediction
-    return name.lower().endswith(NIFTI_SUFFIXES) and not strip_suffix(name).endswith("_probabilities") and not is_hidden(name)
+    return name.lower().endswith(GEOMETRY_SUFFIXES) and not strip_suffix(name).endswith("_probabilities") and not is_hidden(name)
 
 
 def _few(names: list[str]) -> str:

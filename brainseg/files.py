@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from brainseg.errors import InputError
 
@@ -67,3 +68,17 @@ def check_can_create(paths: Iterable[str | Path], probe: bool = True) -> None:
                     except OSError as exc:
                         raise InputError(f"{path}: cannot write in {parent} ({exc.strerror}); choose another output path") from None
                 break
+
+
+@contextmanager
+def temporary_copy(data: bytes, suffix: str) -> Iterator[Path]:
+    """``data`` in a private temporary file ending in ``suffix``, for readers that take only a path and choose
+    the format by its ending (SimpleITK); the file is removed on leaving, whatever happens inside."""
+    fd, name = tempfile.mkstemp(prefix="brainseg-", suffix=suffix)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        yield Path(name)
+    finally:
+        if os.path.exists(name):
+            os.remove(name)

@@ -18,7 +18,12 @@ from brainseg.errors import InputError
 log = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
-SUFFIXES = (*NIFTI_SUFFIXES, ".npy")
+ITK_SUFFIXES = (".nrrd", ".mha")  # single-file NRRD (3D Slicer's default) and MetaImage (ITK-SNAP), read through SimpleITK
+# headers whose voxels lie in another file: listed with the images so that reading them says what to do instead
+DETACHED_SUFFIXES = (".nhdr", ".mhd")
+GEOMETRY_SUFFIXES = (*NIFTI_SUFFIXES, *ITK_SUFFIXES)  # formats that carry a voxel-to-world matrix
+SUFFIXES = (*GEOMETRY_SUFFIXES, ".npy", *DETACHED_SUFFIXES)
+FORMATS = ".nii, .nii.gz, .nrrd, .mha or .npy"  # the readable formats, as messages name them
 
 # file-name token -> modality; tokens are matched whole, so "t1" never captures "t1ce"
 _ALIASES = {
@@ -41,7 +46,7 @@ _BRATS2023_LABEL_NAME = re.compile(r"^brats-[a-z]+(-[a-z]+)*-\d+-\d+(-seg)?$")
 
 
 def strip_suffix(name: str) -> str:
-    """A file's base name without its .nii.gz / .nii / .npy suffix (any case) and the channel index that
+    """A file's base name without its image suffix (.nii.gz, .nrrd, ...; any case) and the channel index that
     names one channel of a 4-channel image ("BRATS_001.nii.gz[0]")."""
     base = re.sub(r"\[\d+\]$", "", os.path.basename(name))
     for suffix in SUFFIXES:
@@ -213,7 +218,7 @@ def case_files(folder: str | Path) -> dict[str, Path]:
     folder = Path(folder)
     files = image_files(folder)
     if not files:
-        raise InputError(f"{folder}: no .nii, .nii.gz or .npy files in this folder{_what_is_there(folder)}")
+        raise InputError(f"{folder}: no {FORMATS} files in this folder{_what_is_there(folder)}")
     return pick_scans(files, str(folder))
 
 
@@ -265,7 +270,7 @@ def _what_is_there(folder: Path) -> str:
 
 
 def image_files(folder: str | Path) -> list[Path]:
-    """The .nii / .nii.gz / .npy files directly in a folder (any case of suffix; hidden ones left out), sorted."""
+    """The image files (``SUFFIXES``) directly in a folder (any case of suffix; hidden ones left out), sorted."""
     return sorted(p for p in Path(folder).iterdir()
                   if p.is_file() and p.name.lower().endswith(SUFFIXES) and not is_hidden(p.name))
 

@@ -12,12 +12,18 @@ from brainseg import checkpoint
 from brainseg.checkpoint import load_checkpoint
 from brainseg.errors import BrainsegError
 from brainseg.labels import AUTO
+from brainseg.naming import SUFFIXES
 
 
 log = logging.getLogger("brainseg.app")
 
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository: models/, assets/
+
+
+# the endings the uploaders take: every image file brainseg reads ("gz" for .nii.gz), and the detached NRRD /
+# MetaImage headers, so that dropping one says what to do instead of the uploader's bare refusal
+IMAGE_TYPES = sorted({suffix.rsplit(".", 1)[1] for suffix in SUFFIXES})
 
 
 ROLES = {"flair": "FLAIR", "t1": "T1", "t1ce": "T1ce", "t2": "T2", "truth": "ground truth", "all": "all four scans", "ignore": "ignore"}

@@ -11,8 +11,8 @@ from brainseg.classify import classify_file
 from brainseg.errors import BrainsegError
 from brainseg.io import NO_ORIENTATION, assemble_case, orientation_recorded
 from brainseg.labelmaps import read_label_map
-from brainseg.naming import case_stems
-from brainseg_app.common import ROLES, ROOT, attempt, state
+from brainseg.naming import FORMATS, case_stems
+from brainseg_app.common import IMAGE_TYPES, ROLES, ROOT, attempt, state
 from brainseg_app.state import CaseInputs, DroppedFile
 
 
@@ -100,10 +100,10 @@ def inputs_section() -> CaseInputs | None:
     st.subheader("1 · Scans")
     st.session_state["inputs_incomplete"] = False
     uploads = st.file_uploader(
-        "Drop the four scans here: FLAIR, T1, T1ce, T2 (.nii, .nii.gz or .npy, or a .zip of them; any BraTS "
+        f"Drop the four scans here: FLAIR, T1, T1ce, T2 ({FORMATS}, or a .zip of them; any BraTS "
         "naming), skull-stripped and co-registered as BraTS provides them. A segmentation file added here is used "
         "as ground truth.",
-        type=["nii", "gz", "npy", "zip"],
+        type=[*IMAGE_TYPES, "zip"],
         accept_multiple_files=True,
         key="uploads",
         on_change=use_uploads,

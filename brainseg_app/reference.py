@@ -7,9 +7,9 @@ from brainseg import checkpoint, render, report
 from brainseg.config import LESION_CHALLENGES
 from brainseg.labels import LABEL_OPTIONS, REGIONS
 from brainseg.lesion_metrics import MISSED_HD95
-from brainseg.naming import case_stems, names_another_case
+from brainseg.naming import FORMATS, case_stems, names_another_case
 from brainseg.scoring import score_labels
-from brainseg_app.common import CONVENTION_TITLES, attempt, checkpoint_folders, checkpoint_label, get_model
+from brainseg_app.common import CONVENTION_TITLES, IMAGE_TYPES, attempt, checkpoint_folders, checkpoint_label, get_model
 from brainseg_app.run import apply_label_choice, clear_truth, reference_convention, segment, set_truth
 from brainseg_app.state import Comparison
 from brainseg_app.viewer import base_slice, legend_html, shown
@@ -44,7 +44,7 @@ METRIC_COLUMNS = {
 
 def truth_section(result, display: render.Display) -> None:
     st.markdown("#### Ground truth (optional)")
-    upload = st.file_uploader("Reference segmentation of this case (.nii, .nii.gz or .npy)", type=["nii", "gz", "npy"], key="truth_upload")
+    upload = st.file_uploader(f"Reference segmentation of this case ({FORMATS})", type=IMAGE_TYPES, key="truth_upload")
     st.selectbox("Reference label values", LABEL_OPTIONS, format_func=CONVENTION_TITLES.get, key="truth_convention")
     convention = reference_convention()
     given = st.session_state.get("truth_file")  # (scans' key, file id, result id) of the upload last attached

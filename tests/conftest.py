@@ -48,11 +48,35 @@ def synthetic_images(shape=(40, 44, 36), seed=0) -> dict[str, np.ndarray]:
 
 
 def write_case(folder: Path, names=("flair", "t1", "t1ce", "t2"), prefix="case01_", suffix=".nii.gz", affine=LPS, shape=(40, 44, 36)) -> dict[str, Path]:
+    """Four synthetic scans as int16 files; ``suffix`` a NIfTI one, or .nrrd / .mha (converted by SimpleITK), or one
+    suffix per modality."""
     folder.mkdir(parents=True, exist_ok=True)
     images = synthetic_images(shape)
+    suffixes = [suffix] * 4 if isinstance(suffix, str) else suffix
     paths = {}
-    for modality, name in zip(("flair", "t1", "t1ce", "t2"), names):
-        path = folder / f"{prefix}{name}{suffix}"
-        nib.save(nib.Nifti1Image(images[modality].astype(np.int16), affine), path)
+    for modality, name, ending in zip(("flair", "t1", "t1ce", "t2"), names, suffixes):
+        path = folder / f"{prefix}{name}{ending}"
+        if ending in (".nrrd", ".mha"):
+            nifti = nib.Nifti1Image(images[modality].astype(np.int16), affine)
+            nifti.set_qform(affine, code=1)
+            path = itk_copy(nifti, path)
+        else:
+            nib.save(nib.Nifti1Image(images[modality].astype(np.int16), affine), path)
         paths[modality] = path
     return paths
+
+
+def itk_copy(source: Path | nib.Nifti1Image, path: Path, compress: bool = True) -> Path:
+    """A NIfTI file (or image) saved again as ``path`` (.nrrd, .mha, .nhdr, ...) by SimpleITK, which places it in
+    the world through its own NIfTI reader: the known answer brainseg's NRRD / MetaImage reading must agree with."""
+    import tempfile
+
+    import SimpleITK as sitk
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as folder:
+        if isinstance(source, nib.Nifti1Image):
+            nib.save(source, Path(folder) / "source.nii.gz")
+            source = Path(folder) / "source.nii.gz"
+        sitk.WriteImage(sitk.ReadImage(str(source)), str(path), compress)
+    return path

@@ -286,7 +286,7 @@ def test_a_zip_of_the_case_is_read_as_its_files_and_a_bad_zip_costs_only_itself(
     upload(app, [("case7.zip", _zipped(scan_files() + [truth], "case7/"), "application/zip"),
                  ("other.zip", b"PK\3\4 not really", "application/zip")])
     assert errors(app) == ["other.zip: not a readable zip file (damaged or truncated); expected a .zip of one case's "
-                           ".nii / .nii.gz files, or the files themselves"]
+                           ".nii, .nii.gz, .nrrd, .mha or .npy files, or the files themselves"]
     assert any("Ready: case7" in s.value for s in app.success)
     assert len(app.session_state["parsed"]) == 6  # five members and the bad zip
     upload(app, scan_files())  # the zips taken out of the drop zone: their members go with them
@@ -398,6 +398,42 @@ def test_a_bad_file_shows_an_error_and_the_good_files_stay(app):
     assert any("Ready: case7" in s.value for s in app.success)
     app.button(key="run").click().run()
     assert metrics(app)["WT volume"] == "4.10 mL"
+
+
+def itk_bytes(array: np.ndarray, name: str, folder: Path) -> bytes:
+    """``array`` on the test grid as a .nrrd / .mha file (by ``name``'s suffix), as SimpleITK saves it."""
+    from conftest import itk_copy
+
+    return itk_copy(nib.Nifti1Image(array, AFFINE), folder / name).read_bytes()
+
+
+def test_nrrd_and_mha_scans_and_reference_are_read_as_nifti_ones_and_a_detached_header_is_said(app, tmp_path):
+    """3D Slicer's .nrrd and ITK-SNAP's .mha beside NIfTI scans make the same case, labels and scores."""
+    data = images()
+    # the browser's file picker offers these endings; detached headers too, so that dropping one says what to do
+    assert list(app.file_uploader(key="uploads").proto.type) == [".gz", ".mha", ".mhd", ".nhdr", ".nii", ".npy", ".nrrd", ".zip"]
+    files = [("case7_flair.nrrd", itk_bytes(data["flair"], "case7_flair.nrrd", tmp_path), "application/octet-stream"),
+             ("case7_t1.mha", itk_bytes(data["t1"], "case7_t1.mha", tmp_path), "application/octet-stream"),
+             *scan_files()[2:]]
+    upload(app, files)
+    assert not errors(app) and any("Ready: case7" in s.value and "40x40x32 voxels of 2x2x2 mm" in s.value for s in app.success)
+    app.button(key="run").click().run()
+    assert not app.exception and not errors(app)
+    result = app.session_state["result"]
+    assert np.array_equal(result.segmentation.labels, expected_labels())
+    np.testing.assert_allclose(result.case.affine, AFFINE, atol=1e-6)
+    truth = from_internal(expected_labels(), "brats2018")
+    app.file_uploader(key="truth_upload").set_value(("case7_seg.nrrd", itk_bytes(truth, "case7_seg.nrrd", tmp_path),
+                                                     "application/octet-stream")).run()
+    assert not app.exception and not errors(app)
+    assert list(app.file_uploader(key="truth_upload").proto.type) == [".gz", ".mha", ".mhd", ".nhdr", ".nii", ".npy", ".nrrd"]
+    assert table(app, "hd95_mm")["dice"].tolist() == [1.0, 1.0, 1.0]
+    detached = ("case7_t2.nhdr", b"NRRD0004\ntype: short\ndimension: 3\nsizes: 40 40 32\nencoding: raw\n"
+                                 b"data file: case7_t2.raw\n", "application/octet-stream")
+    upload(app, files[:3] + [detached])
+    assert errors(app) == ["case7_t2.nhdr: a detached NRRD header: its voxels are in another file (case7_t2.raw), which "
+                           "a single file given or uploaded cannot bring along; save the scan as a single .nrrd file "
+                           "(or .nii.gz)"]
 
 
 def test_unknown_names_are_assigned_by_hand_and_duplicates_refused(app):

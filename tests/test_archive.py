@@ -28,8 +28,8 @@ def test_members_are_the_image_files_by_name_with_folders_flattened_and_metadata
 @pytest.mark.parametrize("data, message", [
     (b"PK\x03\x04 cut short", "c.zip: not a readable zip file (damaged or truncated)"),
     (b"", "c.zip: not a readable zip file"),
-    (_zip({}), "c.zip: holds no .nii, .nii.gz or .npy file (it is empty)"),
-    (_zip({"a/scan.dcm": b"x", "readme.txt": b"y"}), "c.zip: holds no .nii, .nii.gz or .npy file (it holds a/scan.dcm, readme.txt)"),
+    (_zip({}), "c.zip: holds no .nii, .nii.gz, .nrrd, .mha or .npy file (it is empty)"),
+    (_zip({"a/scan.dcm": b"x", "readme.txt": b"y"}), "c.zip: holds no .nii, .nii.gz, .nrrd, .mha or .npy file (it holds a/scan.dcm, readme.txt)"),
     (_zip({"a/c_t1.nii.gz": b"1", "b/c_t1.nii.gz": b"2"}), "c.zip: holds two files named c_t1.nii.gz"),
     (_zip({f"c{i}_t1.nii.gz": b"1" for i in range(archive.MAX_MEMBERS + 1)}), "c.zip: holds 65 image files"),
     (_zip({f"{case}/{case}_{m}.nii.gz": b"x" for case in ("a1", "b2") for m in ("flair", "t1", "t1ce", "t2")}),
@@ -93,3 +93,30 @@ def test_segment_reads_a_zip_of_a_case_as_its_folder(tmp_path, tiny_checkpoint):
         zipped = nib.load(tmp_path / f"{name}.nii.gz")
         np.testing.assert_array_equal(np.asarray(zipped.dataobj), np.asarray(folder.dataobj))
         np.testing.assert_array_equal(zipped.affine, folder.affine)
+
+
+def test_nrrd_and_mha_members_are_read_and_a_detached_header_is_refused_by_name(tmp_path):
+    """A zip of a case saved from 3D Slicer / ITK-SNAP reads as the NIfTI case; a detached header's member is
+    listed (its .raw is not), so that reading it says what to do."""
+    import numpy as np
+
+    from brainseg.io import load_case
+    from conftest import itk_copy, write_case
+
+    write_case(tmp_path / "nifti")
+    nifti = load_case(tmp_path / "nifti")
+    paths = write_case(tmp_path / "mixed", suffix=(".nrrd", ".mha", ".nrrd", ".mha"))
+    members = {f"case/{p.name}": p.read_bytes() for p in paths.values()}
+    assert [m.name for m in image_members(_zip({**members, "case/x_flair.raw": b"raw"}), "c.zip")] == [
+        "case01_flair.nrrd", "case01_t1.mha", "case01_t1ce.nrrd", "case01_t2.mha"]
+    (tmp_path / "case.zip").write_bytes(_zip(members))
+    zipped = load_case(tmp_path / "case.zip")
+    for modality, image in nifti.images.items():
+        np.testing.assert_array_equal(zipped.images[modality], image)
+    np.testing.assert_allclose(zipped.affine, nifti.affine, atol=1e-6)
+    detached = itk_copy(tmp_path / "nifti" / "case01_flair.nii.gz", tmp_path / "case01_flair.nhdr", compress=False)
+    swapped = {k: v for k, v in members.items() if not k.endswith("flair.nrrd")} | {"case/case01_flair.nhdr": detached.read_bytes()}
+    (tmp_path / "detached.zip").write_bytes(_zip(swapped))
+    with pytest.raises(InputError, match=r"^case01_flair.nhdr: a detached NRRD header: its voxels are in another file "
+                                         r"\(case01_flair.raw\)"):
+        load_case(tmp_path / "detached.zip")

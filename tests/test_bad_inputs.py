@@ -368,7 +368,7 @@ CATALOGUE = [
     Bad("gzip-bomb", lambda d: replace(d, "t1", gzip_bomb()), "case_t1.nii.gz", ("more data than its header describes",)),
     Bad("npy-with-objects", _npy_objects, "case_flair.npy", ("Python objects",)),
     Bad("no-such-file", lambda d: [d / "nowhere_flair.nii.gz"], "nowhere_flair.nii.gz", ("no such file",)),
-    Bad("empty-folder", _empty_folder, "empty-folder", ("no .nii, .nii.gz or .npy files",)),
+    Bad("empty-folder", _empty_folder, "empty-folder", ("no .nii, .nii.gz, .nrrd, .mha or .npy files",)),
     Bad("real-truncated", _real(_real_truncated), f"{REAL_CASE.name}_t1ce.nii.gz", ("truncated",), real=True),
     Bad("real-seg-as-flair", _real(_real_seg_as_flair), f"{REAL_CASE.name}_flair.nii.gz", ("like a segmentation",), real=True),
     Bad("real-misregistered", _real(_real_misregistered), f"{REAL_CASE.name}_t2.nii.gz", ("differs", "by up to 3 mm"), real=True),

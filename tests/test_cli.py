@@ -550,14 +550,14 @@ def test_evaluate_file_against_folder_names_both(tmp_path, capsys):
 def test_segment_an_empty_folder_says_so_of_the_input(tmp_path, tiny_checkpoint, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["segment", str(tmp_path / "empty"), "-o", str(tmp_path / "out"), "--checkpoint", str(tiny_checkpoint)]) == 2
-    assert capsys.readouterr().err == f"error: {tmp_path / 'empty'}: no .nii, .nii.gz or .npy files in this folder\n"
+    assert capsys.readouterr().err == f"error: {tmp_path / 'empty'}: no .nii, .nii.gz, .nrrd, .mha or .npy files in this folder\n"
     packed = tmp_path / "packed"  # what is there is said: files compressed twice over
     packed.mkdir()
     for name in ("c_flair", "c_t1", "c_t1ce", "c_t2"):
         (packed / f"{name}.nii.gz.gz").write_bytes(b"")
     assert main(["segment", str(packed), "-o", str(tmp_path / "p.nii.gz"), "--checkpoint", str(tiny_checkpoint)]) == 2
     assert capsys.readouterr().err == (
-        f"error: {packed}: no .nii, .nii.gz or .npy files in this folder (it holds c_flair.nii.gz.gz, "
+        f"error: {packed}: no .nii, .nii.gz, .nrrd, .mha or .npy files in this folder (it holds c_flair.nii.gz.gz, "
         f"c_t1.nii.gz.gz, c_t1ce.nii.gz.gz, c_t2.nii.gz.gz; decompress the .gz / .zip layer over the .nii or "
         f".nii.gz files)\n")
 
@@ -1025,3 +1025,40 @@ def test_evaluate_refuses_to_score_references_against_themselves(tmp_path, capsy
     (tmp_path / "link").symlink_to(tmp_path / "labels")  # the same folder by another path
     assert main(["evaluate", str(tmp_path / "link"), str(tmp_path / "labels")]) == 2
     assert "are the reference files themselves" in capsys.readouterr().err
+
+
+def test_segment_and_evaluate_read_nrrd_and_mha_cases_as_their_nifti_copies(tmp_path, tiny_checkpoint, capsys):
+    """A cohort saved from 3D Slicer / ITK-SNAP (one case in mixed formats) gives the NIfTI cohort's label maps,
+    lying where the NRRD scans lie; NRRD references and predictions are scored; a detached header costs its case."""
+    import SimpleITK as sitk
+
+    from conftest import itk_copy
+
+    permuted = np.array([[0, 0, 1.0, -20], [-1.0, 0, 0, 30], [0, -1.0, 0, 40], [0, 0, 0, 1]])  # axes out of RAS order
+    for folder, suffixes in (("nifti", [".nii.gz"] * 4), ("itk", [".nrrd", ".mha", ".nii.gz", ".nrrd"])):
+        write_case(tmp_path / folder / "c1", prefix="c1_", suffix=suffixes, affine=permuted)
+    itk_copy(write_case(tmp_path / "detached" / "c2", prefix="c2_")["flair"], tmp_path / "itk" / "c2" / "c2_flair.nhdr",
+             compress=False)
+    for name in ("c2_t1", "c2_t1ce", "c2_t2"):
+        shutil.copy(tmp_path / "detached" / "c2" / f"{name}.nii.gz", tmp_path / "itk" / "c2")
+    common = ["--checkpoint", str(tiny_checkpoint), "--no-progress", "--patch-size", "16", "16", "16"]
+    assert main(["segment", str(tmp_path / "nifti"), "-o", str(tmp_path / "out_nifti"), *common]) == 0
+    assert main(["segment", str(tmp_path / "itk"), "-o", str(tmp_path / "out_itk"), *common]) == 2
+    assert capsys.readouterr().err == (
+        "error: c2: c2_flair.nhdr: a detached NRRD header: its voxels are in another file (c2_flair.raw), which a single "
+        "file given or uploaded cannot bring along; save the scan as a single .nrrd file (or .nii.gz)\n")
+    expected, written = nib.load(tmp_path / "out_nifti" / "c1_seg.nii.gz"), nib.load(tmp_path / "out_itk" / "c1_seg.nii.gz")
+    assert np.unique(np.asarray(expected.dataobj)).size > 1  # the tiny network labels something: equality says more
+    np.testing.assert_array_equal(np.asarray(written.dataobj), np.asarray(expected.dataobj))
+    np.testing.assert_allclose(written.affine, permuted, atol=1e-6)
+    scan, labels = sitk.ReadImage(str(tmp_path / "itk" / "c1" / "c1_flair.nrrd")), sitk.ReadImage(str(written.get_filename()))
+    assert labels.GetSize() == scan.GetSize()
+    for what in ("GetOrigin", "GetSpacing", "GetDirection"):
+        np.testing.assert_allclose(getattr(labels, what)(), getattr(scan, what)(), atol=1e-6)
+    # the references as .nrrd beside the scans, the predictions as .mha: scored as the NIfTI files are
+    reference = _evaluate_label_map()
+    itk_copy(nib.Nifti1Image(reference, LPS), tmp_path / "refs" / "c1" / "c1_seg.nrrd")
+    itk_copy(nib.Nifti1Image(reference, LPS), tmp_path / "preds" / "c1_seg.mha")
+    assert main(["evaluate", str(tmp_path / "preds"), str(tmp_path / "refs"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [result["cases"]["c1"]["regions"][r]["dice"] for r in ("WT", "TC", "ET")] == [1.0, 1.0, 1.0]

@@ -69,6 +69,26 @@ def test_ras_copy_gives_the_mirrored_result(tmp_path, segmented):
     assert dice(mirrored > 0, lps > 0) > 0.99
 
 
+def test_the_case_saved_as_nrrd_gives_the_same_label_map_lying_where_the_nrrd_scans_lie(tmp_path, segmented):
+    """3D Slicer's format: the four scans as gzip-compressed .nrrd files (SimpleITK's own conversion) give the
+    NIfTI folder's label map voxel for voxel, and it overlays the NRRD scans (their origin, spacing, directions)."""
+    import SimpleITK as sitk
+
+    from conftest import itk_copy
+
+    out, _ = segmented
+    for m in ("flair", "t1", "t1ce", "t2"):
+        itk_copy(BRATS / VALIDATION_CASE / f"{VALIDATION_CASE}_{m}.nii.gz", tmp_path / "nrrd" / f"{VALIDATION_CASE}_{m}.nrrd")
+    nrrd_out = tmp_path / "nrrd_seg.nii.gz"
+    assert main(["segment", str(tmp_path / "nrrd"), "-o", str(nrrd_out), "--no-progress"]) == 0
+    np.testing.assert_array_equal(np.asarray(nib.load(nrrd_out).dataobj), np.asarray(nib.load(out).dataobj))
+    scan = sitk.ReadImage(str(tmp_path / "nrrd" / f"{VALIDATION_CASE}_flair.nrrd"))
+    labels = sitk.ReadImage(str(nrrd_out))
+    assert labels.GetSize() == scan.GetSize()
+    for what in ("GetOrigin", "GetSpacing", "GetDirection"):
+        np.testing.assert_allclose(getattr(labels, what)(), getattr(scan, what)(), atol=1e-6)
+
+
 def test_volume_smaller_than_the_patch(tmp_path):
     case = load_case([BRATS / VALIDATION_CASE])
     (tmp_path / "small").mkdir()

@@ -42,6 +42,14 @@ NAMES = [
     ("sub-01_ce-gadolinium_T1w_seg.nii.gz", "seg"),
     ("t1.npy", "t1"),
     ("notes.nii.gz", None),
+    # 3D Slicer's NRRD and ITK-SNAP's MetaImage, named as NIfTI files are
+    ("Brats18_2013_11_1_flair.nrrd", "flair"),
+    ("BraTS-GLI-00001-000-t2f.mha", "flair"),
+    ("BraTS-GLI-00001-000-t1c.NRRD", "t1ce"),
+    ("T1.nrrd", "t1"),
+    ("case01t1ce.mha", "t1ce"),
+    ("Segmentation.seg.nrrd", "seg"),  # Slicer's segmentation files
+    ("flair.nhdr", "flair"),  # a detached header is a scan by name, refused when read
 ]
 
 
@@ -60,6 +68,21 @@ def test_t1_never_captures_t1ce_in_any_order():
 def test_convention_from_names():
     assert convention_from_names(["BraTS-GLI-00001-000-t2f.nii.gz"]) == "brats2023"
     assert convention_from_names(["BraTS2021_00000_flair.nii.gz"]) == "brats2018"
+    assert convention_from_names(["BraTS-GLI-00001-000-t2f.mha", "BraTS-GLI-00001-000-t1n.nrrd"]) == "brats2023"
+
+
+def test_a_case_folder_of_nrrd_and_mha_files_is_found_and_named(tmp_path):
+    """2023 names in NRRD / MetaImage: the files found by modality, the case named and its labels BraTS 2023+."""
+    from brainseg.report import case_name
+
+    write_case(tmp_path / "c", names=("t2f", "t1n", "t1c", "t2w"), prefix="BraTS-GLI-00009-000-",
+               suffix=(".nrrd", ".mha", ".nrrd", ".nii.gz"))
+    (tmp_path / "c" / "BraTS-GLI-00009-000-t2f.raw").write_bytes(b"")  # a detached header's data: no image by itself
+    assert {m: p.name for m, p in case_files(tmp_path / "c").items()} == {
+        "flair": "BraTS-GLI-00009-000-t2f.nrrd", "t1": "BraTS-GLI-00009-000-t1n.mha",
+        "t1ce": "BraTS-GLI-00009-000-t1c.nrrd", "t2": "BraTS-GLI-00009-000-t2w.nii.gz"}
+    case = load_case(tmp_path / "c")
+    assert case.convention == "brats2023" and case_name(case.sources) == "BraTS-GLI-00009-000"
 
 
 BIDS = ("FLAIR", "T1w", "T1wce", "T2w")

@@ -1,0 +1,257 @@
+"""NRRD and MetaImage files (3D Slicer's and ITK-SNAP's): read as the NIfTI file they were made from, geometry
+included, and each way such a file can be unusable refused naming it."""
+import gzip
+import tempfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from brainseg import decode_itk
+from brainseg.decode import MAX_VOXELS, read_bytes, read_volume
+from brainseg.decode_itk import itk_affine
+from brainseg.errors import InputError
+from brainseg.io import load_case, orientation_recorded
+from brainseg.labelmaps import read_label_map, save_labels
+from conftest import BRATS, LPS, itk_copy, needs_data, synthetic_images, write_case
+
+REAL_FLAIR = BRATS / "Brats18_CBICA_AME_1" / "Brats18_CBICA_AME_1_flair.nii.gz"
+# (suffix, compressed): 3D Slicer saves .nrrd gzip-compressed, ITK-SNAP .mha either way
+FORMATS = [(".nrrd", True), (".nrrd", False), (".mha", True), (".mha", False)]
+
+
+def _oblique() -> np.ndarray:
+    """A voxel-to-world matrix turned 0.4 rad about a slanted axis, with unequal voxel sides (orthogonal axes, as
+    ITK requires)."""
+    x, y, z = np.array([0.3, 0.2, 0.9]) / np.linalg.norm([0.3, 0.2, 0.9])
+    cross = np.array([[0, -z, y], [z, 0, -x], [-y, x, 0]])
+    affine = np.eye(4)
+    affine[:3, :3] = (np.eye(3) + np.sin(0.4) * cross + (1 - np.cos(0.4)) * cross @ cross) @ np.diag([-0.9, -1.1, 1.3])
+    affine[:3, 3] = (-40.0, 60.0, -12.5)
+    return affine
+
+
+OBLIQUE = _oblique()
+
+
+def _image(path: Path, what=sitk.ReadImage):
+    return what(str(path))
+
+
+def _read(path: Path):
+    return read_volume(read_bytes(path), path.name)
+
+
+@needs_data()
+@pytest.mark.parametrize("suffix, compressed", FORMATS)
+def test_a_real_scan_saved_as_nrrd_or_mha_reads_as_its_nifti(tmp_path, suffix, compressed):
+    expected, expected_affine, _ = _read(REAL_FLAIR)
+    path = itk_copy(REAL_FLAIR, tmp_path / f"Brats18_CBICA_AME_1_flair{suffix}", compressed)
+    array, affine, header = _read(path)
+    assert array.dtype == expected.dtype == np.int16  # small integers as stored, as from the NIfTI
+    np.testing.assert_array_equal(array, expected)
+    np.testing.assert_allclose(affine, expected_affine, atol=1e-6)
+    assert nib.aff2axcodes(affine) == ("L", "P", "S")
+    assert int(header["qform_code"]) == int(header["sform_code"]) == 1 and orientation_recorded(header)
+    np.testing.assert_allclose(header.get_best_affine(), affine, atol=1e-5)
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".mha"])
+@pytest.mark.parametrize("turn", ["permuted", "flipped", "oblique", "nibabel RAS"])
+def test_reoriented_images_read_as_the_nifti_they_were_saved_from(tmp_path, suffix, turn):
+    """The same voxels and world positions as nibabel gives the NIfTI, whatever the axis directions."""
+    array = synthetic_images((20, 24, 18))["flair"].astype(np.int16)
+    source = nib.Nifti1Image(array, OBLIQUE if turn == "oblique" else LPS)
+    if turn == "nibabel RAS":
+        source = nib.as_closest_canonical(source)
+    nib.save(source, tmp_path / "source.nii.gz")
+    image = sitk.ReadImage(str(tmp_path / "source.nii.gz"))
+    if turn == "permuted":
+        image = sitk.PermuteAxes(image, [2, 0, 1])
+    if turn == "flipped":
+        image = sitk.Flip(image, [True, False, True])
+    sitk.WriteImage(image, str(tmp_path / "turned.nii.gz"))
+    sitk.WriteImage(image, str(tmp_path / f"turned{suffix}"))
+    expected, expected_affine, _ = _read(tmp_path / "turned.nii.gz")
+    array, affine, _ = _read(tmp_path / f"turned{suffix}")
+    np.testing.assert_array_equal(array, expected)
+    np.testing.assert_allclose(affine, expected_affine, atol=1e-5)
+    if turn == "permuted":  # ITK's x axis was the NIfTI's z: the array's first axis now runs inferior-superior
+        assert nib.aff2axcodes(affine) == ("S", "L", "P")
+
+
+def test_the_affine_puts_each_voxel_where_simpleitk_does():
+    """Known answer: every corner voxel's RAS position is SimpleITK's LPS point with x and y negated."""
+    image = sitk.Image([5, 6, 7], sitk.sitkInt16)
+    image.SetSpacing((0.9, 1.1, 1.3))
+    image.SetOrigin((10.0, -20.0, 30.0))
+    image.SetDirection(sitk.VersorTransform((0.3, 0.2, 0.9), 0.4).GetMatrix())
+    affine = itk_affine(image.GetOrigin(), image.GetSpacing(), image.GetDirection())
+    for index in ((0, 0, 0), (4, 0, 0), (0, 5, 0), (0, 0, 6), (4, 5, 6)):
+        x, y, z = image.TransformIndexToPhysicalPoint(index)
+        np.testing.assert_allclose(affine @ [*index, 1], [-x, -y, z, 1], atol=1e-9)
+    simple = itk_affine((10.0, 20.0, 30.0), (1.0, 2.0, 3.0), np.eye(3).ravel())
+    np.testing.assert_array_equal(simple, [[-1, 0, 0, -10], [0, -2, 0, -20], [0, 0, 3, 30], [0, 0, 0, 1]])
+
+
+def test_a_case_of_mixed_formats_reads_as_the_nifti_case(tmp_path):
+    write_case(tmp_path / "nifti")
+    nifti = load_case(tmp_path / "nifti")
+    write_case(tmp_path / "mixed", suffix=(".nrrd", ".mha", ".nii.gz", ".nrrd"))
+    mixed = load_case(tmp_path / "mixed")
+    assert mixed.sources == {"flair": "case01_flair.nrrd", "t1": "case01_t1.mha", "t1ce": "case01_t1ce.nii.gz",
+                             "t2": "case01_t2.nrrd"}
+    for modality, image in nifti.images.items():
+        np.testing.assert_array_equal(mixed.images[modality], image)
+    np.testing.assert_allclose(mixed.affine, nifti.affine, atol=1e-6)
+    assert mixed.has_geometry and mixed.header is not None and orientation_recorded(mixed.header)
+
+
+def test_a_label_map_written_for_an_nrrd_case_lies_where_the_nrrd_does(tmp_path):
+    """The output NIfTI, read back by SimpleITK, has the NRRD input's origin, spacing and directions."""
+    write_case(tmp_path / "c", suffix=".nrrd", affine=OBLIQUE)
+    case = load_case(tmp_path / "c")
+    out = save_labels(np.zeros(case.shape, np.uint8), case, tmp_path / "seg.nii.gz", case.convention)
+    scan, labels = _image(tmp_path / "c" / "case01_flair.nrrd"), _image(out)
+    assert labels.GetSize() == scan.GetSize()
+    np.testing.assert_allclose(labels.GetOrigin(), scan.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(labels.GetSpacing(), scan.GetSpacing(), atol=1e-5)
+    np.testing.assert_allclose(labels.GetDirection(), scan.GetDirection(), atol=1e-5)
+
+
+def test_a_reference_label_map_in_nrrd_reads_on_a_nifti_case(tmp_path):
+    paths = write_case(tmp_path / "c")
+    case = load_case(list(paths.values()))
+    truth = np.zeros(case.shape, np.uint8)
+    truth[10:20, 12:22, 8:16], truth[13:17, 15:19, 10:14] = 2, 4
+    itk_copy(nib.Nifti1Image(truth, LPS), tmp_path / "case01_seg.nrrd")
+    read = read_label_map(tmp_path / "case01_seg.nrrd", case=case)
+    np.testing.assert_array_equal(read.values, truth)
+    assert read.has_geometry and read.read_as() == ("brats2018", "values")
+
+
+def test_the_temporary_copy_is_removed_after_reading_and_after_a_refusal(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    write_case(tmp_path / "c", suffix=".nrrd")
+    data = (tmp_path / "c" / "case01_flair.nrrd").read_bytes()
+    read_volume(data, "flair.nrrd")
+    with pytest.raises(InputError):
+        read_volume(data[: len(data) // 2], "flair.nrrd")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]
+
+
+@pytest.mark.parametrize("suffix, single", [(".nhdr", ".nrrd"), (".mhd", ".mha")])
+def test_a_detached_header_is_refused_naming_its_data_file(tmp_path, suffix, single):
+    write_case(tmp_path / "c")
+    header = itk_copy(tmp_path / "c" / "case01_flair.nii.gz", tmp_path / f"flair{suffix}", compress=False)
+    kind = "NRRD" if suffix == ".nhdr" else "MetaImage"
+    with pytest.raises(InputError) as raised:
+        _read(header)
+    assert str(raised.value) == (f"flair{suffix}: a detached {kind} header: its voxels are in another file (flair.raw), "
+                                 f"which a single file given or uploaded cannot bring along; save the scan as a single "
+                                 f"{single} file (or .nii.gz)")
+
+
+NRRD_HEAD = (b"NRRD0004\ntype: short\ndimension: 3\nspace: left-posterior-superior\nsizes: 2 2 2\n"
+             b"space directions: (1,0,0) (0,1,0) (0,0,1)\nendian: little\nencoding: raw\n")
+
+
+@pytest.mark.parametrize("name, data, message", [
+    # a header pointing at another file would make the reader open that file on this machine
+    ("x.nrrd", NRRD_HEAD + b"data file: /etc/passwd\n\n",
+     "x.nrrd: a NRRD header whose voxels are in another file (/etc/passwd); a single file given or uploaded cannot "
+     "bring that along: save the scan as a single .nrrd file, its voxels inside (or as .nii.gz)"),
+    ("x.nrrd", NRRD_HEAD + b"DataFile: ../x.raw\n\n", "x.nrrd: a NRRD header whose voxels are in another file (../x.raw)"),
+    ("x.mha", b"ObjectType = Image\nNDims = 3\nDimSize = 2 2 2\nElementType = MET_SHORT\nElementDataFile = /etc/passwd\n",
+     "x.mha: a MetaImage header whose voxels are in another file (/etc/passwd)"),
+    ("x.mha", b"NDims = 3\nDimSize = 2 2 2\nElementType = MET_SHORT\nelementdatafile = LOCAL\nElementDataFile = /etc/passwd\n",
+     "x.mha: a MetaImage header whose voxels are in another file (a second ElementDataFile line)"),
+    ("x.nrrd", b"", "x.nrrd: the file is empty; expected a NIfTI (.nii/.nii.gz), NRRD (.nrrd), MetaImage (.mha) or .npy image"),
+    ("x.nrrd", bytes(range(256)) * 20, "x.nrrd: not a NRRD file (no NRRD header at its start); expected a single-file "
+                                       ".nrrd image as 3D Slicer or ITK-SNAP saves it"),
+    ("x.mha", bytes(range(256)) * 20, "x.mha: not a MetaImage file (no MetaImage header at its start)"),
+    ("x.nrrd", b"NRRD0004\n" + b"# comment\n" * 200_000, "x.nrrd: its NRRD header does not end within its first 1 MB"),
+    ("x.nrrd", NRRD_HEAD + b"\n" + bytes(5), "x.nrrd: cannot be read as a NRRD image (fread got only 2 2-sized things, "
+                                             "not 8 (25% of expected)); expected an intact single-file .nrrd image: "
+                                             "a damaged or truncated file must be saved again"),
+    ("x.nrrd", NRRD_HEAD.replace(b"2 2 2", b"2000 2000 2000") + b"\n",
+     f"x.nrrd: the header gives size (2000, 2000, 2000); expected a 3D MRI volume of 1 to {MAX_VOXELS} voxels"),
+    ("x.nrrd", NRRD_HEAD.replace(b"(0,1,0)", b"(1,0,0)") + b"\n" + bytes(16),
+     "x.nrrd: the header's axis directions or origin are invalid (not finite, or two axes point the same way)"),
+    ("x.nrrd", NRRD_HEAD.replace(b"(1,0,0) (0,1,0) (0,0,1)", b"(0.001,0,0) (0,0.001,0) (0,0,0.001)") + b"\n" + bytes(16),
+     "x.nrrd: voxels of 0.001 x 0.001 x 0.001 mm; expected each side between 0.05 and 30 mm"),
+])
+def test_an_unusable_file_is_refused_naming_it(name, data, message):
+    with pytest.raises(InputError) as raised:
+        read_volume(data, name)
+    assert str(raised.value).startswith(message)
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".mha"])
+def test_compressed_voxels_cut_short_damaged_or_inflating_too_far_are_refused(tmp_path, suffix):
+    """SimpleITK would read these unsaid: it stops inflating at the voxels it needs and checks no checksum."""
+    write_case(tmp_path / "c")
+    data = itk_copy(tmp_path / "c" / "case01_flair.nii.gz", tmp_path / f"x{suffix}").read_bytes()
+    for cut in (1, 9):  # the gzip trailer (NRRD) or zlib checksum (MetaImage), then the stream's last bytes
+        with pytest.raises(InputError) as raised:
+            read_volume(data[:-cut], f"flair{suffix}")
+        assert str(raised.value) == (f"flair{suffix}: the file is truncated (its compressed voxels end early); expected "
+                                     f"an intact {suffix} file: save or download it again")
+    damaged = bytearray(data)
+    damaged[-2000:-1900] = bytes(100)
+    with pytest.raises(InputError, match=f"^flair{suffix}: its compressed voxels are damaged"):
+        read_volume(bytes(damaged), f"flair{suffix}")
+    bomb = NRRD_HEAD.replace(b"encoding: raw", b"encoding: gzip") + b"\n" + gzip.compress(bytes(8 * 1024**2))
+    with pytest.raises(InputError) as raised:
+        read_volume(bomb, "x.nrrd")
+    assert str(raised.value) == ("x.nrrd: its compressed voxels inflate to more than the 16 bytes its header describes; "
+                                 "refused as a possible zip bomb; expected a .nrrd file holding one image")
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".mha"])
+def test_damaged_copies_of_a_scan_are_refused_not_crashed_on(tmp_path, suffix):
+    """Truncated anywhere, renamed NIfTI, compressed or not: an InputError naming the file, never another error."""
+    write_case(tmp_path / "c")
+    source = tmp_path / "c" / "case01_flair.nii.gz"
+    for compressed in (True, False):
+        data = itk_copy(source, tmp_path / f"x{suffix}", compressed).read_bytes()
+        for cut in (0, 9, 300, len(data) // 2, len(data) - 1):
+            with pytest.raises(InputError, match=f"^flair{suffix}: "):
+                read_volume(data[:cut], f"flair{suffix}")
+    with pytest.raises(InputError) as raised:
+        read_volume(source.read_bytes(), f"flair{suffix}")
+    kind = "NRRD" if suffix == ".nrrd" else "MetaImage"
+    assert str(raised.value) == (f"flair{suffix}: holds a NIfTI (or gzip-compressed) file, not {kind}; name it "
+                                 f".nii.gz / .nii as it is, or save the scan as {suffix} again")
+
+
+@pytest.mark.parametrize("image, message", [
+    (lambda: sitk.Image([20, 20], sitk.sitkInt16), "a 2D image of size (20, 20); expected one 3D volume (a single slice"),
+    (lambda: sitk.Image([20, 20, 20, 4], sitk.sitkFloat32), "a 4D image of size (20, 20, 20, 4); expected one 3D volume"),
+    (lambda: sitk.Image([20, 20, 20], sitk.sitkVectorUInt8, 3), "3 values per voxel (a vector or colour image); expected"),
+    (lambda: sitk.Image([20, 20, 20], sitk.sitkComplexFloat32), "complex-valued data; expected a real-valued MRI"),
+])
+def test_images_that_are_no_grey_scale_volume_are_refused(tmp_path, image, message):
+    sitk.WriteImage(image(), str(tmp_path / "x.nrrd"))
+    with pytest.raises(InputError) as raised:
+        _read(tmp_path / "x.nrrd")
+    assert str(raised.value).startswith(f"x.nrrd: {message}")
+
+
+def test_limits_are_checked_before_the_voxels_are_read(monkeypatch):
+    """A header claiming a huge image is refused without reading (or allocating) its voxels."""
+    executed = []
+    real_reader = sitk.ImageFileReader
+
+    class Reader(real_reader):
+        def Execute(self):
+            executed.append(True)
+            return super().Execute()
+
+    monkeypatch.setattr(sitk, "ImageFileReader", Reader)
+    with pytest.raises(InputError, match="size"):
+        read_volume(NRRD_HEAD.replace(b"2 2 2", b"600 600 600") + b"\n", "x.nrrd")
+    assert executed == []
+    assert decode_itk.itk_suffix("A.NRRD") == ".nrrd" and decode_itk.itk_suffix("a.nii.gz") is None
