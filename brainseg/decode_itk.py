@@ -30,6 +30,9 @@ _FORMAT = {".nrrd": "NRRD", ".nhdr": "NRRD", ".mha": "MetaImage", ".mhd": "MetaI
 _IMAGE_IO = {".nrrd": "NrrdImageIO", ".mha": "MetaImageIO"}  # chosen by suffix: a renamed file is not guessed at
 _SINGLE_FILE = {".nhdr": ".nrrd", ".mhd": ".mha"}  # a detached header -> the single-file form of its format
 MAX_HEADER_BYTES = 1024**2  # text headers are a few kB; a longer one is refused unread (see _checked_header)
+# 3D Slicer saves overlapping segments as layers of one .seg.nrrd: one value per layer per voxel
+SEGMENTATION_HINT = ("; a 3D Slicer segmentation with overlapping segments: in Slicer's Segmentations module, export "
+                     "the segments to a labelmap (one value per voxel) and save that as .nrrd or .nii.gz")
 _INFLATE_CHUNK = 1024**2
 _INFLATE_SLACK = 1024**2  # bytes a compressed stream may inflate to beyond the voxels its header describes
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])  # ITK's world is LPS, NIfTI's RAS: the same points with x and y negated
@@ -65,7 +68,8 @@ def read_itk_volume(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray, nib
         reader.SetImageIO(_IMAGE_IO[suffix])
         reader.SetFileName(str(path))
         _itk_call(reader.ReadImageInformation, path, name, suffix)
-        _check_compressed_voxels(data, header, _checked_voxel_bytes(sitk, reader, name), name, suffix)
+        hint = SEGMENTATION_HINT if _is_slicer_segmentation(data, header) else ""
+        _check_compressed_voxels(data, header, _checked_voxel_bytes(sitk, reader, name, hint), name, suffix)
         image = _itk_call(reader.Execute, path, name, suffix)
     affine = itk_affine(image.GetOrigin(), image.GetSpacing(), image.GetDirection())
     array = _voxels(sitk, image)
@@ -101,6 +105,11 @@ def _simpleitk():
         raise InputError("reading NRRD and MetaImage files needs SimpleITK, one of brainseg's dependencies: pip install "
                          "SimpleITK (or give the scans as NIfTI: .nii.gz)") from None
     return sitk
+
+
+def _is_slicer_segmentation(data: bytes, header: _Header) -> bool:
+    """Whether a NRRD header is 3D Slicer's segmentation's (.seg.nrrd: "Segment0_ID:=..." key-value pairs)."""
+    return header.end is not None and b"Segment0_ID:=" in data[:header.end]
 
 
 def _detached_message(data: bytes, name: str, suffix: str) -> str:
@@ -221,10 +230,10 @@ def _itk_reason(text: str, path: Path, name: str) -> str:
     return _ITK_PREFIX.sub("", useful[-1]).rstrip(".") if useful else "unreadable"
 
 
-def _checked_voxel_bytes(sitk, reader, name: str) -> int:
+def _checked_voxel_bytes(sitk, reader, name: str, hint: str = "") -> int:
     """The bytes an image's voxels take, after refusing, from the header alone, an image that is not one grey-scale
-    3D volume of a size and voxel grid an MRI scan has."""
-    pixel_bytes = _checked_pixel_bytes(sitk, reader, name)
+    3D volume of a size and voxel grid an MRI scan has; ``hint`` ends the refusals of other shapes."""
+    pixel_bytes = _checked_pixel_bytes(sitk, reader, name, hint)
     size = tuple(int(s) for s in reader.GetSize())
     if min(size) < 1 or math.prod(size) > MAX_VOXELS:
         raise InputError(f"{name}: the header gives size {size}; expected a 3D MRI volume of 1 to {MAX_VOXELS} voxels")
@@ -236,7 +245,7 @@ def _checked_voxel_bytes(sitk, reader, name: str) -> int:
     return math.prod(size) * pixel_bytes
 
 
-def _checked_pixel_bytes(sitk, reader, name: str) -> int:
+def _checked_pixel_bytes(sitk, reader, name: str, hint: str = "") -> int:
     """The bytes of one voxel, after refusing complex, vector and colour voxels, types brainseg does not read, and
     images of other than three dimensions."""
     components, dimension, pixel = reader.GetNumberOfComponents(), reader.GetDimension(), reader.GetPixelID()
@@ -244,11 +253,11 @@ def _checked_pixel_bytes(sitk, reader, name: str) -> int:
         raise InputError(f"{name}: complex-valued data; expected a real-valued MRI magnitude image")
     if components != 1:
         raise InputError(f"{name}: {components} values per voxel (a vector or colour image); expected a grey-scale "
-                         f"scan or label map, one value per voxel")
+                         f"scan or label map, one value per voxel{hint}")
     if dimension != 3:
         size = tuple(int(s) for s in reader.GetSize())
         raise InputError(f"{name}: a {dimension}D image of size {size}; expected one 3D volume"
-                         + (" (a single slice cannot be segmented)" if dimension == 2 else ""))
+                         + (" (a single slice cannot be segmented)" if dimension == 2 else "") + hint)
     pixel_bytes = next((int(re.sub(r"\D", "", t)) // 8 for t in _PIXEL_TYPES if getattr(sitk, t) == pixel), None)
     if pixel_bytes is None:
         raise InputError(f"{name}: voxels of type {sitk.GetPixelIDValueAsString(pixel)}; expected integers or real "

@@ -249,24 +249,56 @@ def assemble_case(scans: Mapping[str, Scan], convention: str | None = None) -> C
 def onto_grid(values: np.ndarray, affine: np.ndarray, shape, target_affine: np.ndarray) -> np.ndarray | None:
     """``values`` moved onto the grid (``shape``, ``target_affine``) by axis permutations and flips alone,
     when that grid holds exactly the same voxels in another orientation (lossless); otherwise None."""
-    transform = nib.orientations.ornt_transform(nib.orientations.io_orientation(affine),
-                                                nib.orientations.io_orientation(target_affine))
-    moved_affine = np.asarray(affine) @ nib.orientations.inv_ornt_aff(transform, values.shape)
-    moved = nib.orientations.apply_orientation(values, transform)
+    moved, moved_affine = _oriented_as(values, affine, target_affine)
     if moved.shape != tuple(shape) or not np.allclose(moved_affine, target_affine, atol=AFFINE_TOLERANCE):
         return None
     return np.ascontiguousarray(moved)
 
 
+def labels_onto_grid(values: np.ndarray, affine: np.ndarray, shape, target_affine: np.ndarray) -> np.ndarray | None:
+    """A label map stored on part of a grid (``shape``, ``target_affine``), as 3D Slicer's .seg.nrrd keeps only
+    its segments' extent, on the whole grid with background around it: when it is smaller than the grid and its
+    voxels are the grid's voxels (in any axis order or direction) inside it, shifted by whole voxels; otherwise
+    None, also for a map the grid's size (shifted, it would be another image's map) and for one without labels
+    (more likely another image's map than an empty crop). Lossless: only background is added."""
+    moved, moved_affine = _oriented_as(values, affine, target_affine)
+    smaller = all(n <= m for n, m in zip(moved.shape, shape)) and moved.shape != tuple(shape)
+    if not (smaller and moved.any()) or not np.allclose(moved_affine[:3, :3], target_affine[:3, :3], atol=AFFINE_TOLERANCE):
+        return None
+    start = np.round(np.linalg.solve(target_affine[:3, :3], moved_affine[:3, 3] - target_affine[:3, 3])).astype(int)
+    if not np.allclose(target_affine[:3, :3] @ start + target_affine[:3, 3], moved_affine[:3, 3], atol=AFFINE_TOLERANCE):
+        return None  # a shift by part of a voxel: the label map would have to be resampled
+    if (start < 0).any() or (start + np.array(moved.shape) > np.array(shape)).any():
+        return None  # reaching beyond the grid: not a part of it
+    placed = np.zeros(tuple(shape), moved.dtype)
+    placed[tuple(slice(a, a + n) for a, n in zip(start, moved.shape))] = moved
+    return placed
+
+
+def _oriented_as(values: np.ndarray, affine: np.ndarray, target_affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` with their axes permuted and flipped into ``target_affine``'s orientation, and their affine so."""
+    transform = nib.orientations.ornt_transform(nib.orientations.io_orientation(affine),
+                                                nib.orientations.io_orientation(target_affine))
+    moved_affine = np.asarray(affine) @ nib.orientations.inv_ornt_aff(transform, values.shape)
+    return nib.orientations.apply_orientation(values, transform), moved_affine
+
+
 def on_grid_of(first: str, first_shape, first_affine, name: str, values: np.ndarray, affine: np.ndarray,
-                expected: str, geometry: bool) -> np.ndarray:
+                expected: str, geometry: bool, part: bool = False) -> np.ndarray:
     """``values`` on the first image's grid: as they are, or reoriented when they hold the same voxels
-    stored in another axis order or direction (lossless); InputError (``check_same_grid``) otherwise."""
+    stored in another axis order or direction (lossless), or, for a label map that may cover part of the grid
+    (``part``: 3D Slicer's segmentation), placed on it (``labels_onto_grid``); InputError (``check_same_grid``)
+    otherwise."""
     if geometry and (values.shape != tuple(first_shape) or not np.allclose(affine, first_affine, atol=AFFINE_TOLERANCE)):
         moved = onto_grid(values, affine, first_shape, first_affine)
         if moved is not None:
             log.info("%s: reoriented onto %s's grid (same voxels, other axis order or directions)", name, first)
             return moved
+        placed = labels_onto_grid(values, affine, first_shape, first_affine) if part else None
+        if placed is not None:
+            log.info("%s: covers part of %s's grid (as a 3D Slicer segmentation cropped to its extent); "
+                     "background around it", name, first)
+            return placed
     check_same_grid(first, first_shape, first_affine, name, values.shape, affine, expected, geometry)
     return values
 

@@ -14,7 +14,7 @@ from brainseg.errors import InputError
 from brainseg.files import atomic_write
 from brainseg.io import Case, on_grid_of
 from brainseg.labels import FILE_LABELS, NAME_REFERENCE_LABELS, READABLE, from_internal, guess_convention, to_internal
-from brainseg.naming import is_brats2023_label_name, is_brats_ped_name
+from brainseg.naming import is_brats2023_label_name, is_brats_ped_name, is_slicer_segmentation
 
 PRIVATE_HEADER_FIELDS = ("descrip", "aux_file", "db_name", "intent_name")
 # a label map brainseg writes names its label values in the header's description, so brainseg reads
@@ -169,7 +169,8 @@ def read_label_map(source: bytes | str | Path, name: str | None = None, case: Ca
     if case is not None:
         scans = next(iter(case.sources.values()), "the scans")
         values = on_grid_of(scans, case.shape, case.affine, name, labels.values, affine,
-                             "the segmentation of this case, on the scans' grid", labels.has_geometry and case.has_geometry)
+                             "the segmentation of this case, on the scans' grid", labels.has_geometry and case.has_geometry,
+                             part=is_slicer_segmentation(name))
         labels = labels._replace(values=values, affine=case.affine) if values is not labels.values else labels
     return labels
 

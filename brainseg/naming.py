@@ -55,6 +55,11 @@ def strip_suffix(name: str) -> str:
     return base
 
 
+def is_slicer_segmentation(name: str | Path) -> bool:
+    """A 3D Slicer segmentation file (.seg.nrrd), which holds only its segments' extent of the scans' grid."""
+    return str(name).lower().endswith(".seg.nrrd")
+
+
 def is_hidden(name: str) -> bool:
     """Hidden files and folders, and the metadata folder macOS puts in the zips it makes: "._BRATS_001.nii.gz"
     (shipped in the Decathlon's archives), ".ipynb_checkpoints", ".git", "__MACOSX"."""

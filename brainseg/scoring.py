@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from brainseg.errors import InputError
-from brainseg.io import on_grid_of
+from brainseg.io import labels_onto_grid, on_grid_of
 from brainseg.labelmaps import LabelMap, read_label_map
 from brainseg.labels import readable_as
 from brainseg.lesion_metrics import lesion_wise_scores
 from brainseg.metrics import evaluate
-from brainseg.naming import challenge_of_name
+from brainseg.naming import challenge_of_name, is_slicer_segmentation
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +49,15 @@ def evaluate_files(pred_path: str | Path, ref_path: str | Path, pred_convention:
         npy = pred if not pred.has_geometry else ref
         log.warning("%s: no voxel-to-world matrix (.npy), taken to be stored as %s is; a flipped or transposed array "
                     "would be scored against the wrong voxels", npy.name, (ref if npy is pred else pred).name)
+    geometry = pred.has_geometry and ref.has_geometry
+    if geometry and is_slicer_segmentation(ref.name):  # cropped to its segments: placed on the prediction's grid
+        placed = labels_onto_grid(ref.values, ref.affine, pred.values.shape, pred.affine)
+        if placed is not None:
+            log.info("%s: covers part of %s's grid; scored on that grid, background around it", ref.name, pred.name)
+            ref = ref._replace(values=placed, affine=pred.affine)
     # the same voxels stored in another orientation (a tool that wrote RAS for an LPS reference) are moved
     values = on_grid_of(ref.name, ref.values.shape, ref.affine, pred.name, pred.values, pred.affine,
-                        "a prediction on the reference's grid", pred.has_geometry and ref.has_geometry)
+                        "a prediction on the reference's grid", geometry, part=is_slicer_segmentation(pred.name))
     pred = pred._replace(values=values, affine=ref.affine) if values is not pred.values else pred
     # decided once per map (a guess scans the whole volume), then read in it
     convention, ref_source = ref.read_as(ref_convention, ref_dataset_convention)

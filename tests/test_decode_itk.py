@@ -255,3 +255,68 @@ def test_limits_are_checked_before_the_voxels_are_read(monkeypatch):
         read_volume(NRRD_HEAD.replace(b"2 2 2", b"600 600 600") + b"\n", "x.nrrd")
     assert executed == []
     assert decode_itk.itk_suffix("A.NRRD") == ".nrrd" and decode_itk.itk_suffix("a.nii.gz") is None
+
+
+REAL_CASE = BRATS / "Brats18_CBICA_AME_1"
+REAL_SEG = REAL_CASE / "Brats18_CBICA_AME_1_seg.nii.gz"
+
+
+def _slicer_segmentation(path: Path, margin: int = 2, shift_mm=(0.0, 0.0, 0.0), layers: bool = False) -> Path:
+    """The real segmentation as 3D Slicer saves a segmentation (.seg.nrrd): cropped to its labels' extent and a
+    ``margin``, its origin moved by ``shift_mm``; ``layers``: the NCR and edema segments as overlapping layers."""
+    image = sitk.ReadImage(str(REAL_SEG))
+    z, y, x = np.nonzero(sitk.GetArrayViewFromImage(image))
+    low = [max(0, int(v.min()) - margin) for v in (x, y, z)]
+    high = [min(n, int(v.max()) + 1 + margin) for v, n in zip((x, y, z), image.GetSize())]
+    crop = sitk.RegionOfInterest(image, [h - lo for lo, h in zip(low, high)], low)
+    crop.SetOrigin([o + s for o, s in zip(crop.GetOrigin(), shift_mm)])
+    if layers:
+        crop = sitk.Compose([sitk.Cast(crop == 1, sitk.sitkUInt8), sitk.Cast(crop == 2, sitk.sitkUInt8)])
+    crop.SetMetaData("Segment0_ID", "Segment_1")
+    crop.SetMetaData("Segment0_Name", "necrosis")
+    sitk.WriteImage(crop, str(path), True)
+    return path
+
+
+@needs_data()
+def test_a_slicer_segmentation_cropped_to_its_labels_lies_on_the_case_and_scores_as_the_full_map(tmp_path):
+    """Slicer keeps a segmentation's extent only: read against the case (the app's ground truth) it is the expert
+    map on the scans' grid, and as a reference or a prediction it scores as the full map does."""
+    from brainseg.scoring import evaluate_files
+
+    path = _slicer_segmentation(tmp_path / "Segmentation.seg.nrrd")
+    assert sitk.ReadImage(str(path)).GetSize() != sitk.ReadImage(str(REAL_SEG)).GetSize()
+    case = load_case(REAL_CASE)
+    full = read_label_map(REAL_SEG, case=case)
+    placed = read_label_map(path, case=case)
+    np.testing.assert_array_equal(placed.values, full.values)
+    np.testing.assert_allclose(placed.affine, case.affine)
+    # against a map that differs from the expert's (the expert map less a slab), as reference and as prediction
+    edited = np.asarray(nib.load(REAL_SEG).dataobj).copy()
+    edited[:, :, 70:75] = 0
+    other = tmp_path / "other.nii.gz"
+    nib.save(nib.Nifti1Image(edited, nib.load(REAL_SEG).affine), other)
+    for (pred, ref), (full_pred, full_ref) in (((other, path), (other, REAL_SEG)), ((path, other), (REAL_SEG, other))):
+        scores, expected = evaluate_files(pred, ref)["regions"], evaluate_files(full_pred, full_ref)["regions"]
+        assert expected["WT"]["dice"] < 0.99 and expected["WT"]["hd95"] > 0  # the slab matters: the test can fail
+        for region in ("WT", "TC", "ET"):
+            assert scores[region]["dice"] == pytest.approx(expected[region]["dice"])
+            assert scores[region]["hd95"] == pytest.approx(expected[region]["hd95"])
+
+
+@needs_data()
+def test_a_slicer_segmentation_off_the_voxel_grid_or_in_layers_is_refused_saying_what_to_do(tmp_path):
+    case = load_case(REAL_CASE)
+    shifted = _slicer_segmentation(tmp_path / "shifted.seg.nrrd", shift_mm=(0.5, 0.0, 0.0))
+    with pytest.raises(InputError, match=r"shifted.seg.nrrd: shape .* differs .* on the scans' grid"):
+        read_label_map(shifted, case=case)
+    beyond = _slicer_segmentation(tmp_path / "beyond.seg.nrrd", shift_mm=(-200.0, 0.0, 0.0))  # labels off the scans
+    with pytest.raises(InputError, match="beyond.seg.nrrd: shape"):
+        read_label_map(beyond, case=case)
+    plain = _slicer_segmentation(tmp_path / "crop.nrrd")  # only Slicer's segmentations are taken to be crops
+    with pytest.raises(InputError, match=r"crop.nrrd: shape .* differs"):
+        read_label_map(plain, case=case)
+    layered = _slicer_segmentation(tmp_path / "layers.seg.nrrd", layers=True)
+    with pytest.raises(InputError, match=r"layers.seg.nrrd: 2 values per voxel.*overlapping segments.*export the "
+                                         r"segments to a labelmap"):
+        read_label_map(layered, case=case)

@@ -255,7 +255,7 @@ def test_read_label_map_keeps_file_values_and_geometry(tmp_path):
 def test_a_label_map_brainseg_wrote_is_read_in_the_values_it_names(tmp_path):
     """Decathlon values (1 edema, 2 core, 3 ET) would be guessed as BraTS 2023 (1 core, 2 edema); the
     header brainseg writes says which they are. Another tool's description is not taken for it."""
-    paths = write_case(tmp_path / "c")
+    write_case(tmp_path / "c")
     case = load_case([tmp_path / "c"])
     labels = np.zeros(case.shape, np.uint8)
     labels[4:12, 4:12, 4:12] = 2  # edema
@@ -395,3 +395,29 @@ def test_scans_that_record_no_orientation_are_read_and_warned_about(tmp_path, ca
     caplog.clear()
     load_case(write_case(tmp_path / "d").values())
     assert "records no orientation" not in caplog.text
+
+
+def test_a_label_map_covering_part_of_the_grid_is_placed_on_it_whatever_its_orientation():
+    from brainseg.io import labels_onto_grid
+
+    shape, affine = (20, 22, 18), np.diag([-1.0, -1.0, 1.0, 1.0])
+    affine[:3, 3] = (10.0, 12.0, -5.0)
+    full = np.zeros(shape, np.uint8)
+    full[5:9, 6:12, 4:7], full[6, 8, 5] = 2, 4
+    # the crop [3:12, 4:15, 2:10], stored as RAS (x and y flipped), as another tool may write it
+    crop = full[3:12, 4:15, 2:10][::-1, ::-1]
+    crop_affine = affine @ np.array([[-1, 0, 0, 11], [0, -1, 0, 14], [0, 0, 1, 2], [0, 0, 0, 1.0]])
+    np.testing.assert_array_equal(labels_onto_grid(crop, crop_affine, shape, affine), full)
+    # reaching beyond the grid, or the grid's own size moved by whole voxels: not a part of this grid
+    beyond = crop_affine.copy()
+    beyond[:3, 3] = affine[:3, :3] @ (-1, 4, 2) + affine[:3, 3]
+    assert labels_onto_grid(crop, beyond, shape, affine) is None
+    moved = affine.copy()
+    moved[:3, 3] += affine[:3, :3] @ (0, 0, 1)
+    assert labels_onto_grid(full, moved, shape, affine) is None
+    # shifted by part of a voxel, or on other voxel sides: it would need resampling
+    half = crop_affine.copy()
+    half[0, 3] += 0.5
+    assert labels_onto_grid(crop, half, shape, affine) is None
+    assert labels_onto_grid(crop, crop_affine @ np.diag([2.0, 1, 1, 1]), shape, affine) is None
+    assert labels_onto_grid(np.zeros_like(crop), crop_affine, shape, affine) is None  # no labels: no crop of anything
