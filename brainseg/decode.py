@@ -260,7 +260,9 @@ def _read_npy(data: bytes, name: str) -> np.ndarray:
         return array.astype(np.float32)
 
 
-def as_3d(array: np.ndarray, name: str) -> np.ndarray:
+def as_3d(array: np.ndarray, name: str, thin: bool = False) -> np.ndarray:
+    """``array`` as one 3D volume; ``thin``: one voxel thick allowed (a crop of a grid, as 3D Slicer saves a
+    segmentation drawn on one slice)."""
     if array.ndim == 4 and array.shape[3] == 1:
         array = array[..., 0]
     if array.ndim != 3:
@@ -268,6 +270,6 @@ def as_3d(array: np.ndarray, name: str) -> np.ndarray:
         raise InputError(f"{name}: image is {array.ndim}D with shape {array.shape}; expected one 3D volume{extra}")
     if min(array.shape) == 0:
         raise InputError(f"{name}: image has shape {array.shape}, no voxels; expected a 3D volume")
-    if min(array.shape) < 2:
+    if min(array.shape) < 2 and not thin:
         raise InputError(f"{name}: image has shape {array.shape}; expected a 3D volume, not a single slice")
     return array

@@ -35,6 +35,7 @@ SEGMENTATION_HINT = ("; a 3D Slicer segmentation with overlapping segments: in S
                      "the segments to a labelmap (one value per voxel) and save that as .nrrd or .nii.gz")
 _INFLATE_CHUNK = 1024**2
 _INFLATE_SLACK = 1024**2  # bytes a compressed stream may inflate to beyond the voxels its header describes
+_UNIT_TOLERANCE = 1e-3  # how far from 1 an axis direction's length may be (6 printed decimals are 1e-6 off)
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])  # ITK's world is LPS, NIfTI's RAS: the same points with x and y negated
 # what precedes the reason in an ITK message line: "ITK ERROR: NrrdImageIO(0x55...): ", "[nrrd] _nrrdEncodingRaw_read: "
 _ITK_PREFIX = re.compile(r"^(ITK ERROR: \w+\(0x[0-9a-fA-F]+\): |\[\w+\] \w+: )")
@@ -71,6 +72,9 @@ def read_itk_volume(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray, nib
         hint = SEGMENTATION_HINT if _is_slicer_segmentation(data, header) else ""
         _check_compressed_voxels(data, header, _checked_voxel_bytes(sitk, reader, name, hint), name, suffix)
         image = _itk_call(reader.Execute, path, name, suffix)
+    if "vector" in image.GetPixelIDTypeAsString():  # of one component (_checked_pixel_bytes): a list axis of one, as
+        # in a 4D NRRD of one layer (3D Slicer before 4.11 saved a one-segment segmentation so)
+        image = sitk.VectorIndexSelectionCast(image, 0)
     affine = itk_affine(image.GetOrigin(), image.GetSpacing(), image.GetDirection())
     array = _voxels(sitk, image)
     return array, affine, nifti_header(array, affine)
@@ -150,7 +154,19 @@ def _checked_header(data: bytes, name: str, suffix: str) -> _Header:
         raise InputError(f"{name}: a {fmt} header whose voxels are in another file ({external}); a single file given "
                          f"or uploaded cannot bring that along: save the scan as a single {suffix} file, its voxels "
                          f"inside (or as .nii.gz)")
+    if suffix == ".mha":
+        _check_meta_dimensions(data[:header.end], name)
     return header
+
+
+def _check_meta_dimensions(text: bytes, name: str) -> None:
+    """Refuse a MetaImage header any of whose NDims lines is not a whole number 1-4: MetaIO (inside SimpleITK) loops
+    without end on a negative one, and crashes the whole process on a huge one followed by a TransformMatrix."""
+    for value in re.findall(rb"^[ \t]*ndims[ \t]*=(.*)$", text, re.IGNORECASE | re.MULTILINE):
+        shown = value.strip().decode("latin-1")
+        if shown not in ("1", "2", "3", "4"):
+            raise InputError(f"{name}: its MetaImage header gives NDims = {shown[:20]}; expected 3 (one 3D volume), as "
+                             f"ITK-SNAP and 3D Slicer save a scan: save it as .mha again")
 
 
 def _parse_header(data: bytes, suffix: str) -> _Header:
@@ -239,9 +255,14 @@ def _checked_voxel_bytes(sitk, reader, name: str, hint: str = "") -> int:
         raise InputError(f"{name}: the header gives size {size}; expected a 3D MRI volume of 1 to {MAX_VOXELS} voxels")
     check_voxel_grid(tuple(float(s) for s in reader.GetSpacing()), size, name)
     direction = np.reshape(np.asarray(reader.GetDirection(), dtype=float), (3, 3))
-    if not (np.isfinite(direction).all() and np.isfinite(reader.GetOrigin()).all()) or abs(np.linalg.det(direction)) < 1e-6:
-        raise InputError(f"{name}: the header's axis directions or origin are invalid (not finite, or two axes point "
-                         f"the same way); expected a 3D voxel grid")
+    # MetaImage's TransformMatrix is taken as it is: a column longer than 1 would scale the voxel sides checked above
+    # unseen, and SimpleITK's reader loops without end on a huge one; a NIfTI header holds the origin in 32-bit floats
+    unit = (np.abs(direction) <= 1 + _UNIT_TOLERANCE).all() and \
+        np.allclose(np.sqrt((direction**2).sum(axis=0)), 1, atol=_UNIT_TOLERANCE)
+    held = (np.abs(reader.GetOrigin()) < np.finfo(np.float32).max).all()
+    if not (unit and held) or abs(np.linalg.det(direction)) < 1e-6:
+        raise InputError(f"{name}: the header's axis directions or origin are invalid (not finite unit vectors, two axes "
+                         f"pointing the same way, or an origin no NIfTI header can hold); expected a 3D voxel grid")
     return math.prod(size) * pixel_bytes
 
 
@@ -258,7 +279,8 @@ def _checked_pixel_bytes(sitk, reader, name: str, hint: str = "") -> int:
         size = tuple(int(s) for s in reader.GetSize())
         raise InputError(f"{name}: a {dimension}D image of size {size}; expected one 3D volume"
                          + (" (a single slice cannot be segmented)" if dimension == 2 else "") + hint)
-    pixel_bytes = next((int(re.sub(r"\D", "", t)) // 8 for t in _PIXEL_TYPES if getattr(sitk, t) == pixel), None)
+    pixel_bytes = next((int(re.sub(r"\D", "", t)) // 8 for t in _PIXEL_TYPES
+                        if pixel in (getattr(sitk, t), getattr(sitk, "sitkVector" + t[4:]))), None)
     if pixel_bytes is None:
         raise InputError(f"{name}: voxels of type {sitk.GetPixelIDValueAsString(pixel)}; expected integers or real "
                          f"numbers (a grey-scale MRI scan or a label map)")

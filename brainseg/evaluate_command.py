@@ -16,16 +16,17 @@ from brainseg.files import check_can_create
 from brainseg.labels import REGIONS, chosen_convention
 from brainseg.lesion_metrics import MISSED_HD95
 from brainseg.metrics import summarise
-from brainseg.naming import (GEOMETRY_SUFFIXES, case_folders, case_problem, image_files, is_hidden, names_a_scan,
-                             scan_folder, segmentation_file, strip_suffix)
+from brainseg.naming import (GEOMETRY_SUFFIXES, case_folders, case_problem, image_files, is_hidden,
+                             is_slicer_segmentation, names_a_scan, scan_folder, segmentation_file, strip_suffix)
 from brainseg.report import to_json
 from brainseg.scoring import AUTO_CHALLENGE, evaluate_files, score_missing
 
 log = logging.getLogger(__name__)
 
 METRICS = ("dice", "hd95", "iou", "precision", "recall", "specificity", "accuracy")
-# tried in turn for case id {}: "{}_seg.nii.gz", "{}.nii.gz", "{}_seg.nii", ..., "{}.mha"
-PREDICTION_NAMES = tuple("{}" + ending + suffix for suffix in GEOMETRY_SUFFIXES for ending in ("_seg", ""))
+# tried in turn for case id {}: "{}_seg.nii.gz", "{}.nii.gz", "{}_seg.nii", ..., "{}.mha", and the name 3D Slicer
+# gives a segmentation named for its case
+PREDICTION_NAMES = (*("{}" + ending + suffix for suffix in GEOMETRY_SUFFIXES for ending in ("_seg", "")), "{}.seg.nrrd")
 SHOWN_NAMES = 5  # names a message lists before "..."
 LESION_METRICS = ("dice", "hd95", "matched", "missed", "false_positives")
 COMPARED = {"dice": lambda res, r: res["regions"][r]["dice"], "hd95": lambda res, r: res["regions"][r]["hd95"],
@@ -349,8 +350,11 @@ def _conventions_line(results: list[dict]) -> str:
 
 
 def _case_id(name: str) -> str:
-    """The case a label map file names: "Brats18_X_1_seg.nii.gz" -> "Brats18_X_1"."""
-    return strip_suffix(name).removesuffix("_seg").removesuffix("-seg")
+    """The case a label map file names: "Brats18_X_1_seg.nii.gz" -> "Brats18_X_1", and 3D Slicer's
+    "Brats18_X_1.seg.nrrd" too."""
+    stem = strip_suffix(name)
+    stem = stem.removesuffix(".seg") if is_slicer_segmentation(name) else stem
+    return stem.removesuffix("_seg").removesuffix("-seg")
 
 
 def _is_label_map_name(name: str) -> bool:

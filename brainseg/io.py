@@ -299,6 +299,10 @@ def on_grid_of(first: str, first_shape, first_affine, name: str, values: np.ndar
             log.info("%s: covers part of %s's grid (as a 3D Slicer segmentation cropped to its extent); "
                      "background around it", name, first)
             return placed
+    if part and geometry:  # Slicer crops every segmentation it saves: "its shape differs" alone does not help
+        expected += ("; a 3D Slicer segmentation covering part of it is placed on it when its voxels are the grid's "
+                     "shifted by whole voxels, inside it: in Slicer's Segmentations module, export it to a labelmap "
+                     "with the case's scans as the reference volume, and save that")
     check_same_grid(first, first_shape, first_affine, name, values.shape, affine, expected, geometry)
     return values
 

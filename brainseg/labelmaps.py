@@ -165,7 +165,12 @@ def read_label_map(source: bytes | str | Path, name: str | None = None, case: Ca
         name = str(source) if name is None else name
         data = read_bytes(Path(source))
     array, affine, header = read_volume(data, name)
-    labels = LabelMap(_label_values(as_3d(array, name), name), affine, name, _declared_convention(header))
+    labels = LabelMap(_label_values(as_3d(array, name, thin=is_slicer_segmentation(name)), name), affine, name,
+                      _declared_convention(header))
+    if min(labels.values.shape) < 2 and not labels.values.any():  # a thin map is a Slicer segmentation's crop
+        raise InputError(f"{name}: an empty 3D Slicer segmentation (no segment holds a voxel: Slicer saves it as a "
+                         f"single voxel); expected the tumour's segments: paint them in Slicer's Segment Editor and "
+                         f"save again")
     if case is not None:
         scans = next(iter(case.sources.values()), "the scans")
         values = on_grid_of(scans, case.shape, case.affine, name, labels.values, affine,

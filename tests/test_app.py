@@ -960,3 +960,25 @@ def test_a_file_set_to_ignore_does_not_choose_the_label_values(app):
     app.button(key="run").click().run()
     assert not errors(app)
     assert app.selectbox(key="convention").value == "brats2018"
+
+
+def test_a_slicer_segmentation_cropped_to_its_segments_is_the_ground_truth(app, tmp_path):
+    """3D Slicer saves a segmentation cropped to its segments' extent (.seg.nrrd): uploaded as the reference, or
+    dropped with the scans, it lies on the scans' grid with background around it."""
+    import SimpleITK as sitk
+
+    truth = from_internal(expected_labels(), "brats2018")
+    full = itk_bytes(truth, "full.nrrd", tmp_path)
+    image = sitk.ReadImage(str(tmp_path / "full.nrrd"))
+    crop = sitk.RegionOfInterest(image, [8, 8, 8], [12, 14, 10])  # the whole tumour box, as x, y, z
+    crop.SetMetaData("Segment0_ID", "Segment_1")
+    sitk.WriteImage(crop, str(tmp_path / "Segmentation.seg.nrrd"), True)
+    cropped = (tmp_path / "Segmentation.seg.nrrd").read_bytes()
+    assert len(cropped) < len(full) and sitk.ReadImage(str(tmp_path / "Segmentation.seg.nrrd")).GetSize() == (8, 8, 8)
+    run_case(app)
+    dropped = ("Segmentation.seg.nrrd", cropped, "application/octet-stream")
+    app.file_uploader(key="truth_upload").set_value(dropped).run()
+    assert not app.exception and not errors(app)
+    assert table(app, "hd95_mm")["dice"].tolist() == [1.0, 1.0, 1.0]
+    upload(app, scan_files() + [dropped])
+    assert not errors(app) and metrics(app)["WT volume"] == "4.10 mL"

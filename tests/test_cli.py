@@ -1062,3 +1062,19 @@ def test_segment_and_evaluate_read_nrrd_and_mha_cases_as_their_nifti_copies(tmp_
     assert main(["evaluate", str(tmp_path / "preds"), str(tmp_path / "refs"), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert [result["cases"]["c1"]["regions"][r]["dice"] for r in ("WT", "TC", "ET")] == [1.0, 1.0, 1.0]
+
+
+def test_evaluate_pairs_slicer_segmentations_named_for_their_case(tmp_path, capsys):
+    """3D Slicer saves a segmentation named for its case as CASE.seg.nrrd: as a reference it is case CASE (not
+    "CASE.seg"), and as a prediction it is found for reference CASE_seg.nii.gz."""
+    from conftest import itk_copy
+
+    reference = _evaluate_label_map()
+    for case in ("c1", "c2"):
+        itk_copy(nib.Nifti1Image(reference, LPS), tmp_path / "slicer" / f"{case}.seg.nrrd")
+        _save_labels(tmp_path / "nifti" / f"{case}_seg.nii.gz", reference)
+    for preds, refs in (("nifti", "slicer"), ("slicer", "nifti")):
+        assert main(["evaluate", str(tmp_path / preds), str(tmp_path / refs), "--json"]) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert sorted(result["cases"]) == ["c1", "c2"]
+        assert [result["cases"]["c1"]["regions"][r]["dice"] for r in ("WT", "TC", "ET")] == [1.0, 1.0, 1.0]

@@ -179,7 +179,8 @@ NRRD_HEAD = (b"NRRD0004\ntype: short\ndimension: 3\nspace: left-posterior-superi
     ("x.nrrd", NRRD_HEAD.replace(b"2 2 2", b"2000 2000 2000") + b"\n",
      f"x.nrrd: the header gives size (2000, 2000, 2000); expected a 3D MRI volume of 1 to {MAX_VOXELS} voxels"),
     ("x.nrrd", NRRD_HEAD.replace(b"(0,1,0)", b"(1,0,0)") + b"\n" + bytes(16),
-     "x.nrrd: the header's axis directions or origin are invalid (not finite, or two axes point the same way)"),
+     "x.nrrd: the header's axis directions or origin are invalid (not finite unit vectors, two axes pointing the same "
+     "way, or an origin no NIfTI header can hold)"),
     ("x.nrrd", NRRD_HEAD.replace(b"(1,0,0) (0,1,0) (0,0,1)", b"(0.001,0,0) (0,0.001,0) (0,0,0.001)") + b"\n" + bytes(16),
      "x.nrrd: voxels of 0.001 x 0.001 x 0.001 mm; expected each side between 0.05 and 30 mm"),
 ])
@@ -320,3 +321,129 @@ def test_a_slicer_segmentation_off_the_voxel_grid_or_in_layers_is_refused_saying
     with pytest.raises(InputError, match=r"layers.seg.nrrd: 2 values per voxel.*overlapping segments.*export the "
                                          r"segments to a labelmap"):
         read_label_map(layered, case=case)
+
+
+def _refusing_reader(monkeypatch, method: str) -> list:
+    """SimpleITK's reader with ``method`` recording its call and failing, for headers the real one would hang or crash
+    on: the list it records in stays empty when brainseg refuses them first."""
+    called = []
+
+    def refuse(self):
+        called.append(method)
+        raise RuntimeError(f"SimpleITK must not get to {method}")
+
+    monkeypatch.setattr(sitk, "ImageFileReader", type("Reader", (sitk.ImageFileReader,), {method: refuse}))
+    return called
+
+
+@pytest.mark.parametrize("ndims, shown", [(b"-1", "-1"), (b"399999999", "399999999"),
+                                          (b"3\nNDims = 399999999", "399999999"), (b"three", "three")])
+def test_a_metaimage_dimension_count_metaio_cannot_take_is_refused_before_simpleitk_reads_it(monkeypatch, ndims, shown):
+    """MetaIO (inside SimpleITK) loops without end on a negative NDims and crashes the whole process (the app's
+    server with it) on a huge one followed by a TransformMatrix, whichever NDims line comes last."""
+    opened = _refusing_reader(monkeypatch, "ReadImageInformation")  # the real one would hang or crash
+    data = (b"ObjectType = Image\nNDims = " + ndims + b"\nTransformMatrix = 1 0 0 0 1 0 0 0 1\nDimSize = 2 2 2\n"
+            b"ElementType = MET_SHORT\nElementDataFile = LOCAL\n" + bytes(16))
+    with pytest.raises(InputError) as raised:
+        read_volume(data, "x.mha")
+    assert str(raised.value) == (f"x.mha: its MetaImage header gives NDims = {shown}; expected 3 (one 3D volume), as "
+                                 f"ITK-SNAP and 3D Slicer save a scan: save it as .mha again")
+    assert opened == []
+
+
+@needs_data()
+def test_a_slicer_segmentation_painted_on_one_slice_is_placed_on_the_case(tmp_path):
+    """Cropped to its segments' extent, a segmentation drawn on one axial slice is one voxel thick: a part of the
+    scans' grid, not a single-slice image."""
+    from brainseg.scoring import evaluate_files
+
+    truth = np.asarray(nib.load(REAL_SEG).dataobj)
+    one_slice = np.zeros_like(truth)
+    one_slice[:, :, 75] = truth[:, :, 75]
+    full = tmp_path / "one_slice_seg.nii.gz"
+    nib.save(nib.Nifti1Image(one_slice, nib.load(REAL_SEG).affine), full)
+    image = sitk.ReadImage(str(full))
+    z, y, x = np.nonzero(sitk.GetArrayViewFromImage(image))
+    low, high = [int(v.min()) for v in (x, y, z)], [int(v.max()) + 1 for v in (x, y, z)]
+    crop = sitk.RegionOfInterest(image, [h - lo for lo, h in zip(low, high)], low)
+    crop.SetMetaData("Segment0_ID", "Segment_1")
+    path = tmp_path / "Segmentation.seg.nrrd"
+    sitk.WriteImage(crop, str(path), True)
+    assert crop.GetSize()[2] == 1
+    case = load_case(REAL_CASE)
+    placed = read_label_map(path, case=case)
+    np.testing.assert_array_equal(placed.values, one_slice)
+    scores = evaluate_files(full, path)["regions"]
+    assert [scores[r]["dice"] for r in ("WT", "TC", "ET")] == [1.0, 1.0, 1.0]
+
+
+def test_an_empty_slicer_segmentation_is_refused_saying_it_is_empty(tmp_path):
+    """3D Slicer saves a segmentation whose segments hold no voxel as a single voxel: said as such, not as a
+    single-slice image or another grid."""
+    write_case(tmp_path / "c")
+    case = load_case(tmp_path / "c")
+    empty = sitk.Image([1, 1, 1], sitk.sitkUInt8)
+    empty.SetMetaData("Segment0_ID", "Segment_1")
+    sitk.WriteImage(empty, str(tmp_path / "Segmentation.seg.nrrd"), True)
+    expected = ("Segmentation.seg.nrrd: an empty 3D Slicer segmentation (no segment holds a voxel: Slicer saves it as "
+                "a single voxel); expected the tumour's segments: paint them in Slicer's Segment Editor and save again")
+    for given in ({}, {"case": case}):
+        with pytest.raises(InputError) as raised:
+            read_label_map(tmp_path / "Segmentation.seg.nrrd", "Segmentation.seg.nrrd", **given)
+        assert str(raised.value) == expected
+
+
+def test_a_nrrd_with_one_layer_on_a_list_axis_reads_as_the_volume_it_holds():
+    """3D Slicer before 4.11 saved each segment as a layer of a 4D .seg.nrrd (a list axis first): with one segment,
+    one value per voxel, the volume itself (SimpleITK calls it a one-component vector image)."""
+    values = np.zeros((5, 6, 7), np.uint8)
+    values[1:3, 2:5, 3:6] = 1
+    plain = NRRD_HEAD.replace(b"type: short", b"type: uchar").replace(b"sizes: 2 2 2", b"sizes: 5 6 7")
+    layered = plain.replace(b"dimension: 3", b"dimension: 4").replace(b"sizes: 5 6 7", b"sizes: 1 5 6 7").replace(
+        b"space directions: ", b"space directions: none ") + b"kinds: list domain domain domain\nSegment0_ID:=Segment_1\n"
+    voxels = values.tobytes(order="F")
+    expected, expected_affine, _ = read_volume(plain + b"\n" + voxels, "x.nrrd")
+    array, affine, _ = read_volume(layered + b"\n" + voxels, "x.seg.nrrd")
+    np.testing.assert_array_equal(array, values)
+    np.testing.assert_array_equal(array, expected)
+    np.testing.assert_allclose(affine, expected_affine)
+    assert array.dtype == np.uint8
+    assert read_label_map(layered + b"\n" + voxels, "x.seg.nrrd").values.sum() == values.sum()
+
+
+@pytest.mark.parametrize("transform, offset", [("1 0 0 0 1 0 0 1e308 1", "0 0 0"), ("2 0 0 0 2 0 0 0 2", "0 0 0"),
+                                               ("1 0 0 0 1 0 0 0 1", "1e308 0 0")])
+def test_axes_that_are_no_unit_vectors_or_an_origin_no_nifti_header_holds_are_refused_unread(monkeypatch, transform,
+                                                                                             offset):
+    """MetaImage's TransformMatrix is taken as it is: SimpleITK's reader loops without end on a direction of 1e308,
+    one of length 2 would double the voxel sides checked from ElementSpacing unseen, and an origin of 1e308 would be
+    infinite in the label map's NIfTI header."""
+    executed = _refusing_reader(monkeypatch, "Execute")  # the real one would hang on the first
+    data = (f"ObjectType = Image\nNDims = 3\nTransformMatrix = {transform}\nOffset = {offset}\nElementSpacing = 1 1.5 2\n"
+            f"DimSize = 10 9 8\nElementType = MET_SHORT\nElementDataFile = LOCAL\n").encode() + bytes(1440)
+    with pytest.raises(InputError) as raised:
+        read_volume(data, "x.mha")
+    assert str(raised.value) == ("x.mha: the header's axis directions or origin are invalid (not finite unit vectors, "
+                                 "two axes pointing the same way, or an origin no NIfTI header can hold); expected a 3D "
+                                 "voxel grid")
+    assert executed == []
+
+
+def test_a_slicer_segmentation_that_cannot_be_placed_says_why_and_what_to_do_in_slicer(tmp_path):
+    """"Its shape differs" alone puzzles a Slicer user, whose segmentations are always cropped: the refusal says
+    when a crop is placed, and how to export one on the scans' grid."""
+    write_case(tmp_path / "c")
+    case = load_case(tmp_path / "c")
+    labels = np.zeros(case.shape, np.uint8)
+    labels[10:20, 12:22, 8:16] = 2
+    crop = sitk.RegionOfInterest(sitk.ReadImage(str(itk_copy(nib.Nifti1Image(labels, LPS), tmp_path / "full.nrrd"))),
+                                 [10, 10, 8], [10, 12, 8])
+    crop.SetOrigin([o + s for o, s in zip(crop.GetOrigin(), (0.5, 0.0, 0.0))])  # half a voxel off the scans' grid
+    sitk.WriteImage(crop, str(tmp_path / "Segmentation.seg.nrrd"), True)
+    with pytest.raises(InputError) as raised:
+        read_label_map(tmp_path / "Segmentation.seg.nrrd", "Segmentation.seg.nrrd", case=case)
+    assert str(raised.value) == (
+        "Segmentation.seg.nrrd: shape (10, 10, 8) differs from case01_flair.nii.gz's (40, 44, 36); expected the "
+        "segmentation of this case, on the scans' grid; a 3D Slicer segmentation covering part of it is placed on it "
+        "when its voxels are the grid's shifted by whole voxels, inside it: in Slicer's Segmentations module, export "
+        "it to a labelmap with the case's scans as the reference volume, and save that")
