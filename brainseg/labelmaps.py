@@ -15,6 +15,7 @@ from brainseg.files import atomic_write
 from brainseg.io import Case, on_grid_of
 from brainseg.labels import FILE_LABELS, NAME_REFERENCE_LABELS, READABLE, from_internal, guess_convention, to_internal
 from brainseg.naming import is_brats2023_label_name, is_brats_ped_name, is_slicer_segmentation
+from brainseg.slicer_segments import by_name
 
 PRIVATE_HEADER_FIELDS = ("descrip", "aux_file", "db_name", "intent_name")
 # a label map brainseg writes names its label values in the header's description, so brainseg reads
@@ -107,7 +108,7 @@ class LabelMap(NamedTuple):
     values: np.ndarray  # uint8 (X, Y, Z), file values: each one of labels.FILE_LABELS
     affine: np.ndarray
     name: str  # how messages name the file
-    declared: str | None = None  # the convention the file's header names (brainseg's own label maps)
+    declared: str | None = None  # the convention its header names (brainseg's own label maps, Slicer's segment names)
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -165,8 +166,12 @@ def read_label_map(source: bytes | str | Path, name: str | None = None, case: Ca
         name = str(source) if name is None else name
         data = read_bytes(Path(source))
     array, affine, header = read_volume(data, name)
-    labels = LabelMap(_label_values(as_3d(array, name, thin=is_slicer_segmentation(name)), name), affine, name,
-                      _declared_convention(header))
+    slicer = is_slicer_segmentation(name)
+    array, declared = as_3d(array, name, thin=slicer), _declared_convention(header)
+    named = by_name(array, data, name) if slicer else None  # Slicer numbers segments in the order they were made
+    if named is not None:
+        array, declared = named
+    labels = LabelMap(_label_values(array, name), affine, name, declared)
     if min(labels.values.shape) < 2 and not labels.values.any():  # a thin map is a Slicer segmentation's crop
         raise InputError(f"{name}: an empty 3D Slicer segmentation (no segment holds a voxel: Slicer saves it as a "
                          f"single voxel); expected the tumour's segments: paint them in Slicer's Segment Editor and "

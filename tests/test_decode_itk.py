@@ -447,3 +447,58 @@ def test_a_slicer_segmentation_that_cannot_be_placed_says_why_and_what_to_do_in_
         "segmentation of this case, on the scans' grid; a 3D Slicer segmentation covering part of it is placed on it "
         "when its voxels are the grid's shifted by whole voxels, inside it: in Slicer's Segmentations module, export "
         "it to a labelmap with the case's scans as the reference volume, and save that")
+
+
+def _painted_in_another_order(path: Path, names: dict[int, str]) -> Path:
+    """The real expert map as a Slicer user who painted edema first, then enhancing tumour, then necrosis gets it:
+    values 1 edema, 2 enhancing, 3 necrotic core, each segment named (``names``: value -> name)."""
+    image = sitk.ReadImage(str(REAL_SEG))
+    expert = sitk.GetArrayFromImage(image)
+    painted = np.zeros_like(expert)
+    painted[expert == 2], painted[expert == 4], painted[expert == 1] = 1, 2, 3
+    out = sitk.GetImageFromArray(painted)
+    out.CopyInformation(image)
+    for i, (value, name) in enumerate(sorted(names.items())):
+        out.SetMetaData(f"Segment{i}_Name", name)
+        out.SetMetaData(f"Segment{i}_LabelValue", str(value))
+    sitk.WriteImage(out, str(path), True)
+    return path
+
+
+@needs_data()
+def test_a_slicer_segmentation_is_read_by_its_segments_names_whatever_order_they_were_painted_in(tmp_path):
+    """Values 1-3 read by value would be BraTS 2023's (1 necrotic core, 2 edema, 3 enhancing): wrong here."""
+    from brainseg.scoring import evaluate_files
+
+    case = load_case(REAL_CASE)
+    expert, _ = read_label_map(REAL_SEG, case=case).internal()
+    named = _painted_in_another_order(tmp_path / "Segmentation.seg.nrrd",
+                                      {1: "Peritumoral edema", 2: "Enhancing tumor", 3: "Non-enhancing tumor core"})
+    read = read_label_map(named, case=case)
+    assert read.read_as() == ("brats2023", "header")
+    np.testing.assert_array_equal(read.internal()[0], expert)
+    scores = evaluate_files(REAL_SEG, named)["regions"]
+    assert [scores[r]["dice"] for r in ("WT", "TC", "ET")] == [1.0, 1.0, 1.0]
+    # names that say no class (Slicer's own "Segment_1"), or one that says two: read by value, as before
+    for names in ({1: "Segment_1", 2: "Segment_2", 3: "Segment_3"}, {1: "Edema", 2: "necrotic and enhancing", 3: "ET"}):
+        unnamed = read_label_map(_painted_in_another_order(tmp_path / "x.seg.nrrd", names), case=case)
+        assert unnamed.read_as() == ("brats2023", "values")
+        assert not np.array_equal(unnamed.internal()[0], expert)
+
+
+def test_segment_names_say_their_brats_class_and_a_cavity_makes_the_map_brats2024():
+    from brainseg.slicer_segments import by_name, class_of_name
+
+    said = {name: class_of_name(name) for name in ("Necrosis", "NCR/NET", "Non-enhancing tumour", "oedema",
+                                                   "Enhancing tumor", "ET", "Resection cavity", "Tumor core",
+                                                   "Segment_4", "necrotic and enhancing")}
+    assert said == {"Necrosis": 1, "NCR/NET": 1, "Non-enhancing tumour": 1, "oedema": 2, "Enhancing tumor": 3,
+                    "ET": 3, "Resection cavity": "cavity", "Tumor core": None, "Segment_4": None,
+                    "necrotic and enhancing": None}
+    header = (b"NRRD0004\ntype: uchar\nSegment0_Name:=Cavity\nSegment0_LabelValue:=7\nSegment1_Name:=Edema\n"
+              b"Segment1_LabelValue:=5\n\n")
+    values = np.array([0, 5, 7, 5], np.uint8)
+    relabelled, convention = by_name(values, header, "s.seg.nrrd")
+    assert convention == "brats2024" and relabelled.tolist() == [0, 2, 4, 2]
+    assert by_name(values.astype(np.float32) + 0.5, header, "s.seg.nrrd") is None  # no label values: read as they are
+    assert by_name(np.array([0, 5, 6]), header, "s.seg.nrrd") is None  # a value no segment names

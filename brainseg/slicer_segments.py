@@ -1,0 +1,77 @@
+"""3D Slicer segmentations (.seg.nrrd): which BraTS class each segment is, from the segments' names.
+
+Slicer numbers segments 1, 2, 3... in the order they were made, so the same tumour painted in another order
+holds other values, and values 1-3 alone would be read as BraTS 2023's (1 necrotic core, 2 edema, 3 enhancing).
+Its header names each segment ("Segment0_Name:=Edema", "Segment0_LabelValue:=1"); where every segment's name
+says a BraTS class, the values are read by name instead. A BraTS map loaded into Slicer keeps its values and
+gets names such as "Segment_4", which say nothing: such a file is read by its values, as before.
+"""
+from __future__ import annotations
+
+import logging
+import re
+
+import numpy as np
+
+from brainseg.labels import CONVENTIONS, ED, ET, NCR
+
+log = logging.getLogger(__name__)
+
+MAX_HEADER_BYTES = 1024**2  # a Slicer header is a few kB
+CAVITY = "cavity"  # BraTS 2024's resection cavity: not tumour
+# words of a segment's name that say its class, matched whole ("non-enhancing" is joined into one word first,
+# so that it is never taken for enhancing tumour)
+_CLASS_WORDS = {
+    NCR: {"necrosis", "necrotic", "ncr", "net", "netc", "nonenhancing"},
+    ED: {"edema", "oedema", "ed", "snfh"},
+    ET: {"enhancing", "enhancement", "et"},
+    CAVITY: {"cavity", "resection", "rc"},
+}
+_FIELD = re.compile(rb"^Segment(\d+)_(Name|LabelValue):=(.*)$", re.MULTILINE)
+# file values in BraTS 2023's convention, and BraTS 2024's 4 for a cavity
+_FILE_VALUE = {**{label: CONVENTIONS["brats2023"][label] for label in (NCR, ED, ET)}, CAVITY: 4}
+
+
+def segments(data: bytes) -> dict[int, str]:
+    """A .seg.nrrd file's segments, label value -> name, from its header ("SegmentN_LabelValue", else N + 1, as
+    Slicer before 4.11 numbered them); empty for a file whose header names none."""
+    fields: dict[int, dict[str, str]] = {}
+    for index, key, value in _FIELD.findall(data[:MAX_HEADER_BYTES].split(b"\n\n", 1)[0]):
+        fields.setdefault(int(index), {})[key.decode()] = value.decode("utf-8", "replace").strip()
+    table = {}
+    for index, field in sorted(fields.items()):
+        value = field.get("LabelValue", str(index + 1))
+        if value.isdigit():
+            table[int(value)] = field.get("Name", "")
+    return table
+
+
+def class_of_name(name: str):
+    """The BraTS class a segment's name says (labels.NCR, ED, ET, or CAVITY), or None: for a name that says none,
+    or two ("necrotic and enhancing")."""
+    words = set(re.findall(r"[a-z]+", re.sub(r"non[\s_-]*enhancing", "nonenhancing", name.lower())))
+    said = [what for what, names in _CLASS_WORDS.items() if words & names]
+    return said[0] if len(said) == 1 else None
+
+
+def by_name(values: np.ndarray, data: bytes, name: str) -> tuple[np.ndarray, str] | None:
+    """``values`` in BraTS 2023's file values (BraTS 2024's, with 4 = resection cavity, when a segment is the
+    cavity) and that convention, when the header names every segment the map holds by one BraTS class;
+    None (read by value) otherwise."""
+    named = segments(data)
+    unique = np.unique(values)
+    if (unique != np.round(unique)).any():
+        return None  # not label values: refused as such when read by value
+    held = [int(v) for v in unique if v != 0]
+    classes = {value: class_of_name(named[value]) for value in held if value in named}
+    if not held or len(classes) < len(held) or None in classes.values():
+        if named:
+            log.info("%s: segment names %s do not each say one BraTS class; its label values are read as values",
+                     name, ", ".join(repr(named[v]) for v in sorted(named)))
+        return None
+    out = np.zeros(values.shape, np.uint8)
+    for value, what in classes.items():
+        out[values == value] = _FILE_VALUE[what]
+    log.info("%s: segments read by name: %s", name,
+             ", ".join(f"{named[v]!r} ({v}) -> {_FILE_VALUE[w]}" for v, w in sorted(classes.items())))
+    return out, "brats2024" if CAVITY in classes.values() else "brats2023"
