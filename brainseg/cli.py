@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("inputs", nargs="+", help="one case: a case folder, the four scan files, one 4-channel file, a .zip of "
                                                "a case's files, or a dataset case's CASE_0000 ... CASE_0003 files; a cohort: a folder of "
                                                "case folders, or a Decathlon / nnU-Net images folder (imagesTs)")
-    seg.add_argument("-o", "--output", required=True, help="output .nii.gz (one case) or folder (cohort)")
+    seg.add_argument("-o", "--output", required=True, help="output .nii.gz or .seg.nrrd (3D Slicer segmentation) for one case, or a folder (cohort)")
     seg.add_argument("--stats", help="write volume statistics as JSON here (one case; a folder of cases gets CASE_stats.json beside each label map)")
     seg.add_argument("--min-component", type=int, help="remove whole-tumour components smaller than this many voxels")
     seg.add_argument("--bias-correct", type=modality_list, metavar="MODALITIES",

@@ -340,7 +340,8 @@ def _conventions_line(results: list[dict]) -> str:
     reference brats2018 (guessed from the values)"; cases scored without a prediction (--missing-as-empty) say nothing."""
     results = [r for r in results if not r.get("missing")]
     said = {"values": "guessed from the values", "header": "named in its header", "dataset.json": "named by dataset.json",
-            "name": "from its BraTS 2023+ file name", "reference": "read as its reference is"}
+            "name": "from its BraTS 2023+ file name", "reference": "read as its reference is",
+            "segments": "from its 3D Slicer segments' names"}
     parts = []
     for who in ("prediction", "reference"):
         seen = sorted({r["label_conventions"][who] for r in results})

@@ -15,7 +15,7 @@ from brainseg.files import atomic_write
 from brainseg.io import Case, on_grid_of
 from brainseg.labels import FILE_LABELS, NAME_REFERENCE_LABELS, READABLE, from_internal, guess_convention, to_internal
 from brainseg.naming import is_brats2023_label_name, is_brats_ped_name, is_slicer_segmentation
-from brainseg.slicer_segments import by_name
+from brainseg.slicer_segments import by_name, segmentation_bytes
 
 PRIVATE_HEADER_FIELDS = ("descrip", "aux_file", "db_name", "intent_name")
 # a label map brainseg writes names its label values in the header's description, so brainseg reads
@@ -25,8 +25,15 @@ _LABELS_DESCRIP = "brainseg labels {}"
 
 def save_labels(labels: np.ndarray, case: Case, path: str | Path, convention: str) -> Path:
     """Write internal labels 0-3 in ``convention``'s file values (uint8) on the case's grid, with its
-    affine and header geometry."""
-    return _save_image(labels_image(labels, case, convention), Path(path))
+    affine and header geometry; a path ending in .seg.nrrd gets a 3D Slicer segmentation of named, coloured
+    segments on the same grid."""
+    path = Path(path)
+    if not is_slicer_segmentation(path):
+        return _save_image(labels_image(labels, case, convention), path)
+    if labels.shape != case.shape:
+        raise ValueError(f"label map shape {labels.shape} differs from the case's {case.shape}")
+    data = segmentation_bytes(labels, case.affine, convention)
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data), ".seg.nrrd")
 
 
 def save_probabilities(probabilities: np.ndarray, case: Case, path: str | Path) -> Path:
@@ -109,6 +116,7 @@ class LabelMap(NamedTuple):
     affine: np.ndarray
     name: str  # how messages name the file
     declared: str | None = None  # the convention its header names (brainseg's own label maps, Slicer's segment names)
+    declared_by: str = "header"  # "segments" where Slicer's segment names gave the values (slicer_segments.by_name)
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -122,13 +130,13 @@ class LabelMap(NamedTuple):
     def read_as(self, convention: str | None = None, described: str | None = None, by_name: bool = True,
                 name_labels: str = NAME_REFERENCE_LABELS) -> tuple[str, str]:
         """The convention the file is read in and where it came from, the first of: the ``convention`` a
-        user names ("given"), the one its header names ("header", brainseg's own maps), the one its
+        user names ("given"), the one its header names ("header", brainseg's own maps; "segments", 3D Slicer's), the one its
         dataset describes (``described``: "dataset.json"), BraTS 2023+ for a BraTS 2023+ file name
         ("name"; 2024 post-treatment where it holds a 4), the one its values suggest ("values": BraTS
         2018-2021, or 2023+ when a map holds 3). ``by_name`` False skips the name: a prediction named
         for its case by another tool may hold any convention's values. ``name_labels``: where the user
         names the convention, for the message when the values cannot tell (InputError)."""
-        for found, source in ((convention, "given"), (self.declared, "header"), (described, "dataset.json")):
+        for found, source in ((convention, "given"), (self.declared, self.declared_by), (described, "dataset.json")):
             if found is not None:
                 return found, source
         if by_name and is_brats2023_label_name(self.name):
@@ -171,7 +179,7 @@ def read_label_map(source: bytes | str | Path, name: str | None = None, case: Ca
     named = by_name(array, data, name) if slicer else None  # Slicer numbers segments in the order they were made
     if named is not None:
         array, declared = named
-    labels = LabelMap(_label_values(array, name), affine, name, declared)
+    labels = LabelMap(_label_values(array, name), affine, name, declared, "header" if named is None else "segments")
     if min(labels.values.shape) < 2 and not labels.values.any():  # a thin map is a Slicer segmentation's crop
         raise InputError(f"{name}: an empty 3D Slicer segmentation (no segment holds a voxel: Slicer saves it as a "
                          f"single voxel); expected the tumour's segments: paint them in Slicer's Segment Editor and "

@@ -13,6 +13,9 @@ from brainseg.errors import InputError
 
 BACKGROUND, NCR, ED, ET = 0, 1, 2, 3
 LABEL_NAMES = {NCR: "necrotic core", ED: "edema", ET: "enhancing tumour"}
+# RGB of each internal label, wherever labels are shown or written with colours: background black, necrotic
+# core orange, edema green, enhancing tumour red
+LABEL_COLOURS = np.array([[0, 0, 0], [255, 165, 0], [0, 200, 0], [255, 0, 0]], dtype=np.uint8)
 REGIONS = ("WT", "TC", "ET")
 REGION_NAMES = {"WT": "whole tumour", "TC": "tumour core", "ET": "enhancing tumour"}
 REGION_LABELS = {"WT": (NCR, ED, ET), "TC": (NCR, ET), "ET": (ET,)}

@@ -14,7 +14,7 @@ import nibabel.orientations as nio
 import numpy as np
 from PIL import Image, ImageDraw
 
-from brainseg.labels import ED, ET, LABEL_NAMES, NCR, PROBABILITY_CHANNELS, REGION_LABELS, REGIONS, region_mask, require_internal
+from brainseg.labels import ED, ET, LABEL_COLOURS, LABEL_NAMES, NCR, PROBABILITY_CHANNELS, REGION_LABELS, REGIONS, region_mask, require_internal
 from brainseg.metrics import slice_area_mm2, slice_stats
 
 VIEWS = ("axial", "coronal", "sagittal")
@@ -23,7 +23,6 @@ VIEWS = ("axial", "coronal", "sagittal")
 # display axis runs towards the negative world direction (A->P, S->I, R->L; sagittal A->P)
 _VIEW_AXES = {"axial": (2, 1, 0), "coronal": (1, 2, 0), "sagittal": (0, 2, 1)}
 
-LABEL_COLOURS = np.array([[0, 0, 0], [255, 165, 0], [0, 200, 0], [255, 0, 0]], dtype=np.uint8)
 REGION_COLOURS = {"WT": (0, 200, 0), "TC": (255, 165, 0), "ET": (255, 0, 0)}
 COLOUR_NAMES = {(255, 165, 0): "orange", (0, 200, 0): "green", (255, 0, 0): "red"}  # the colours above, for legends in words
 ERROR_COLOURS = {"true positive": (255, 255, 0), "false positive": (255, 0, 255), "false negative": (0, 255, 255)}

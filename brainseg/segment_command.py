@@ -43,9 +43,12 @@ def is_cohort(inputs: list[str], output: str | None = None) -> bool:
     return True
 
 
+LABEL_MAP_ENDINGS = (".nii", ".nii.gz", ".seg.nrrd")  # .seg.nrrd: a 3D Slicer segmentation of named, coloured segments
+
+
 def _names_label_map(output: str | Path) -> bool:
-    """Whether an output path names one label map file (.nii / .nii.gz), not a folder."""
-    return Path(output).name.endswith((".nii", ".nii.gz"))
+    """Whether an output path names one label map file (``LABEL_MAP_ENDINGS``), not a folder."""
+    return Path(output).name.endswith(LABEL_MAP_ENDINGS)
 
 
 def _dataset_case(inputs: list[str]) -> "CaseSource | None":
@@ -82,7 +85,8 @@ def run_segment(args) -> int:
         case_files(inputs[0])  # a folder with no scans: said of the input, not of the output's name
     out = Path(args.output)
     if not _names_label_map(out):
-        raise InputError(f"{out}: output must end in .nii.gz or .nii (or give a folder of case folders, or a dataset's images folder, as input)")
+        raise InputError(f"{out}: output must end in .nii.gz, .nii or .seg.nrrd (a 3D Slicer segmentation); or give a "
+                         f"folder of case folders, or a dataset's images folder, as input")
     outputs = [out] + ([Path(args.stats)] if args.stats else []) + ([probabilities_path(out)] if args.save_probabilities else [])
     if args.stats and Path(args.stats).resolve() in {p.resolve() for p in outputs[:1] + outputs[2:]}:
         raise InputError(f"{args.stats}: --stats names the label map's or the probabilities' own path; give the "
@@ -203,10 +207,11 @@ def _done_before(source, target: Path, stats: Path, args, made_by: dict, modalit
 
 
 def probabilities_path(labels_path: Path) -> Path:
-    """Where the probabilities of a label map go: "seg.nii.gz" -> "seg_probabilities.nii.gz"."""
+    """Where the probabilities of a label map go: "seg.nii.gz" -> "seg_probabilities.nii.gz", and a Slicer
+    segmentation's beside it as NIfTI: "x.seg.nrrd" -> "x_probabilities.nii.gz"."""
     name = labels_path.name
-    suffix = ".nii.gz" if name.endswith(".nii.gz") else ".nii"
-    return labels_path.with_name(name[: -len(suffix)] + "_probabilities" + suffix)
+    suffix = next(s for s in (".nii.gz", ".seg.nrrd", ".nii") if name.endswith(s))
+    return labels_path.with_name(name[: -len(suffix)] + "_probabilities" + (".nii" if suffix == ".nii" else ".nii.gz"))
 
 
 def _bar(show: bool):

@@ -16,7 +16,7 @@ from brainseg_app.viewer import base_slice, legend_html, shown
 
 
 READ_FROM = {"given": "as chosen", "header": "as its header names", "name": "as its BraTS 2023+ file name implies",
-             "values": "guessed from its values"}
+             "values": "guessed from its values", "segments": "as its 3D Slicer segments are named"}
 
 
 LESION_CHALLENGE = "GLI"  # adult glioma: what BraTS cases are

@@ -7,6 +7,7 @@ from brainseg import checkpoint, render, report
 from brainseg.labelmaps import labels_bytes, probabilities_bytes
 from brainseg.labels import CONVENTIONS, LABEL_NAMES, REGION_NAMES, REGIONS
 from brainseg.metrics import slice_area_mm2, slice_stats, volume_stats
+from brainseg.slicer_segments import segmentation_bytes
 from brainseg_app.common import CONVENTION_TITLES, ROLES, attempt, state
 from brainseg_app.reference import compare_section, truth_section
 from brainseg_app.run import clear_truth, reference_convention, set_truth
@@ -152,10 +153,14 @@ def downloads(result, display: render.Display, convention: str, stats: dict) -> 
         evaluation = result.cache.get("evaluation") if result.truth is not None else None
         summary = report.summary(case, seg, result.record, evaluation, convention, stats,
                                  reference=result.truth.name if evaluation is not None else None)
-        cols = st.columns(5)
+        cols = st.columns(6)
         cols[0].download_button(
             "Segmentation (.nii.gz)", lambda: labels_bytes(seg.labels, case, convention),
             file_name=f"{name}_seg.nii.gz", mime="application/gzip", key="dl_nifti", on_click="ignore",
+        )
+        cols[5].download_button(
+            "3D Slicer (.seg.nrrd)", lambda: segmentation_bytes(seg.labels, case.affine, convention),
+            file_name=f"{name}.seg.nrrd", mime="application/octet-stream", key="dl_slicer", on_click="ignore",
         )
         cols[1].download_button("Volumes (.csv)", report.rows_csv(report.volume_rows(stats)), file_name=f"{name}_volumes.csv", mime="text/csv", key="dl_csv", on_click="ignore")
         cols[2].download_button("Summary (.json)", report.to_json(summary), file_name=f"{name}_summary.json", mime="application/json", key="dl_json", on_click="ignore")
@@ -173,7 +178,8 @@ def downloads(result, display: render.Display, convention: str, stats: dict) -> 
             "Probabilities (.nii.gz)", lambda: probabilities_bytes(seg.probabilities, case),
             file_name=f"{name}_probabilities.nii.gz", mime="application/gzip", key="dl_probabilities", on_click="ignore",
         )
-        st.caption("The segmentation keeps the scans' voxel grid, orientation and header, so it overlays on them in 3D Slicer or ITK-SNAP. "
+        st.caption("The segmentation keeps the scans' voxel grid, orientation and header, so it overlays on them in 3D Slicer or ITK-SNAP; "
+                   "the .seg.nrrd opens in 3D Slicer as a segmentation with named segments in these colours. "
                    "The probabilities are one 4D float image on the same grid (WT, TC, ET for region models).")
 
 

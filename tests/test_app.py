@@ -21,6 +21,7 @@ from streamlit.testing.v1 import AppTest
 from brainseg import checkpoint, pipeline
 from brainseg.checkpoint import save_checkpoint
 from brainseg.config import BrainsegConfig, InferenceConfig, ModelConfig, PostprocessConfig
+from brainseg.decode import read_volume
 from brainseg.labels import ED, ET, NCR, from_internal
 from brainseg.model import UNet3D
 
@@ -195,7 +196,7 @@ def test_sliders_and_views_redraw_without_running_the_network_again(app):
 def test_downloads_offer_nifti_csv_json_png_and_probabilities(app):
     run_case(app)
     buttons = {b.key: b for b in app.download_button}
-    assert set(buttons) == {"dl_nifti", "dl_csv", "dl_json", "dl_png", "dl_probabilities"}
+    assert set(buttons) == {"dl_nifti", "dl_csv", "dl_json", "dl_png", "dl_probabilities", "dl_slicer"}
     assert buttons["dl_nifti"].label == "Segmentation (.nii.gz)"
     assert all(b.proto.url or b.proto.deferred_file_id for b in buttons.values())
     app.selectbox(key="convention").set_value("brats2023").run()
@@ -566,6 +567,11 @@ def test_download_contents_match_the_result_in_the_chosen_convention(app, monkey
     wt = np.asarray(probabilities.dataobj)[..., 0] > 0.5
     assert probabilities.shape == (*SHAPE, 3) and wt.sum() == 512 and wt[WT_BOX].all()
     assert payload["dl_png"][:8] == b"\x89PNG\r\n\x1a\n"
+    # 3D Slicer's segmentation: the same voxels in the chosen values, named segments that read back by name
+    slicer = read_volume(payload["dl_slicer"], "case7.seg.nrrd")
+    np.testing.assert_array_equal(slicer[0], from_internal(expected_labels(), "brats2023"))
+    np.testing.assert_allclose(slicer[1], AFFINE, atol=1e-6)
+    assert b"Segment2_Name:=enhancing tumour" in payload["dl_slicer"] and b"Segment2_LabelValue:=3" in payload["dl_slicer"]
 
 
 def _record_downloads(monkeypatch) -> dict:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from brainseg.cli import main
+from brainseg.labelmaps import read_label_map
 from conftest import LPS, synthetic_images, write_case
 
 
@@ -187,6 +188,22 @@ def test_single_case_output_through_a_file_is_refused_before_inference(tmp_path,
     assert status == 2
     assert f"error: {tmp_path / 'afile'}: is a file, not a folder; cannot write" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_segment_writes_a_slicer_segmentation_holding_the_nifti_label_map(tmp_path, tiny_checkpoint, capsys):
+    write_case(tmp_path / "case")
+    common = [str(tmp_path / "case"), "--checkpoint", str(tiny_checkpoint), "--no-progress"]
+    assert main(["segment", *common, "-o", str(tmp_path / "seg.nii.gz")]) == 0
+    assert main(["segment", *common, "-o", str(tmp_path / "case01.seg.nrrd"), "--save-probabilities"]) == 0
+    nifti = np.asarray(nib.load(tmp_path / "seg.nii.gz").dataobj)
+    assert np.isin(nifti, (1, 2, 4)).sum() > 100  # the comparison below is not of two empty maps
+    slicer = read_label_map(tmp_path / "case01.seg.nrrd")
+    assert slicer.read_as() == ("brats2023", "segments")
+    np.testing.assert_array_equal(slicer.internal()[0], read_label_map(tmp_path / "seg.nii.gz").internal()[0])
+    np.testing.assert_allclose(slicer.affine, LPS, atol=1e-6)
+    assert nib.load(tmp_path / "case01_probabilities.nii.gz").shape == (40, 44, 36, 3)
+    assert main(["segment", *common, "-o", str(tmp_path / "seg.nrrd")]) == 2
+    assert "seg.nrrd: output must end in .nii.gz, .nii or .seg.nrrd" in capsys.readouterr().err
 
 
 def test_save_probabilities_beside_each_label_map(tmp_path, tiny_checkpoint):

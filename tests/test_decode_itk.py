@@ -475,7 +475,7 @@ def test_a_slicer_segmentation_is_read_by_its_segments_names_whatever_order_they
     named = _painted_in_another_order(tmp_path / "Segmentation.seg.nrrd",
                                       {1: "Peritumoral edema", 2: "Enhancing tumor", 3: "Non-enhancing tumor core"})
     read = read_label_map(named, case=case)
-    assert read.read_as() == ("brats2023", "header")
+    assert read.read_as() == ("brats2023", "segments")
     np.testing.assert_array_equal(read.internal()[0], expert)
     scores = evaluate_files(REAL_SEG, named)["regions"]
     assert [scores[r]["dice"] for r in ("WT", "TC", "ET")] == [1.0, 1.0, 1.0]
@@ -502,3 +502,26 @@ def test_segment_names_say_their_brats_class_and_a_cavity_makes_the_map_brats202
     assert convention == "brats2024" and relabelled.tolist() == [0, 2, 4, 2]
     assert by_name(values.astype(np.float32) + 0.5, header, "s.seg.nrrd") is None  # no label values: read as they are
     assert by_name(np.array([0, 5, 6]), header, "s.seg.nrrd") is None  # a value no segment names
+
+
+def test_a_label_map_saved_as_a_slicer_segmentation_overlays_the_case_with_named_coloured_segments(tmp_path):
+    """What 3D Slicer opens as a segmentation: every class a named, coloured segment in the case's values, on the
+    scans' grid (SimpleITK's reading of both), read back by brainseg by its names."""
+    paths = write_case(tmp_path / "c", affine=OBLIQUE)
+    case = load_case(list(paths.values()))
+    labels = np.zeros(case.shape, np.uint8)
+    labels[10:20, 12:22, 8:16], labels[13:17, 15:19, 10:14] = 2, 3  # edema around enhancing tumour, no necrosis
+    path = save_labels(labels, case, tmp_path / "case01.seg.nrrd", "brats2018")
+    written, scan = sitk.ReadImage(str(path)), sitk.ReadImage(str(paths["flair"]))
+    assert written.GetSize() == scan.GetSize()
+    for what in ("GetOrigin", "GetSpacing", "GetDirection"):
+        np.testing.assert_allclose(getattr(written, what)(), getattr(scan, what)(), atol=1e-5)
+    fields = {key: written.GetMetaData(key) for key in written.GetMetaDataKeys()}
+    assert [fields[f"Segment{i}_Name"] for i in range(3)] == ["necrotic core", "edema", "enhancing tumour"]
+    assert [fields[f"Segment{i}_LabelValue"] for i in range(3)] == ["1", "2", "4"]
+    assert [fields[f"Segment{i}_Color"] for i in range(3)] == ["1 0.6471 0", "0 0.7843 0", "1 0 0"]
+    assert fields["Segment0_Extent"] == "0 -1 0 -1 0 -1" and fields["Segment2_Extent"] == "13 16 15 18 10 13"
+    assert fields["Segmentation_MasterRepresentation"] == "Binary labelmap"
+    read = read_label_map(path, case=case)
+    assert read.read_as() == ("brats2023", "segments")
+    np.testing.assert_array_equal(read.internal()[0], labels)
