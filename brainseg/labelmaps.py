@@ -135,7 +135,11 @@ class LabelMap(NamedTuple):
         ("name"; 2024 post-treatment where it holds a 4), the one its values suggest ("values": BraTS
         2018-2021, or 2023+ when a map holds 3). ``by_name`` False skips the name: a prediction named
         for its case by another tool may hold any convention's values. ``name_labels``: where the user
-        names the convention, for the message when the values cannot tell (InputError)."""
+        names the convention, for the message when the values cannot tell (InputError). A map read by its
+        segments' names holds the values they gave, not the file's: a convention named for the file's is not
+        applied to them."""
+        if self.declared_by == "segments":
+            return self.declared, "segments"
         for found, source in ((convention, "given"), (self.declared, self.declared_by), (described, "dataset.json")):
             if found is not None:
                 return found, source

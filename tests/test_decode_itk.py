@@ -495,6 +495,12 @@ def test_segment_names_say_their_brats_class_and_a_cavity_makes_the_map_brats202
     assert said == {"Necrosis": 1, "NCR/NET": 1, "Non-enhancing tumour": 1, "oedema": 2, "Enhancing tumor": 3,
                     "ET": 3, "Resection cavity": "cavity", "Tumor core": None, "Segment_4": None,
                     "necrotic and enhancing": None}
+    # BraTS 2023's own name for edema holds "non-enhancing"; "non-contrast-enhancing" holds "enhancing"
+    said = {name: class_of_name(name) for name in (
+        "Surrounding non-enhancing FLAIR hyperintensity", "Surrounding Non-enhancing FLAIR Hyperintensity (SNFH)",
+        "non-enhancing T2/FLAIR hyperintensity", "Non-contrast-enhancing tumor", "Contrast-enhancing tumor",
+        "Non\u2011enhancing tumor", "Non-enhancement")}
+    assert list(said.values()) == [2, 2, 2, 1, 3, 1, 1]
     header = (b"NRRD0004\ntype: uchar\nSegment0_Name:=Cavity\nSegment0_LabelValue:=7\nSegment1_Name:=Edema\n"
               b"Segment1_LabelValue:=5\n\n")
     values = np.array([0, 5, 7, 5], np.uint8)
@@ -502,6 +508,24 @@ def test_segment_names_say_their_brats_class_and_a_cavity_makes_the_map_brats202
     assert convention == "brats2024" and relabelled.tolist() == [0, 2, 4, 2]
     assert by_name(values.astype(np.float32) + 0.5, header, "s.seg.nrrd") is None  # no label values: read as they are
     assert by_name(np.array([0, 5, 6]), header, "s.seg.nrrd") is None  # a value no segment names
+    odd = "NRRD0004\nSegment0_Name:=Edema\nSegment0_LabelValue:=\u00b2\n\n".encode()  # a digit int() refuses
+    assert by_name(np.array([0, 2]), odd, "s.seg.nrrd") is None
+
+
+def test_a_convention_named_for_a_map_read_by_its_segments_names_does_not_relabel_it(tmp_path):
+    """Read by name, the values are those the names give: a convention named for the file's own values (the
+    Decathlon's 1 edema, 2 non-enhancing) would swap edema and necrosis."""
+    values = np.zeros((6, 6, 6), np.uint8)
+    values[1, 1, 1], values[2, 2, 2], values[3, 3, 3] = 1, 2, 3
+    image = sitk.GetImageFromArray(values)
+    for i, name in enumerate(("Edema", "Non-enhancing tumor", "Enhancing tumor")):
+        image.SetMetaData(f"Segment{i}_Name", name)
+        image.SetMetaData(f"Segment{i}_LabelValue", str(i + 1))
+    sitk.WriteImage(image, str(tmp_path / "msd.seg.nrrd"), True)
+    read = read_label_map(tmp_path / "msd.seg.nrrd")
+    assert read.read_as("msd") == ("brats2023", "segments")
+    labels, _ = read.internal("msd")
+    assert [labels[1, 1, 1], labels[2, 2, 2], labels[3, 3, 3]] == [2, 1, 3]  # edema, necrotic core, enhancing
 
 
 def test_a_label_map_saved_as_a_slicer_segmentation_overlays_the_case_with_named_coloured_segments(tmp_path):
@@ -520,7 +544,12 @@ def test_a_label_map_saved_as_a_slicer_segmentation_overlays_the_case_with_named
     assert [fields[f"Segment{i}_Name"] for i in range(3)] == ["necrotic core", "edema", "enhancing tumour"]
     assert [fields[f"Segment{i}_LabelValue"] for i in range(3)] == ["1", "2", "4"]
     assert [fields[f"Segment{i}_Color"] for i in range(3)] == ["1 0.6471 0", "0 0.7843 0", "1 0 0"]
-    assert fields["Segment0_Extent"] == "0 -1 0 -1 0 -1" and fields["Segment2_Extent"] == "13 16 15 18 10 13"
+    # Slicer reads a shared layer cropped to its first segment's extent: each segment gets the layer's, the grid's
+    # (necrosis's own, empty here, would have emptied all three)
+    assert {fields[f"Segment{i}_Extent"] for i in range(3)} == {"0 39 0 43 0 35"}
+    i0, i1, j0, j1, k0, k1 = map(int, fields["Segment0_Extent"].split())
+    as_slicer_reads = sitk.GetArrayFromImage(written).transpose(2, 1, 0)[i0:i1 + 1, j0:j1 + 1, k0:k1 + 1]
+    assert [(as_slicer_reads == v).sum() for v in (2, 4)] == [(labels == 2).sum(), (labels == 3).sum()]
     assert fields["Segmentation_MasterRepresentation"] == "Binary labelmap"
     read = read_label_map(path, case=case)
     assert read.read_as() == ("brats2023", "segments")
