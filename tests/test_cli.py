@@ -1027,7 +1027,7 @@ def test_under_torchrun_bad_input_is_said_once_by_rank_zero(tmp_path, monkeypatc
     assert main(args) == 2 and capsys.readouterr().err == ""  # the same line would be rank 0's again
     monkeypatch.setenv("RANK", "0")
     assert main(args) == 2
-    assert capsys.readouterr().err.strip().startswith(f"error: {tmp_path / 'out'}: output must end in .nii.gz or .nii")
+    assert capsys.readouterr().err.strip().startswith(f"error: {tmp_path / 'out'}: output must end in .nii.gz, .nii or .seg.nrrd")
 
 
 def test_evaluate_refuses_to_score_references_against_themselves(tmp_path, capsys):
