@@ -16,7 +16,7 @@ from brainseg_app.viewer import base_slice, legend_html, shown
 
 
 READ_FROM = {"given": "as chosen", "header": "as its header names", "name": "as its BraTS 2023+ file name implies",
-             "values": "guessed from its values", "segments": "as its 3D Slicer segments are named"}
+             "values": "guessed from its values"}
 
 
 LESION_CHALLENGE = "GLI"  # adult glioma: what BraTS cases are
@@ -76,7 +76,11 @@ def truth_section(result, display: render.Display) -> None:
             result.cache["evaluation"] = score_labels(result.segmentation.labels, result.truth.labels, result.case.spacing,
                                                       result.truth.convention, LESION_CHALLENGE)
         truth = result.truth
-        caption = f"Reference: {truth.name} ({CONVENTION_TITLES[truth.convention]} labels, {READ_FROM[truth.source]})"
+        if truth.source == "segments":  # the file's own values were renumbered: naming a convention would mislead
+            caption = (f"Reference: {truth.name} (each 3D Slicer segment read as the class its name says, whatever its "
+                       f"value in the file; the reference label values chosen above do not apply to it)")
+        else:
+            caption = f"Reference: {truth.name} ({CONVENTION_TITLES[truth.convention]} labels, {READ_FROM[truth.source]})"
         if truth.source == "values" and truth.convention == "brats2023":
             # the same values 1-3 mean another thing in the Decathlon's maps: say so where it matters
             caption += (f"; a Decathlon Task01 map uses 1-3 too, for edema, non-enhancing core and ET: choose "

@@ -988,3 +988,27 @@ def test_a_slicer_segmentation_cropped_to_its_segments_is_the_ground_truth(app, 
     assert table(app, "hd95_mm")["dice"].tolist() == [1.0, 1.0, 1.0]
     upload(app, scan_files() + [dropped])
     assert not errors(app) and metrics(app)["WT volume"] == "4.10 mL"
+
+
+def test_a_slicer_segmentation_read_by_its_segment_names_says_so_instead_of_a_convention(app, tmp_path):
+    """Painted edema first, then enhancing tumour, then necrosis (values 1, 2, 3): scored by the names, and the
+    caption does not name a convention the file's values do not follow."""
+    import SimpleITK as sitk
+
+    internal = expected_labels()
+    painted = np.zeros_like(internal)
+    painted[internal == ED], painted[internal == ET], painted[internal == NCR] = 1, 2, 3
+    itk_bytes(painted, "painted.nrrd", tmp_path)
+    image = sitk.ReadImage(str(tmp_path / "painted.nrrd"))
+    for i, name in enumerate(("Edema", "Enhancing tumor", "Necrosis")):
+        image.SetMetaData(f"Segment{i}_Name", name)
+        image.SetMetaData(f"Segment{i}_LabelValue", str(i + 1))
+    sitk.WriteImage(image, str(tmp_path / "Segmentation.seg.nrrd"), True)
+    run_case(app)
+    upload = ("Segmentation.seg.nrrd", (tmp_path / "Segmentation.seg.nrrd").read_bytes(), "application/octet-stream")
+    app.file_uploader(key="truth_upload").set_value(upload).run()
+    assert not app.exception and not errors(app)
+    assert table(app, "hd95_mm")["dice"].tolist() == [1.0, 1.0, 1.0]
+    captions = [c.value for c in app.caption if c.value.startswith("Reference: Segmentation.seg.nrrd")]
+    assert captions and "each 3D Slicer segment read as the class its name says" in captions[0]
+    assert "BraTS" not in captions[0]
