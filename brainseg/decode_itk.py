@@ -77,7 +77,9 @@ def read_itk_volume(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray, nib
         image = sitk.VectorIndexSelectionCast(image, 0)
     affine = itk_affine(image.GetOrigin(), image.GetSpacing(), image.GetDirection())
     array = _voxels(sitk, image)
-    return array, affine, nifti_header(array, affine)
+    # a NRRD without "space" gives voxel sizes only: SimpleITK places it as LPS, which nothing in the file says
+    oriented = suffix != ".nrrd" or "space" in header.fields
+    return array, affine, nifti_header(array, affine, oriented)
 
 
 def itk_affine(origin, spacing, direction) -> np.ndarray:
@@ -89,16 +91,17 @@ def itk_affine(origin, spacing, direction) -> np.ndarray:
     return affine
 
 
-def nifti_header(array: np.ndarray, affine: np.ndarray) -> nib.Nifti1Header:
+def nifti_header(array: np.ndarray, affine: np.ndarray, oriented: bool = True) -> nib.Nifti1Header:
     """A NIfTI header for an image read from another format: ``affine`` as both its matrices, coded scanner
     coordinates (where NRRD and MetaImage place the image), so that brainseg treats the image as a NIfTI that
-    records its orientation, and label maps written with this header overlay the input in any viewer."""
+    records its orientation, and label maps written with this header overlay the input in any viewer; codes 0
+    where the file records no orientation (``oriented`` False), as a NIfTI says so."""
     header = nib.Nifti1Header()
     header.set_data_shape(array.shape)
     header.set_data_dtype(array.dtype)
     header.set_xyzt_units("mm")
-    header.set_qform(affine, code=1)
-    header.set_sform(affine, code=1)
+    header.set_qform(affine, code=1 if oriented else 0)  # codes 0: "no orientation recorded" (io.orientation_recorded)
+    header.set_sform(affine, code=1 if oriented else 0)
     return header
 
 

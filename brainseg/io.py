@@ -184,9 +184,10 @@ def read_scan(data: bytes, name: str) -> Scan:
     return Scan(base, array, affine, header)
 
 
-NO_ORIENTATION = ("the header records no orientation (qform and sform codes both 0), only voxel sizes; read with "
-                  "nibabel's default axes, which other viewers may not share, so left/right and anterior/posterior "
-                  "labels are not known; the label map keeps the header, so it overlays the scan in any viewer")
+NO_ORIENTATION = ("the header records no orientation (qform and sform codes both 0; in a NRRD, no space field), "
+                  "only voxel sizes; read with the reader's default axes, which other viewers may not share, so "
+                  "left/right and anterior/posterior labels are not known; the label map keeps the header, so it "
+                  "overlays the scan in any viewer")
 
 
 def orientation_recorded(header) -> bool:

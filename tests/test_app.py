@@ -871,7 +871,7 @@ def test_scans_whose_header_records_no_orientation_are_warned_about(app):
         return gzip.compress(image.to_bytes(), mtime=0)
 
     upload(app, [(f"case7_{m}.nii.gz", unoriented(v), "application/gzip") for m, v in images().items()])
-    assert any(w.value.startswith("case7: the header records no orientation (qform and sform codes both 0)")
+    assert any(w.value.startswith("case7: the header records no orientation (qform and sform codes both 0;")
                for w in app.warning)
     upload(app, scan_files())  # the same scans with their orientation: nothing to warn about
     assert not any("records no orientation" in w.value for w in app.warning)

@@ -554,3 +554,23 @@ def test_a_label_map_saved_as_a_slicer_segmentation_overlays_the_case_with_named
     read = read_label_map(path, case=case)
     assert read.read_as() == ("brats2023", "segments")
     np.testing.assert_array_equal(read.internal()[0], labels)
+
+
+def test_a_nrrd_without_a_space_field_is_said_to_record_no_orientation(tmp_path, caplog):
+    """Only "spacings": SimpleITK places it as LPS, which the file does not say; a NRRD with a space records it."""
+    import logging
+
+    voxels = np.arange(6 * 7 * 8, dtype=np.int16).reshape(8, 7, 6)  # (Z, Y, X) as the file stores x fastest
+    header = b"NRRD0004\ntype: short\ndimension: 3\nsizes: 6 7 8\nspacings: 1 1.5 2\nencoding: raw\nendian: little\n\n"
+    array, affine, nifti = read_volume(header + voxels.tobytes(), "case01_flair.nrrd")
+    np.testing.assert_array_equal(array, voxels.transpose(2, 1, 0))
+    np.testing.assert_allclose(affine, np.diag([-1.0, -1.5, 2.0, 1.0]))
+    assert not orientation_recorded(nifti)
+    _, _, spaced = read_volume(header.replace(b"spacings: 1 1.5 2\n", b"space: left-posterior-superior\nspace "
+                                              b"directions: (1,0,0) (0,1.5,0) (0,0,2)\n") + voxels.tobytes(), "x.nrrd")
+    assert orientation_recorded(spaced)
+    for k, modality in enumerate(("flair", "t1", "t1ce", "t2")):
+        (tmp_path / f"case01_{modality}.nrrd").write_bytes(header + (voxels * (k + 1)).tobytes())
+    with caplog.at_level(logging.WARNING):
+        load_case(tmp_path)
+    assert "the header records no orientation (qform and sform codes both 0; in a NRRD, no space field)" in caplog.text

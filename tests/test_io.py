@@ -391,7 +391,7 @@ def test_scans_that_record_no_orientation_are_read_and_warned_about(tmp_path, ca
         nib.save(image, path)
     case = load_case(tmp_path / "c")
     assert case.shape == (40, 44, 36)
-    assert "case01_flair.nii.gz" in caplog.text and "the header records no orientation (qform and sform codes both 0)" in caplog.text
+    assert "case01_flair.nii.gz" in caplog.text and "the header records no orientation (qform and sform codes both 0;" in caplog.text
     caplog.clear()
     load_case(write_case(tmp_path / "d").values())
     assert "records no orientation" not in caplog.text
