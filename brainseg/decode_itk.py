@@ -20,7 +20,7 @@ from typing import NamedTuple
 import nibabel as nib
 import numpy as np
 
-from brainseg.decode import MAX_VOXELS, check_voxel_grid, is_nifti_data
+from brainseg.decode import MAX_VOXELS, check_voxel_grid, is_nifti_data, voxel_spacing
 from brainseg.errors import InputError
 from brainseg.files import temporary_copy
 
@@ -89,6 +89,15 @@ def itk_affine(origin, spacing, direction) -> np.ndarray:
     affine[:3, :3] = _LPS_TO_RAS @ np.reshape(np.asarray(direction, dtype=float), (3, 3)) @ np.diag(spacing)
     affine[:3, 3] = _LPS_TO_RAS @ np.asarray(origin, dtype=float)
     return affine
+
+
+def itk_geometry(affine: np.ndarray) -> tuple[list[float], list[float], list[float]]:
+    """``itk_affine``'s inverse: the LPS origin, voxel spacing and row-major direction matrix of an ITK image on
+    the grid a RAS voxel-to-world ``affine`` describes."""
+    matrix = np.asarray(affine, dtype=float)
+    spacing = np.array(voxel_spacing(matrix))
+    direction = _LPS_TO_RAS @ matrix[:3, :3] / spacing  # negating x and y is its own inverse
+    return (_LPS_TO_RAS @ matrix[:3, 3]).tolist(), spacing.tolist(), direction.flatten().tolist()
 
 
 def nifti_header(array: np.ndarray, affine: np.ndarray, oriented: bool = True) -> nib.Nifti1Header:

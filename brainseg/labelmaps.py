@@ -30,8 +30,7 @@ def save_labels(labels: np.ndarray, case: Case, path: str | Path, convention: st
     path = Path(path)
     if not is_slicer_segmentation(path):
         return _save_image(labels_image(labels, case, convention), path)
-    if labels.shape != case.shape:
-        raise ValueError(f"label map shape {labels.shape} differs from the case's {case.shape}")
+    _check_on_case_grid(labels, case)
     data = segmentation_bytes(labels, case.affine, convention)
     return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data), ".seg.nrrd")
 
@@ -71,12 +70,16 @@ def _save_image(image: nib.Nifti1Image, path: Path) -> Path:
 def labels_image(labels: np.ndarray, case: Case, convention: str) -> nib.Nifti1Image:
     """NIfTI image of internal labels written in ``convention``'s values, in the case's space, with
     private free-text fields cleared and the convention named in the description."""
-    if labels.shape != case.shape:
-        raise ValueError(f"label map shape {labels.shape} differs from the case's {case.shape}")
+    _check_on_case_grid(labels, case)
     image = _image_on_case_grid(from_internal(labels, convention), case, np.uint8)
     image.header["descrip"] = _LABELS_DESCRIP.format(convention).encode()
     image.header.set_intent("label")
     return image
+
+
+def _check_on_case_grid(labels: np.ndarray, case: Case) -> None:
+    if labels.shape != case.shape:
+        raise ValueError(f"label map shape {labels.shape} differs from the case's {case.shape}")
 
 
 def _image_on_case_grid(array: np.ndarray, case: Case, dtype) -> nib.Nifti1Image:
@@ -192,7 +195,7 @@ def read_label_map(source: bytes | str | Path, name: str | None = None, case: Ca
         scans = next(iter(case.sources.values()), "the scans")
         values = on_grid_of(scans, case.shape, case.affine, name, labels.values, affine,
                              "the segmentation of this case, on the scans' grid", labels.has_geometry and case.has_geometry,
-                             part=is_slicer_segmentation(name))
+                             part=slicer)
         labels = labels._replace(values=values, affine=case.affine) if values is not labels.values else labels
     return labels
 

@@ -14,11 +14,11 @@ import re
 
 import numpy as np
 
+from brainseg.decode_itk import MAX_HEADER_BYTES, itk_geometry
 from brainseg.labels import CONVENTIONS, ED, ET, LABEL_COLOURS, LABEL_NAMES, NCR, from_internal
 
 log = logging.getLogger(__name__)
 
-MAX_HEADER_BYTES = 1024**2  # a Slicer header is a few kB
 CAVITY = "cavity"  # BraTS 2024's resection cavity: not tumour
 # words of a segment's name that say its class, matched whole ("non-enhancing", "non-contrast-enhancing" and the
 # like are joined into one word first, so that they are never taken for enhancing tumour)
@@ -96,17 +96,15 @@ def segmentation_bytes(labels: np.ndarray, affine: np.ndarray, convention: str) 
     class listed even when empty, so that it can be painted in Slicer."""
     import SimpleITK as sitk
 
-    from brainseg.decode import voxel_spacing
     from brainseg.files import temporary_copy
 
     values = from_internal(labels, convention)
     file_value = dict(zip((NCR, ED, ET), from_internal(np.array([NCR, ED, ET], np.uint8), convention).tolist()))
     image = sitk.GetImageFromArray(np.ascontiguousarray(values.transpose(2, 1, 0)))
-    spacing = np.array(voxel_spacing(affine))
-    lps = np.diag([-1.0, -1.0, 1.0])  # NIfTI's world is RAS, ITK's LPS
-    image.SetSpacing(spacing.tolist())
-    image.SetDirection((lps @ np.asarray(affine)[:3, :3] / spacing).flatten().tolist())
-    image.SetOrigin((lps @ np.asarray(affine)[:3, 3]).tolist())
+    origin, spacing, direction = itk_geometry(affine)
+    image.SetOrigin(origin)
+    image.SetSpacing(spacing)
+    image.SetDirection(direction)
     for key, value in _SEGMENTATION_FIELDS.items():
         image.SetMetaData(key, value)
     for index, label in enumerate((NCR, ED, ET)):
